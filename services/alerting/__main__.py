@@ -1,0 +1,28 @@
+"""``python -m services.alerting``: the alert store and API, consuming opswatch.alerts."""
+
+from __future__ import annotations
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from services.alerting.app import create_app
+from services.alerting.store import AlertStore
+from services.common.config import OpswatchSettings
+from services.common.kafka import ensure_topics
+
+
+def serve(settings: OpswatchSettings) -> None:
+    assert settings.kafka_bootstrap
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    app = create_app(
+        AlertStore(settings.database_url),
+        CollectorRegistry(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+    )
+    uvicorn.run(app, host=settings.alerting_host, port=settings.alerting_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    from services.cli import app
+
+    app(["run", "alerting"])

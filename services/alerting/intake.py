@@ -1,0 +1,94 @@
+"""Alert updates in (from Kafka or, embedded, from the engine), rows in the store out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from services.alerting.metrics import Metrics
+from services.alerting.store import AlertStore
+from services.common.contracts import Alert
+from services.common.events import ALERTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+class AlertIntake:
+    def __init__(
+        self,
+        store: AlertStore,
+        metrics: Metrics,
+        on_new: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.on_new = on_new
+
+    def handle(self, alert: Mapping[str, Any]) -> str:
+        try:
+            Alert.model_validate(alert)
+        except ValidationError as exc:
+            log.warning("invalid alert update dropped: %s", exc.errors()[0]["msg"])
+            self.metrics.updates.labels("invalid").inc()
+            return "invalid"
+        if not self.store.upsert(alert):
+            self.metrics.updates.labels("duplicate").inc()
+            return "duplicate"
+        self.metrics.updates.labels("stored").inc()
+        if self.on_new is not None:
+            self.on_new(alert)
+        return "stored"
+
+    def handle_bytes(self, value: bytes) -> str:
+        try:
+            alert = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            log.warning("alert update that is not JSON dropped")
+            self.metrics.updates.labels("invalid").inc()
+            return "invalid"
+        return self.handle(alert)
+
+
+class KafkaAlertConsumer:
+    """Reads opswatch.alerts in a thread; commits after the batch is in the store."""
+
+    def __init__(self, bootstrap: str, intake: AlertIntake, group: str = "opswatch-alerting"):
+        self._bootstrap = bootstrap
+        self._intake = intake
+        self._group = group
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alert-consumer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            ALERTS_TOPIC,
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="opswatch-alerting",
+        )
+        try:
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        self._intake.handle_bytes(record.value)
+                if batches:
+                    consumer.commit()
+        finally:
+            consumer.close()

@@ -1,0 +1,244 @@
+"""The ``opswatch`` command: run, replay, simulate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+
+from services.common import logs
+from services.common.config import OpswatchSettings
+from services.detector.engine.catalog import CatalogError
+
+app = typer.Typer(
+    help="opswatch: streaming anomaly detection for orders, activity and feedback.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DURATION = TypeAdapter(timedelta)
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    detector = "detector"
+    alerting = "alerting"
+
+
+def _settings() -> OpswatchSettings:
+    try:
+        settings = OpswatchSettings()
+        settings.catalog()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        err.print(f"[red]configuration error[/]: {name}: {first['msg']}")
+        raise typer.Exit(2) from None
+    except CatalogError as exc:
+        err.print(f"[red]metric catalog error[/]: {exc}")
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level)
+    return settings
+
+
+def _duration(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        return DURATION.validate_python(text)
+    except (ValueError, ValidationError, IndexError):
+        err.print(f"[red]not a duration[/]: {text!r} (try 90s, 5m, 2h, 4d or PT5M)")
+        raise typer.Exit(2) from None
+
+
+def describe(alert: Mapping[str, Any]) -> str:
+    where = ",".join(f"{k}={v}" for k, v in alert["slice"].items()) or "all-up"
+    return (
+        f"{alert['status'].upper():8} {alert['severity']:8} {alert['metric']} [{where}] "
+        f"observed {alert['observed']:.4g} expected {alert['expected']:.4g} "
+        f"[{alert['expected_low']:.4g}, {alert['expected_high']:.4g}] n={alert.get('n', 0):.0f} "
+        f"since {alert['started_at']} id={alert['id'][:12]}"
+    )
+
+
+@app.command()
+def run(
+    service: Annotated[Service | None, typer.Argument(help="one service, in Kafka mode")] = None,
+    run_for: Annotated[
+        str | None, typer.Option("--for", help="stop after this long (e.g. 90s, 10m)")
+    ] = None,
+) -> None:
+    """The main job. Embedded (everything in one process, simulated traffic) unless
+    OPSWATCH_KAFKA_BOOTSTRAP is set; then one service, or all three as child processes."""
+    settings = _settings()
+    if service is None and not settings.kafka_bootstrap:
+        from services.detector.embedded import run_embedded
+
+        def on_alert(alert: Mapping[str, Any]) -> None:
+            colour = "red" if alert["status"] == "firing" else "green"
+            out.print(f"[{colour}]{describe(alert)}[/]", highlight=False)
+
+        try:
+            run_embedded(
+                settings, on_alert, lambda m: out.print(f"[dim]{m}[/]"), _duration(run_for)
+            )
+        except KeyboardInterrupt:
+            out.print("stopped")
+        return
+    if service is None:
+        _run_all()
+        return
+    if not settings.kafka_bootstrap:
+        err.print(f"[red]opswatch run {service}[/] needs OPSWATCH_KAFKA_BOOTSTRAP (host:port)")
+        raise typer.Exit(2)
+    if service is Service.ingest:
+        from services.ingest.__main__ import serve as serve_ingest
+
+        serve_ingest(settings)
+    elif service is Service.alerting:
+        from services.alerting.__main__ import serve as serve_alerting
+
+        serve_alerting(settings)
+    else:
+        from services.detector.__main__ import serve as serve_detector
+
+        serve_detector(settings)
+
+
+def _run_all() -> None:
+    children = [
+        subprocess.Popen([sys.executable, "-m", "services.cli", "run", s.value], env=os.environ)
+        for s in Service
+    ]
+    try:
+        for child in children:
+            child.wait()
+    except KeyboardInterrupt:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)
+
+
+@app.command()
+def replay(
+    input: Annotated[Path, typer.Option("--input", "-i", help="events, NDJSON")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="alerts, NDJSON")],
+    stats: Annotated[bool, typer.Option("--stats", help="print throughput figures")] = False,
+    reorder: Annotated[
+        str, typer.Option(help="how far out of event-time order the file may be")
+    ] = "15m",
+) -> None:
+    """Run the engine over a file of events in event time and write every alert it raises."""
+    from services.detector.replay import replay as run_replay
+
+    settings = _settings()
+    reorder_by = _duration(reorder)
+    assert reorder_by is not None
+    if not input.is_file():
+        err.print(f"[red]no such file[/]: {input}")
+        raise typer.Exit(2)
+    shown = 0
+
+    def on_invalid(line: int, why: str) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= 20:
+            err.print(f"[yellow]{input}:{line}[/]: skipped: {why}", highlight=False)
+
+    with input.open("rb") as src, output.open("wb") as dst:
+        result = run_replay(
+            src,
+            dst,
+            settings.catalog(),
+            settings.engine(),
+            reorder_s=reorder_by.total_seconds(),
+            on_invalid=on_invalid,
+        )
+    if result.invalid:
+        err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")
+    summary = (
+        f"{result.events} events, {result.alerts} alert updates -> {output}"
+        f" ({result.late} late, {result.duplicates} duplicate)"
+    )
+    out.print(summary, highlight=False)
+    if stats:
+        out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
+
+
+@app.command()
+def simulate(
+    start: Annotated[str, typer.Option(help="first event time, RFC 3339")] = "",
+    duration: Annotated[str, typer.Option(help="how much traffic, e.g. 6h or 4d")] = "1d",
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    rate: Annotated[float, typer.Option(help="sessions per minute all-up at peak")] = 100.0,
+    incidents: Annotated[
+        Path | None, typer.Option(help="YAML file: incidents: [{family, slice, start, ...}]")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="write NDJSON here")] = None,
+    ingest_url: Annotated[str | None, typer.Option(help="POST to this ingest base URL")] = None,
+    kafka: Annotated[str | None, typer.Option(help="produce to this Kafka bootstrap")] = None,
+    batch: Annotated[int, typer.Option(help="events per POST or produce flush")] = 500,
+) -> None:
+    """Realistic traffic with an optional incident schedule, to a file, ingest or Kafka.
+
+    The ground truth (the incidents, resolved to absolute times) is written
+    beside the output as <output>.truth.json, or to stdout otherwise."""
+    from services.common import simulator as sim_mod
+
+    if sum(x is not None for x in (output, ingest_url, kafka)) != 1:
+        err.print("[red]give exactly one of --output, --ingest-url, --kafka[/]")
+        raise typer.Exit(2)
+    try:
+        begin = (
+            datetime.fromisoformat(start)
+            if start
+            else datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+        )
+        schedule = sim_mod.load_incidents(str(incidents)) if incidents else []
+    except (ValueError, OSError, ValidationError) as exc:
+        err.print(f"[red]bad simulation input[/]: {exc}")
+        raise typer.Exit(2) from None
+    if begin.tzinfo is None:
+        err.print("[red]--start needs an offset, e.g. 2026-03-02T00:00:00Z[/]")
+        raise typer.Exit(2)
+    span = _duration(duration)
+    assert span is not None
+    sim = sim_mod.Simulator(begin, span, seed=seed, sessions_per_minute=rate, incidents=schedule)
+    truth = orjson.dumps(sim_mod.ground_truth(schedule), option=orjson.OPT_INDENT_2)
+    from services.common.sinks import to_file, to_ingest, to_kafka
+
+    if output is not None:
+        n = to_file(sim.events(), output)
+        Path(f"{output}.truth.json").write_bytes(truth)
+    elif ingest_url is not None:
+        n = to_ingest(sim.events(), ingest_url, batch)
+        sys.stdout.buffer.write(truth + b"\n")
+    else:
+        assert kafka is not None
+        n = to_kafka(sim.events(), kafka, batch)
+        sys.stdout.buffer.write(truth + b"\n")
+    err.print(f"{n} events written", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Settings: the only module that reads the environment.
+
+One frozen object, built once by the command line and passed in as an
+argument; nothing below the composition roots reads the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.detector.engine.catalog import Catalog, load_catalog
+from services.detector.engine.evaluate import EngineSettings
+
+
+def env(name: str) -> AliasChoices:
+    """The environment variable of a setting, exactly as documented (no prefixing)."""
+    return AliasChoices(name)
+
+
+class OpswatchSettings(BaseSettings):
+    """Everything opswatch reads from the environment, in one frozen object."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    kafka_bootstrap: str | None = Field(None, validation_alias=env("OPSWATCH_KAFKA_BOOTSTRAP"))
+    kafka_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        4, validation_alias=env("OPSWATCH_KAFKA_PARTITIONS")
+    )
+    database_url: str = Field(
+        "sqlite:///opswatch.db", validation_alias=env("OPSWATCH_DATABASE_URL")
+    )
+    ingest_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_INGEST_HOST"))
+    ingest_port: int = Field(8081, validation_alias=env("OPSWATCH_INGEST_PORT"))
+    ingest_max_events: Annotated[int, Field(ge=1)] = Field(
+        10_000, validation_alias=env("OPSWATCH_INGEST_MAX_EVENTS")
+    )
+    alerting_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_ALERTING_HOST"))
+    alerting_port: int = Field(8080, validation_alias=env("OPSWATCH_ALERTING_PORT"))
+    detector_app_id: str = Field(
+        "opswatch-detector", validation_alias=env("OPSWATCH_DETECTOR_APP_ID")
+    )
+    detector_data_dir: Path = Field(
+        Path(".opswatch/detector"), validation_alias=env("OPSWATCH_DETECTOR_DATA_DIR")
+    )
+    detector_metrics_port: int = Field(9102, validation_alias=env("OPSWATCH_DETECTOR_METRICS_PORT"))
+    metrics_file: Path | None = Field(None, validation_alias=env("OPSWATCH_METRICS_FILE"))
+    window: timedelta = Field(timedelta(minutes=5), validation_alias=env("OPSWATCH_WINDOW"))
+    lateness: timedelta = Field(timedelta(minutes=2), validation_alias=env("OPSWATCH_LATENESS"))
+    timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
+    alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
+    log_level: str = Field("INFO", validation_alias=env("OPSWATCH_LOG_LEVEL"))
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _whole_minutes(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if seconds < 60 or seconds % 60 or 86400 % seconds:
+            raise ValueError("must be whole minutes that divide a day, e.g. PT5M")
+        return value
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            window_s=int(self.window.total_seconds()),
+            lateness_s=int(self.lateness.total_seconds()),
+            alpha=self.alpha,
+            timezone=self.timezone,
+        )
+
+    def catalog(self) -> Catalog:
+        return load_catalog(self.metrics_file) if self.metrics_file else load_catalog()

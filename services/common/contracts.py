@@ -1,0 +1,135 @@
+"""The public contracts: events in, alerts out (mirrors schemas/*.json).
+
+The JSON Schema files are the published contract; these pydantic models are the
+same rules in Python, and tests/contract proves the two agree on every example.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+)
+
+DIMENSIONS: tuple[str, ...] = ("region", "channel", "platform")
+UNKNOWN = "unknown"
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: object) -> datetime:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-03-02T10:15:00Z")
+    try:
+        return datetime.fromisoformat(value.upper().replace(" ", "T"))
+    except ValueError as exc:
+        raise ValueError(f"is not a valid date or time: {exc}") from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+Dimension = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    ts: Timestamp
+    user_id: Annotated[str, Field(min_length=1, max_length=256)]
+    region: Dimension | None = None
+    channel: Dimension | None = None
+    platform: Dimension | None = None
+    attributes: dict[str, Any] | None = None
+
+    def leaf_slice(self) -> tuple[str, str, str]:
+        return (self.region or UNKNOWN, self.channel or UNKNOWN, self.platform or UNKNOWN)
+
+
+class OrderEvent(_Event):
+    type: Literal["order"]
+    order_id: Annotated[str, Field(min_length=1, max_length=128)]
+    status: Literal["created", "paid", "payment_failed", "cancelled", "refunded"]
+    amount: Annotated[StrictFloat, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class ActivityEvent(_Event):
+    type: Literal["activity"]
+    session_id: Annotated[str, Field(min_length=1, max_length=128)]
+    action: Literal[
+        "session_start",
+        "page_view",
+        "add_to_cart",
+        "checkout_start",
+        "login",
+        "signup",
+        "subscription_cancel",
+        "account_close",
+    ]
+
+
+class FeedbackEvent(_Event):
+    type: Literal["feedback"]
+    rating: Annotated[StrictInt, Field(ge=1, le=5)]
+    category: Literal["complaint", "bug", "question", "praise", "other"] | None = None
+    nps: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
+    text: Annotated[str, Field(max_length=4000)] | None = None
+
+
+Event = Annotated[OrderEvent | ActivityEvent | FeedbackEvent, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[OrderEvent | ActivityEvent | FeedbackEvent] = TypeAdapter(Event)
+
+EVENT_TYPES: tuple[str, ...] = ("order", "activity", "feedback")
+
+
+class Driver(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slice: dict[str, str]
+    observed: float | None = None
+    expected: float | None = None
+    contribution: float | None = None
+
+
+AlertSlice = dict[Literal["region", "channel", "platform"], str]
+
+
+class Alert(BaseModel):
+    """One alert as published on opswatch.alerts and served by GET /v1/alerts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    metric: Annotated[str, Field(min_length=1)]
+    slice: AlertSlice
+    window_start: Timestamp
+    window_end: Timestamp
+    direction: Literal["up", "down"]
+    observed: float
+    expected: float
+    expected_low: float
+    expected_high: float
+    n: Annotated[float, Field(ge=0)] | None = None
+    p_value: Annotated[float, Field(ge=0, le=1)] | None = None
+    score: Annotated[float, Field(ge=0, le=1)]
+    severity: Literal["critical", "warning", "info"]
+    status: Literal["firing", "acknowledged", "resolved"]
+    started_at: Timestamp
+    updated_at: Timestamp
+    resolved_at: Timestamp | None
+    windows: Annotated[int, Field(ge=1)] | None = None
+    baseline: str | None = None
+    config_version: str | None = None
+    drivers: list[Driver] | None = None

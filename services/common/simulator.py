@@ -1,0 +1,245 @@
+"""Realistic traffic: sessions, orders, churn and feedback for many slices of unequal size.
+
+Slices differ in size by three orders of magnitude (a large region on the web
+and a small one through a partner channel on Android), traffic follows a daily
+and a weekly cycle, and users come back. Incidents from a schedule change the
+behaviour of one slice (or of everything) for a while: a payment outage, an
+ordering drop, a churn wave, a run of bad feedback. Output is roughly
+time-ordered, the way real exports are: a session's events land minutes after
+it starts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
+CHANNELS = (("web", 0.50), ("app", 0.33), ("partner", 0.11), ("email", 0.06))
+PLATFORMS = (("desktop", 0.42), ("ios", 0.33), ("android", 0.25))
+
+Family = Literal["conversion", "orders", "churn", "feedback", "traffic"]
+
+
+class Incident(BaseModel):
+    """One scheduled incident: a family of behaviour changes in a slice for a while."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: Family
+    slice: dict[Literal["region", "channel", "platform"], str] = Field(default_factory=dict)
+    start: datetime
+    duration: timedelta
+    magnitude: Annotated[float, Field(ge=-1.0, le=10.0)] = 0.5
+
+    def covers(self, leaf: tuple[str, str, str], t: float) -> bool:
+        start = self.start.timestamp()
+        if not start <= t < start + self.duration.total_seconds():
+            return False
+        region, channel, platform = leaf
+        want = self.slice
+        return (
+            want.get("region", region) == region
+            and want.get("channel", channel) == channel
+            and want.get("platform", platform) == platform
+        )
+
+
+class IncidentFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    incidents: list[Incident]
+
+
+def load_incidents(path: str) -> list[Incident]:
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh)
+    return IncidentFile.model_validate(raw).incidents
+
+
+@dataclass(frozen=True)
+class Leaf:
+    region: str
+    channel: str
+    platform: str
+    weight: float
+    checkout_p: float
+    pay_p: float
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.region, self.channel, self.platform)
+
+
+def leaves(rng: np.random.Generator) -> list[Leaf]:
+    out = []
+    for region, rw in REGIONS:
+        for channel, cw in CHANNELS:
+            for platform, pw in PLATFORMS:
+                checkout = float(np.clip(rng.normal(0.09, 0.015), 0.04, 0.15))
+                pay = float(np.clip(rng.normal(0.88, 0.03), 0.75, 0.97))
+                out.append(Leaf(region, channel, platform, rw * cw * pw, checkout, pay))
+    return out
+
+
+def seasonality(t: float, tz_offset_h: float = 0.0) -> float:
+    """Traffic multiplier: a daily cycle (trough at 04:00, peak 19:00) and quieter weekends."""
+    local = t + tz_offset_h * 3600
+    hour = (local % 86400) / 3600
+    daily = 0.55 - 0.45 * math.cos((hour - 4.0) / 24 * 2 * math.pi)
+    weekday = int(local // 86400 + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
+    weekly = 0.8 if weekday >= 5 else 1.0
+    return max(0.08, daily) * weekly
+
+
+def _iso(t: float) -> str:
+    ms = round((t % 1) * 1000)
+    if ms == 1000:
+        t, ms = math.floor(t) + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(t))) + f".{ms:03d}Z"
+
+
+@dataclass
+class Simulator:
+    start: datetime
+    duration: timedelta
+    seed: int = 42
+    sessions_per_minute: float = 200.0
+    incidents: Sequence[Incident] = ()
+    users_per_leaf: int = 4000
+    _seq: int = field(default=0, init=False)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng(self.seed)
+        slices = leaves(rng)
+        heap: list[tuple[float, int, dict[str, Any]]] = []
+        t0 = self.start.timestamp()
+        end = t0 + self.duration.total_seconds()
+        step = 60.0
+        t = t0
+        while t < end:
+            season = seasonality(t)
+            for idx, leaf in enumerate(slices):
+                effects = self._effects(leaf.key, t)
+                rate = self.sessions_per_minute * leaf.weight * season * effects["traffic"]
+                for _ in range(int(rng.poisson(rate))):
+                    for ev in self._session(rng, idx, leaf, t + rng.uniform(0, step), effects):
+                        heapq.heappush(heap, (ev["_t"], self._next(), ev))
+            t += step
+            while heap and heap[0][0] < t:
+                yield self._emit(heapq.heappop(heap)[2])
+        while heap:
+            ev = heapq.heappop(heap)[2]
+            if ev["_t"] < end:
+                yield self._emit(ev)
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @staticmethod
+    def _emit(ev: dict[str, Any]) -> dict[str, Any]:
+        ev["ts"] = _iso(ev.pop("_t"))
+        return ev
+
+    def _effects(self, leaf: tuple[str, str, str], t: float) -> dict[str, float]:
+        eff = {"traffic": 1.0, "pay": 1.0, "checkout": 1.0, "churn": 1.0, "bad_feedback": 0.0}
+        for inc in self.incidents:
+            if not inc.covers(leaf, t):
+                continue
+            m = inc.magnitude
+            if inc.family == "conversion":
+                eff["pay"] *= 1.0 - m
+            elif inc.family == "orders":
+                eff["checkout"] *= 1.0 - m
+            elif inc.family == "churn":
+                eff["traffic"] *= 1.0 - m / 2
+                eff["churn"] *= 1.0 + 20.0 * m
+            elif inc.family == "feedback":
+                eff["bad_feedback"] = max(eff["bad_feedback"], m)
+            elif inc.family == "traffic":
+                eff["traffic"] *= max(0.0, 1.0 + m)
+        return eff
+
+    def _session(
+        self,
+        rng: np.random.Generator,
+        idx: int,
+        leaf: Leaf,
+        t: float,
+        eff: Mapping[str, float],
+    ) -> list[dict[str, Any]]:
+        user = f"u-{idx}-{int(rng.zipf(1.3)) % self.users_per_leaf}"
+        sid = f"s-{self._next()}"
+        base = {
+            "user_id": user,
+            "region": leaf.region,
+            "channel": leaf.channel,
+            "platform": leaf.platform,
+        }
+        out = []
+
+        def add(kind: str, at: float, **fields: Any) -> None:
+            ev = {"type": kind, "event_id": f"{kind[0]}-{self.seed}-{self._next()}", "_t": at}
+            ev.update(base)
+            ev.update(fields)
+            out.append(ev)
+
+        add("activity", t, session_id=sid, action="session_start")
+        at = t
+        for _ in range(int(rng.integers(1, 4))):
+            at += rng.exponential(20)
+            add("activity", at, session_id=sid, action="page_view")
+        if rng.random() < 0.002 * eff["churn"]:
+            add("activity", at + 5, session_id=sid, action="subscription_cancel")
+        if rng.random() < leaf.checkout_p * eff["checkout"]:
+            at += rng.exponential(30)
+            add("activity", at, session_id=sid, action="add_to_cart")
+            at += rng.exponential(30)
+            add("activity", at, session_id=sid, action="checkout_start")
+            order = f"o-{self._next()}"
+            amount = round(float(rng.lognormal(3.8, 0.6)), 2)
+            add("order", at + 1, order_id=order, status="created", amount=amount, currency="USD")
+            paid = rng.random() < leaf.pay_p * eff["pay"]
+            status = "paid" if paid else "payment_failed"
+            at += rng.exponential(5) + 1
+            add("order", at, order_id=order, status=status, amount=amount, currency="USD")
+            if paid and rng.random() < 0.03:
+                add(
+                    "order",
+                    at + rng.uniform(30, 240),
+                    order_id=order,
+                    status="cancelled",
+                    amount=amount,
+                    currency="USD",
+                )
+        if rng.random() < 0.05:
+            bad = rng.random() < 0.12 + 0.7 * eff["bad_feedback"]
+            rating = int(rng.integers(1, 3)) if bad else int(rng.integers(3, 6))
+            extra: dict[str, Any] = {"rating": rating}
+            if bad and rng.random() < 0.5:
+                extra["category"] = "complaint"
+            add("feedback", at + rng.uniform(5, 60), **extra)
+        return out
+
+
+def ground_truth(incidents: Sequence[Incident]) -> list[dict[str, Any]]:
+    return [
+        {
+            "family": inc.family,
+            "slice": dict(inc.slice),
+            "start": inc.start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "end": (inc.start + inc.duration).astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "magnitude": inc.magnitude,
+        }
+        for inc in incidents
+    ]

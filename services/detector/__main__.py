@@ -1,0 +1,24 @@
+"""``python -m services.detector``: a Faust worker running both detector stages."""
+
+from __future__ import annotations
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from services.common.config import OpswatchSettings
+from services.common.kafka import ensure_topics
+from services.detector.faust_app import create_app
+
+
+def serve(settings: OpswatchSettings) -> None:
+    assert settings.kafka_bootstrap
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    app = create_app(settings, CollectorRegistry())
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    from services.cli import app
+
+    app(["run", "detector"])

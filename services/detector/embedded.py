@@ -1,0 +1,115 @@
+"""Embedded mode: simulator, engine, alerting and the alert API in one process.
+
+It exists so that a newcomer sees the whole thing work with no servers: the
+same engine and the same alerting code as Kafka mode, with the hand-over done
+in memory. The simulator first plays the last day and a bit as fast as it can
+(the baselines need a day to learn the daily cycle), with one incident near
+the end, then keeps going in real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from services.alerting.app import create_app
+from services.alerting.intake import AlertIntake
+from services.alerting.store import AlertStore
+from services.common.config import OpswatchSettings
+from services.common.events import event_time, leaf_of
+from services.common.simulator import Incident, Simulator
+from services.detector.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    start: datetime
+    incident: Incident
+
+    @classmethod
+    def around(cls, now: datetime) -> DemoPlan:
+        """A payment incident at the last 17:00 UTC (busy hours) at least an hour
+        ago, after a day and a bit of history for the baselines to learn from."""
+        at = now.replace(hour=17, minute=0, second=0, microsecond=0)
+        while at > now - timedelta(hours=1):
+            at -= timedelta(days=1)
+        incident = Incident(
+            family="conversion",
+            slice={"region": "na", "channel": "web"},
+            start=at,
+            duration=timedelta(hours=1),
+            magnitude=0.8,
+        )
+        return cls(at - timedelta(hours=25), incident)
+
+
+def run_embedded(
+    settings: OpswatchSettings,
+    on_alert: Callable[[Mapping[str, Any]], None],
+    on_progress: Callable[[str], None],
+    run_for: timedelta | None = None,
+    sessions_per_minute: float = 100.0,
+    seed: int = 42,
+) -> None:
+    now = datetime.now(UTC)
+    plan = DemoPlan.around(now)
+    registry = CollectorRegistry()
+    store = AlertStore(settings.database_url)
+    app = create_app(store, registry)
+    intake: AlertIntake = app.state.intake
+    intake.on_new = on_alert
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.alerting_host, port=settings.alerting_port, log_level="warning"
+        )
+    )
+    api = threading.Thread(target=server.run, name="alert-api", daemon=True)
+    api.start()
+    on_progress(
+        f"alert API on http://{settings.alerting_host}:{settings.alerting_port}/v1/alerts; "
+        f"replaying traffic from {plan.start:%Y-%m-%d %H:%M} UTC with a payment incident in "
+        f"region=na,channel=web from {plan.incident.start:%H:%M} UTC for 1h, then live"
+    )
+    engine = Engine(settings.catalog(), settings.engine())
+    sim = Simulator(
+        plan.start,
+        timedelta(days=3650),
+        seed=seed,
+        sessions_per_minute=sessions_per_minute,
+        incidents=[plan.incident],
+    )
+    deadline = time.monotonic() + run_for.total_seconds() if run_for else None
+    caught_up = False
+    count = 0
+    try:
+        for event in sim.events():
+            ts = event_time(event)
+            if ts > time.time() and not caught_up:
+                caught_up = True
+                on_progress(f"caught up with the present after {count} events; now live")
+            while ts > time.time() and not _past(deadline):
+                time.sleep(min(ts - time.time(), 0.5))
+            if _past(deadline):
+                break
+            engine.add(event, ts, leaf_of(event))
+            count += 1
+            if count % 2048 == 0 or caught_up:
+                for alert in engine.poll():
+                    intake.handle(alert)
+    finally:
+        server.should_exit = True
+        api.join(timeout=5)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline

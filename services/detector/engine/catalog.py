@@ -1,0 +1,224 @@
+"""The metric catalog: metrics declared in YAML, compiled into accumulator slots.
+
+Each metric is built from *measures* over events: a count or a sum of a field
+over the events of one type that match a predicate, or the number of distinct
+users. A window keeps one number per count/sum measure and one set per
+distinct measure, all of which merge by addition or union, so partial windows
+from many workers combine exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CATALOG = Path(__file__).with_name("metrics.yaml")
+
+Scalar = str | int | float | bool
+
+
+class Measure(BaseModel):
+    """Events of ``type`` (any type when omitted) matching ``where``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["order", "activity", "feedback"] | None = None
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    field: str | None = None
+    distinct: Literal["user_id"] | None = None
+
+    @model_validator(mode="after")
+    def _one_aggregate(self) -> Measure:
+        if self.field and self.distinct:
+            raise ValueError("a measure sums a field or counts distinct users, not both")
+        return self
+
+    def identity(self) -> str:
+        where = ",".join(f"{k}={self.where[k]}" for k in sorted(self.where))
+        return f"{self.type or '*'}|{where}|{self.field or ''}|{self.distinct or ''}"
+
+
+class MetricDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["ratio", "count", "sum", "mean"]
+    family: Literal["conversion", "orders", "churn", "feedback", "custom"] = "custom"
+    alert_on: Literal["up", "down", "both"] = "both"
+    numerator: Measure | None = None
+    denominator: Measure | None = None
+    measure: Measure | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _shape(self) -> MetricDef:
+        if self.kind == "ratio":
+            if self.numerator is None or self.denominator is None:
+                raise ValueError("a ratio metric needs 'numerator' and 'denominator'")
+            if self.measure is not None:
+                raise ValueError("a ratio metric takes 'numerator'/'denominator', not 'measure'")
+        else:
+            if self.measure is None:
+                raise ValueError(f"a {self.kind} metric needs 'measure'")
+            if self.numerator is not None or self.denominator is not None:
+                raise ValueError(f"a {self.kind} metric takes 'measure' only")
+            if self.kind in ("sum", "mean") and not self.measure.field:
+                raise ValueError(f"a {self.kind} metric's measure needs 'field'")
+            if self.kind == "mean" and self.measure.distinct:
+                raise ValueError("a mean metric cannot count distinct users")
+        return self
+
+
+class CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    metrics: Annotated[dict[str, MetricDef], Field(min_length=1)]
+
+
+class CatalogError(ValueError):
+    """The metric catalog file is unusable; the message names where and why."""
+
+
+@dataclass(frozen=True)
+class CountSlot:
+    """Sum over matching events of ``field ** power`` (power 0: a plain count)."""
+
+    type: str | None
+    where: tuple[tuple[str, frozenset[Scalar]], ...]
+    field: str | None
+    power: int
+
+
+@dataclass(frozen=True)
+class CompiledMetric:
+    name: str
+    kind: str
+    family: str
+    alert_on: str
+    num: int  # index into counts, or into distinct sets when num_distinct
+    num_distinct: bool
+    den: int | None = None  # ratio denominator
+    den_distinct: bool = False
+    sumsq: int | None = None  # sum, mean: sum of squares slot
+    n: int | None = None  # mean: count slot
+
+
+@dataclass(frozen=True)
+class Catalog:
+    metrics: tuple[CompiledMetric, ...]
+    count_slots: tuple[CountSlot, ...]
+    distinct_slots: tuple[CountSlot, ...]
+    version: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+
+def _where(measure: Measure) -> tuple[tuple[str, frozenset[Scalar]], ...]:
+    items = []
+    for key in sorted(measure.where):
+        value = measure.where[key]
+        allowed = frozenset(value) if isinstance(value, list) else frozenset([value])
+        items.append((key, allowed))
+    return tuple(items)
+
+
+def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
+    counts: dict[tuple[Any, ...], int] = {}
+    count_slots: list[CountSlot] = []
+    distincts: dict[str, int] = {}
+    distinct_slots: list[CountSlot] = []
+
+    def slot(measure: Measure, power: int) -> tuple[int, bool]:
+        if measure.distinct:
+            key = measure.identity()
+            if key not in distincts:
+                distincts[key] = len(distinct_slots)
+                distinct_slots.append(CountSlot(measure.type, _where(measure), None, 0))
+            return distincts[key], True
+        field = measure.field if power else None
+        ckey = (measure.type or "*", _where(measure), field, power)
+        if ckey not in counts:
+            counts[ckey] = len(count_slots)
+            count_slots.append(CountSlot(measure.type, _where(measure), field, power))
+        return counts[ckey], False
+
+    def plain(measure: Measure) -> tuple[int, bool]:
+        return slot(measure, 1 if measure.field else 0)
+
+    compiled = []
+    for name, m in spec.metrics.items():
+        head = (name, m.kind, m.family, m.alert_on)
+        if m.kind == "ratio":
+            assert m.numerator is not None and m.denominator is not None
+            num, num_d = plain(m.numerator)
+            den, den_d = plain(m.denominator)
+            compiled.append(CompiledMetric(*head, num, num_d, den, den_d))
+        elif m.kind == "mean":
+            assert m.measure is not None
+            num, _ = slot(m.measure, 1)
+            sq, _ = slot(m.measure, 2)
+            n, _ = slot(m.measure, 0)
+            compiled.append(CompiledMetric(*head, num, False, sumsq=sq, n=n))
+        elif m.kind == "sum":
+            assert m.measure is not None
+            num, _ = slot(m.measure, 1)
+            sq, _ = slot(m.measure, 2)
+            compiled.append(CompiledMetric(*head, num, False, sumsq=sq))
+        else:
+            assert m.measure is not None
+            num, num_d = plain(m.measure)
+            compiled.append(CompiledMetric(*head, num, num_d))
+    return Catalog(tuple(compiled), tuple(count_slots), tuple(distinct_slots), version)
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}"
+
+
+def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
+    """Read and validate a catalog file; raise CatalogError naming the problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the metric catalog: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"{path}{line}: not valid YAML: {exc}") from None
+    try:
+        spec = CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        line = _line_of(text, first["loc"])
+        at = f" line {line}" if line else ""
+        raise CatalogError(f"{path}{at}: {_describe(first)}") from None
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return compile_catalog(spec, version)
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best-effort line number of the deepest mapping key named in ``loc``."""
+    node = yaml.compose(text)
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key, value in node.value:
+            if key.value == str(part):
+                line = key.start_mark.line + 1
+                node = value
+                break
+        else:
+            break
+    return line

@@ -1,0 +1,448 @@
+"""Detectors: judge one closed window of one metric for one slice.
+
+Every detector has the same small interface: ``init_state()``,
+``score(state, obs) -> Verdict`` (pure) and ``learn(state, obs) -> state``
+(returns a new state). States are frozen dataclasses that round-trip through
+JSON. Each fits a metric kind, so the test knows the denominator:
+
+- ratios: quasi-binomial. The variance of the count of successes is
+  ``phi * n * p * (1 - p)`` with the over-dispersion ``phi`` estimated online,
+  plus the uncertainty of the baseline rate itself, so 1 paid order in 50
+  sessions against an expected 2% is unremarkable while the same drop over
+  50,000 sessions is not.
+- counts and sums: a seasonal (hour-of-day in the business timezone) profile
+  blended with the recent level, judged as compound quasi-Poisson (exact
+  Poisson tails for small expectations).
+- means: the window mean against the baseline mean with the window's own
+  sample variance and the between-window variance, from 20 values up (the
+  central limit theorem does not hold for the mean of three order amounts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+SQRT2 = math.sqrt(2.0)
+SHIFTS = (0.2, 0.5)  # relative shifts the cumulative (CUSUM) statistics look for
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One closed window of one metric in one slice.
+
+    ``x`` is the numerator (ratio), the count or sum (count, sum) or the sum of
+    values (mean); ``n`` the denominator (ratio) or number of values (mean);
+    ``sumsq`` the sum of squared values (mean); ``hour`` the hour of day of the
+    window start in the business timezone.
+    """
+
+    x: float
+    n: float = 1.0
+    sumsq: float = 0.0
+    hour: int = 0
+
+    @property
+    def value(self) -> float:
+        return self.x / self.n if self.n > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Verdict:
+    warming_up: bool
+    observed: float
+    expected: float
+    low: float
+    high: float
+    p_up: float
+    p_down: float
+    n: float
+    # log-likelihood ratios of a shift by each of SHIFTS against no shift
+    llr_up: tuple[float, ...] = (0.0, 0.0)
+    llr_down: tuple[float, ...] = (0.0, 0.0)
+
+    def p_value(self, alert_on: str) -> float:
+        if alert_on == "up":
+            return self.p_up
+        if alert_on == "down":
+            return self.p_down
+        return min(1.0, 2.0 * min(self.p_up, self.p_down))
+
+    def direction(self) -> str:
+        return "up" if self.observed >= self.expected else "down"
+
+    def score(self, alert_on: str) -> float:
+        """Evidence in [0, 1]: 0 during warm-up, 1 at p <= 1e-10."""
+        if self.warming_up:
+            return 0.0
+        p = max(self.p_value(alert_on), 1e-300)
+        return min(1.0, max(0.0, -math.log10(p) / 10.0))
+
+
+def quiet(observed: float, expected: float, n: float, warming_up: bool) -> Verdict:
+    return Verdict(warming_up, observed, expected, expected, expected, 1.0, 1.0, n)
+
+
+def norm_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / SQRT2)
+
+
+def poisson_tails(x: float, mu: float) -> tuple[float, float]:
+    """(P[X >= x], P[X <= x]) for X ~ Poisson(mu), exact for small mu."""
+    k = math.floor(x + 1e-9)
+    if mu <= 0:
+        return (1.0 if k <= 0 else 0.0), 1.0
+    term = math.exp(-mu)
+    cdf = 0.0
+    for i in range(k + 1):
+        if i:
+            term *= mu / i
+        cdf += term
+        if i > mu and term < 1e-17:
+            break
+    below = min(1.0, cdf)
+    pmf_k = math.exp(k * math.log(mu) - mu - math.lgamma(k + 1)) if k >= 0 else 0.0
+    above = min(1.0, 1.0 - below + pmf_k)
+    return max(above, 0.0), below
+
+
+def count_tails(x: float, mean: float) -> tuple[float, float]:
+    """(P[X >= x], P[X <= x]) for a count with this mean: Poisson, normal when large."""
+    if mean > 400:
+        sd = math.sqrt(mean)
+        return 1.0 - norm_cdf((x - 0.5 - mean) / sd), norm_cdf((x + 0.5 - mean) / sd)
+    return poisson_tails(x, mean)
+
+
+def binomial_tails(x: float, n: float, p: float, phi: float) -> tuple[float, float]:
+    """(P[up], P[down]) for x successes in n trials at rate p with dispersion phi.
+
+    Normal with continuity correction when the variance is large; otherwise
+    exact binomial tails on trials and successes deflated by the dispersion,
+    so one complaint where 0.05 were expected is not called a five-sigma event.
+    """
+    var = phi * n * p * (1.0 - p)
+    if var >= 25.0:
+        sd = math.sqrt(var)
+        mean = n * p
+        return 1.0 - norm_cdf((x - 0.5 - mean) / sd), norm_cdf((x + 0.5 - mean) / sd)
+    trials = max(1, round(n / phi))
+    return exact_binomial_tails(min(trials, round(x / phi)), trials, p)
+
+
+def exact_binomial_tails(k: int, n: int, p: float) -> tuple[float, float]:
+    """(P[X >= k], P[X <= k]) for X ~ Binomial(n, p), summed from k outwards."""
+    if p <= 0.0:
+        return (1.0 if k <= 0 else 0.0), 1.0
+    if p >= 1.0:
+        return 1.0, (1.0 if k >= n else 0.0)
+    log_pmf = (
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+    )
+    pmf_k = math.exp(log_pmf)
+    odds = p / (1.0 - p)
+    mode = (n + 1) * p
+    upper, term = pmf_k, pmf_k
+    for i in range(k, n):
+        term *= (n - i) / (i + 1) * odds
+        upper += term
+        if i > mode and term < 1e-17 * upper:
+            break
+    lower, term = pmf_k, pmf_k
+    for i in range(k, 0, -1):
+        term *= i / (n - i + 1) / odds
+        lower += term
+        if i < mode and term < 1e-17 * lower:
+            break
+    return min(1.0, upper), min(1.0, lower)
+
+
+def binomial_llr(x: float, n: float, p0: float, p1: float, phi: float) -> float:
+    """Log-likelihood ratio of rate p1 against p0 for x of n, deflated by dispersion."""
+    if not 0 < p0 < 1 or not 0 < p1 < 1:
+        return 0.0
+    llr = x * math.log(p1 / p0) + (n - x) * math.log((1 - p1) / (1 - p0))
+    return llr / phi
+
+
+def poisson_llr(x: float, mu0: float, mu1: float) -> float:
+    if mu0 <= 0 or mu1 <= 0:
+        return 0.0
+    return x * math.log(mu1 / mu0) - (mu1 - mu0)
+
+
+S = TypeVar("S")
+
+
+class Detector(Protocol[S]):
+    name: ClassVar[str]
+
+    def init_state(self) -> S: ...
+
+    def score(self, state: S, obs: Observation) -> Verdict: ...
+
+    def learn(self, state: S, obs: Observation) -> S: ...
+
+    def state_to_json(self, state: S) -> dict[str, Any]: ...
+
+    def state_from_json(self, raw: dict[str, Any]) -> S: ...
+
+
+class _JsonState(Generic[S]):
+    state_cls: type[Any]
+
+    def state_to_json(self, state: S) -> dict[str, Any]:
+        return asdict(state)  # type: ignore[call-overload,no-any-return]
+
+    def state_from_json(self, raw: dict[str, Any]) -> S:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return self.state_cls(**values)  # type: ignore[no-any-return]
+
+
+def _decay(half_life: float) -> float:
+    return 0.5 ** (1.0 / half_life)
+
+
+@dataclass(frozen=True)
+class RatioState:
+    num: float = 0.0
+    den: float = 0.0
+    phi: float = 1.0
+    windows: int = 0
+
+
+@dataclass(frozen=True)
+class RatioDetector(_JsonState[RatioState]):
+    name: ClassVar[str] = "quasi-binomial"
+    state_cls: ClassVar[type[Any]] = RatioState
+    half_life: float = 72.0  # windows of the recent level (6 h at 5 min)
+    dispersion_half_life: float = 288.0
+    warmup: int = 24
+    band_z: float = 3.0
+
+    def init_state(self) -> RatioState:
+        return RatioState()
+
+    def _rate(self, state: RatioState) -> float:
+        return (state.num + 0.5) / (state.den + 1.0)
+
+    def score(self, state: RatioState, obs: Observation) -> Verdict:
+        n = obs.n
+        p = self._rate(state)
+        if n <= 0:
+            return quiet(math.nan, p, 0.0, state.windows < self.warmup)
+        observed = obs.x / n
+        if state.windows < self.warmup:
+            return quiet(observed, p, n, True)
+        q = p * (1.0 - p)
+        phi = max(state.phi, 1.0) + n / max(state.den, 1.0)
+        p_up, p_down = binomial_tails(obs.x, n, p, phi)
+        half = self.band_z * math.sqrt(phi * q / n)
+        return Verdict(
+            False,
+            observed,
+            p,
+            max(0.0, p - half),
+            min(1.0, p + half),
+            p_up,
+            p_down,
+            n,
+            tuple(binomial_llr(obs.x, n, p, min(p * (1 + d), 0.999), phi) for d in SHIFTS),
+            tuple(binomial_llr(obs.x, n, p, p * (1 - d), phi) for d in SHIFTS),
+        )
+
+    def learn(self, state: RatioState, obs: Observation) -> RatioState:
+        if obs.n <= 0:
+            return state
+        phi = state.phi
+        if state.windows >= self.warmup // 2:
+            p = self._rate(state)
+            resid = (obs.x - obs.n * p) ** 2 / max(obs.n * p * (1.0 - p), 1e-9)
+            d = _decay(self.dispersion_half_life)
+            phi = d * phi + (1.0 - d) * min(resid, 100.0)
+        d = _decay(self.half_life)
+        return RatioState(d * state.num + obs.x, d * state.den + obs.n, phi, state.windows + 1)
+
+
+HOURS = 24
+
+
+@dataclass(frozen=True)
+class CountState:
+    profile: tuple[float, ...] = (0.0,) * HOURS
+    weight: tuple[float, ...] = (0.0,) * HOURS
+    level: float = 1.0
+    phi: float = 1.0
+    sq: float = 0.0
+    lin: float = 0.0
+    windows: int = 0
+
+
+@dataclass(frozen=True)
+class CountDetector(_JsonState[CountState]):
+    """Seasonal count or sum, judged as a compound Poisson variable.
+
+    A sum of amounts has variance (expected count) x E[amount^2]; its ratio to
+    the mean, ``scale``, is E[amount^2] / E[amount], learned from the windows'
+    sums of squares (exactly 1 for plain counts). The test is quasi-Poisson
+    on the sum divided by that scale, with extra dispersion ``phi`` >= 1
+    learned online. The expectation has a floor at a fraction of the slice's
+    daily mean, and at one event over all the windows seen, so an hour that
+    happened to be empty so far does not make the first order of a small
+    slice look impossible.
+    """
+
+    name: ClassVar[str] = "seasonal-quasi-poisson"
+    state_cls: ClassVar[type[Any]] = CountState
+    profile_alpha: float = 0.08
+    level_half_life: float = 12.0
+    dispersion_half_life: float = 288.0
+    warmup: int = 288
+    floor_share: float = 0.15
+    band_z: float = 3.0
+
+    def init_state(self) -> CountState:
+        return CountState()
+
+    def expected(self, state: CountState, hour: int) -> float:
+        filled = [p for p, w in zip(state.profile, state.weight, strict=True) if w > 0]
+        if not filled:
+            return 0.0
+        daily = sum(filled) / len(filled)
+        base = state.profile[hour] if state.weight[hour] > 0 else daily
+        return max(base * state.level, self.floor_share * daily, 1.0 / max(state.windows, 1))
+
+    @staticmethod
+    def _scale(state: CountState) -> float:
+        return state.sq / state.lin if state.lin > 0 else 1.0
+
+    def _warm(self, state: CountState, hour: int) -> bool:
+        return state.windows >= self.warmup and state.weight[hour] > 0.5
+
+    def score(self, state: CountState, obs: Observation) -> Verdict:
+        mu = self.expected(state, obs.hour)
+        if not self._warm(state, obs.hour):
+            return quiet(obs.x, mu, obs.x, True)
+        scale = self._scale(state) * max(state.phi, 1.0)
+        x, m = obs.x / scale, mu / scale
+        p_up, p_down = count_tails(x, m)
+        half = self.band_z * math.sqrt(scale * mu)
+        return Verdict(
+            False,
+            obs.x,
+            mu,
+            max(0.0, mu - half),
+            mu + half,
+            p_up,
+            p_down,
+            obs.x,
+            tuple(poisson_llr(x, m, m * (1 + d)) for d in SHIFTS),
+            tuple(poisson_llr(x, m, m * (1 - d)) for d in SHIFTS),
+        )
+
+    def learn(self, state: CountState, obs: Observation) -> CountState:
+        h = obs.hour
+        mu = self.expected(state, h)
+        phi = state.phi
+        level = state.level
+        d_phi = _decay(self.dispersion_half_life)
+        sq = d_phi * state.sq + obs.sumsq
+        lin = d_phi * state.lin + obs.x
+        if state.weight[h] > 0.5 and mu > 0:
+            scale = sq / lin if lin > 0 else 1.0
+            phi = d_phi * phi + (1.0 - d_phi) * min((obs.x - mu) ** 2 / (mu * scale), 100.0)
+        base = state.profile[h] if state.weight[h] > 0 else 0.0
+        if base > 0:
+            d = _decay(self.level_half_life)
+            level = min(3.0, max(1 / 3, d * level + (1.0 - d) * obs.x / base))
+        a = self.profile_alpha
+        target = obs.x / level if state.weight[h] > 0 else obs.x
+        profile = list(state.profile)
+        weight = list(state.weight)
+        profile[h] = target if weight[h] <= 0 else (1 - a) * profile[h] + a * target
+        weight[h] = min(1.0, weight[h] + 0.1)
+        return CountState(tuple(profile), tuple(weight), level, phi, sq, lin, state.windows + 1)
+
+
+@dataclass(frozen=True)
+class MeanState:
+    mean: float = 0.0
+    weight: float = 0.0
+    within_var: float = 0.0
+    between_var: float = 0.0
+    windows: int = 0
+
+
+@dataclass(frozen=True)
+class MeanDetector(_JsonState[MeanState]):
+    name: ClassVar[str] = "mean-with-variance"
+    state_cls: ClassVar[type[Any]] = MeanState
+    half_life: float = 72.0
+    warmup: int = 24
+    min_n: int = 20
+    band_z: float = 3.0
+
+    def init_state(self) -> MeanState:
+        return MeanState()
+
+    @staticmethod
+    def _sample_var(obs: Observation) -> float | None:
+        if obs.n < 2:
+            return None
+        m = obs.x / obs.n
+        return max(0.0, (obs.sumsq - obs.n * m * m) / (obs.n - 1))
+
+    def score(self, state: MeanState, obs: Observation) -> Verdict:
+        if obs.n <= 0:
+            return quiet(math.nan, state.mean, 0.0, state.windows < self.warmup)
+        m = obs.x / obs.n
+        if state.windows < self.warmup:
+            return quiet(m, state.mean, obs.n, True)
+        if obs.n < self.min_n:
+            return quiet(m, state.mean, obs.n, False)
+        s2 = self._sample_var(obs)
+        within = state.within_var if s2 is None else 0.5 * (s2 + state.within_var)
+        var = within / obs.n + state.between_var + within / max(state.weight, 1.0)
+        sd = math.sqrt(max(var, 1e-12))
+        z = (m - state.mean) / sd
+        half = self.band_z * sd
+        return Verdict(
+            False,
+            m,
+            state.mean,
+            state.mean - half,
+            state.mean + half,
+            1 - norm_cdf(z),
+            norm_cdf(z),
+            obs.n,
+        )
+
+    def learn(self, state: MeanState, obs: Observation) -> MeanState:
+        if obs.n <= 0:
+            return state
+        m = obs.x / obs.n
+        d = _decay(self.half_life)
+        s2 = self._sample_var(obs)
+        if state.weight <= 0:
+            return MeanState(m, obs.n, s2 or 0.0, 0.0, 1)
+        weight = d * state.weight + obs.n
+        mean = state.mean + (m - state.mean) * obs.n / weight
+        within = state.within_var if s2 is None else d * state.within_var + (1 - d) * s2
+        excess = (m - state.mean) ** 2 - within / obs.n
+        between = d * state.between_var + (1 - d) * max(0.0, excess)
+        return MeanState(mean, weight, within, between, state.windows + 1)
+
+
+def detector_for(kind: str) -> RatioDetector | CountDetector | MeanDetector:
+    if kind == "ratio":
+        return RatioDetector()
+    if kind in ("count", "sum"):
+        return CountDetector()
+    if kind == "mean":
+        return MeanDetector()
+    raise ValueError(f"no detector for metric kind {kind!r}")

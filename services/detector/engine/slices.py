@@ -1,0 +1,52 @@
+"""Slices: a leaf is one (region, channel, platform); roll-ups replace dimensions by '*'.
+
+A slice is keyed by a canonical string, ``region=eu,channel=web`` (dimensions in
+the fixed order region, channel, platform; rolled-up dimensions left out), and
+``*`` for all-up. The key is what Kafka partitions roll-up partials by and what
+alert fingerprints hash, so it must never change for a given slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from itertools import product
+
+DIMENSIONS: tuple[str, ...] = ("region", "channel", "platform")
+ALL_UP = "*"
+
+Leaf = tuple[str, str, str]
+
+
+def slice_key(values: Mapping[str, str]) -> str:
+    parts = [f"{dim}={values[dim]}" for dim in DIMENSIONS if dim in values]
+    return ",".join(parts) or ALL_UP
+
+
+def parse_slice_key(key: str) -> dict[str, str]:
+    if key == ALL_UP:
+        return {}
+    out: dict[str, str] = {}
+    for part in key.split(","):
+        dim, _, value = part.partition("=")
+        out[dim] = value
+    return out
+
+
+def leaf_key(leaf: Leaf) -> str:
+    return slice_key(dict(zip(DIMENSIONS, leaf, strict=True)))
+
+
+@lru_cache(maxsize=65536)
+def ancestors(leaf: Leaf) -> tuple[str, ...]:
+    """Keys of every slice a leaf feeds: itself, pairs, single dimensions, all-up."""
+    keys = []
+    for mask in product((True, False), repeat=len(DIMENSIONS)):
+        values = {dim: v for dim, v, keep in zip(DIMENSIONS, leaf, mask, strict=True) if keep}
+        keys.append(slice_key(values))
+    return tuple(keys)
+
+
+def depth(key: str) -> int:
+    """Number of fixed dimensions: 0 for all-up, 3 for a leaf."""
+    return 0 if key == ALL_UP else key.count(",") + 1

@@ -1,0 +1,145 @@
+"""The Faust adapter: Kafka in and out around the two stages. No detection logic here.
+
+The app is built by ``create_app(settings)``, never at import time. Processing
+is at-least-once (Faust's exactly-once is experimental); the stages' state is
+snapshotted into changelog-backed tables, keyed by partition, so a worker that
+takes over a partition resumes from the snapshot instead of warming up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.common.config import OpswatchSettings
+from services.common.events import (
+    ALERTS_TOPIC,
+    PARTIALS_TOPIC,
+    TOPICS,
+    EventError,
+    decode,
+    event_time,
+    leaf_of,
+)
+from services.detector.metrics import Metrics
+from services.detector.stages import Outgoing, StageOne, StageTwo
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY_S = 5.0
+
+
+def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust.App:
+    if not settings.kafka_bootstrap:
+        raise ValueError("the detector needs OPSWATCH_KAFKA_BOOTSTRAP")
+    catalog = settings.catalog()
+    engine_settings = settings.engine()
+    n = settings.kafka_partitions
+    metrics = Metrics.create(registry, catalog.names)
+    app = faust.App(
+        settings.detector_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.detector_data_dir),
+        web_enabled=False,
+        processing_guarantee="at_least_once",
+        topic_partitions=n,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+    )
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(*TOPICS.values(), **raw)
+    partials_topic = app.topic(PARTIALS_TOPIC, partitions=n, **raw)
+    alerts_topic = app.topic(ALERTS_TOPIC, **raw)
+    table_opts: dict[str, Any] = {"default": None, "partitions": n, **raw}
+    stage_one_table = app.Table("opswatch-stage-one", **table_opts)
+    stage_two_table = app.Table("opswatch-stage-two", **table_opts)
+    ones: dict[int, StageOne] = {}
+    twos: dict[int, StageTwo] = {}
+    saved: dict[tuple[str, int], float] = {}
+
+    def due(kind: str, partition: int) -> bool:
+        now = time.monotonic()
+        if now - saved.get((kind, partition), 0.0) < SNAPSHOT_EVERY_S:
+            return False
+        saved[(kind, partition)] = now
+        return True
+
+    def stage_one(partition: int) -> StageOne:
+        stage = ones.get(partition)
+        if stage is None:
+            stage = ones[partition] = StageOne(partition, catalog, engine_settings, n)
+            snap = stage_one_table.get(b"%d" % partition)
+            if snap is not None:
+                stage.restore(snap)
+                log.info("stage one restored", extra={"partition": partition})
+        return stage
+
+    def stage_two(partition: int) -> StageTwo:
+        stage = twos.get(partition)
+        if stage is None:
+            stage = twos[partition] = StageTwo(partition, catalog, engine_settings, n)
+            snap = stage_two_table.get(b"%d" % partition)
+            if snap is not None:
+                started = time.perf_counter()
+                stage.restore(snap)
+                metrics.restore_seconds.observe(time.perf_counter() - started)
+                log.info("stage two restored", extra={"partition": partition})
+        return stage
+
+    async def send_all(out: list[Outgoing]) -> None:
+        for o in out:
+            await partials_topic.send(key=o.key, value=o.value, partition=o.partition)
+
+    @app.agent(events_topic)
+    async def aggregate(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            stage = stage_one(message.partition)
+            try:
+                record = decode(event.value)
+            except EventError as exc:
+                metrics.undecodable.inc()
+                log.warning("undecodable event skipped: %s", exc, extra={"topic": message.topic})
+                continue
+            late_before = stage.aggregator.stats.late
+            out = stage.on_event(record, event_time(record), leaf_of(record), message.topic)
+            metrics.events.labels(record["type"]).inc()
+            if stage.aggregator.stats.late > late_before:
+                metrics.late.inc()
+            if out:
+                await send_all(out)
+                if due("one", message.partition):
+                    stage_one_table[b"%d" % message.partition] = stage.snapshot()
+
+    @app.agent(partials_topic)
+    async def evaluate(stream: Any) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            stage = stage_two(partition)
+            before = stage.evaluator.evaluated_until
+            alerts = stage.on_message(event.value)
+            if stage.evaluator.evaluated_until != before:
+                metrics.windows.inc()
+            for alert in alerts:
+                metrics.alerts.labels(alert["metric"], alert["severity"], alert["status"]).inc()
+                await alerts_topic.send(
+                    key=alert["fingerprint"].encode(), value=orjson.dumps(alert)
+                )
+            if stage.evaluator.evaluated_until != before and due("two", partition):
+                stage_two_table[b"%d" % partition] = stage.snapshot()
+
+    @app.task
+    async def serve_metrics() -> None:
+        if settings.detector_metrics_port:
+            start_http_server(settings.detector_metrics_port, "127.0.0.1", registry=registry)
+
+    return app

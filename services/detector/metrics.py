@@ -1,0 +1,67 @@
+"""The detector's metrics, created on the registry it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from services.common.contracts import EVENT_TYPES
+
+SEVERITIES = ("critical", "warning", "info")
+STATUSES = ("firing", "resolved")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    events: Counter
+    late: Counter
+    undecodable: Counter
+    windows: Counter
+    alerts: Counter
+    restore_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, metric_names: Sequence[str]) -> Metrics:
+        m = cls(
+            events=Counter(
+                "opswatch_detector_events_processed_total",
+                "Events applied to windows, by event type.",
+                ["type"],
+                registry=registry,
+            ),
+            late=Counter(
+                "opswatch_detector_late_events_total",
+                "Events that arrived after the watermark had closed their window.",
+                registry=registry,
+            ),
+            undecodable=Counter(
+                "opswatch_detector_undecodable_events_total",
+                "Records on the event topics that are not valid events.",
+                registry=registry,
+            ),
+            windows=Counter(
+                "opswatch_detector_windows_evaluated_total",
+                "Windows judged by stage two.",
+                registry=registry,
+            ),
+            alerts=Counter(
+                "opswatch_detector_alert_updates_total",
+                "Alert updates published, by metric, severity and status.",
+                ["metric", "severity", "status"],
+                registry=registry,
+            ),
+            restore_seconds=Histogram(
+                "opswatch_detector_state_restore_duration_seconds",
+                "Time to restore a partition's state from its snapshot.",
+                registry=registry,
+            ),
+        )
+        for t in EVENT_TYPES:
+            m.events.labels(t)
+        for name in metric_names:
+            for sev in SEVERITIES:
+                for status in STATUSES:
+                    m.alerts.labels(name, sev, status)
+        return m

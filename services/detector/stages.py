@@ -1,0 +1,107 @@
+"""The detector's two stages as plain objects, one per Kafka partition.
+
+Stage one owns a partition of the event topics: it windows the events of the
+leaf slices keyed there and, as its watermark passes window ends, publishes the
+partial aggregates of every slice those leaves feed, keyed by slice, and then
+a watermark marker to every partition of the partials topic. Stage two owns a
+partition of the partials topic: it merges the partials of the slices keyed
+there and judges a window once the markers of all source partitions have
+passed it. The Faust app only moves bytes between these and Kafka, which is
+what lets them be tested without a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.detector.engine.aggregate import Acc, Aggregator
+from services.detector.engine.catalog import Catalog
+from services.detector.engine.evaluate import EngineSettings, Evaluator
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass
+class StageOne:
+    partition: int
+    catalog: Catalog
+    settings: EngineSettings
+    partials_partitions: int
+    aggregator: Aggregator = field(init=False)
+    marked: int | None = None  # last window boundary announced to stage two
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, s.idle_after_s)
+
+    def on_event(
+        self, event: Mapping[str, Any], ts: float, leaf: tuple[str, str, str], source: str
+    ) -> list[Outgoing]:
+        self.aggregator.add(event, ts, leaf, source)
+        return self.emit()
+
+    def emit(self) -> list[Outgoing]:
+        closed = self.aggregator.advance()
+        wm = self.aggregator.watermark
+        if wm is None:
+            return []
+        boundary = int(wm // self.settings.window_s) * self.settings.window_s
+        if not closed and self.marked is not None and boundary <= self.marked:
+            return []
+        out = [
+            Outgoing(
+                key.encode(),
+                orjson.dumps(
+                    {"k": "p", "w": w.start, "s": key, "src": self.partition, "a": acc.to_json()}
+                ),
+            )
+            for w in closed
+            for key, acc in w.partials.items()
+        ]
+        marker = orjson.dumps({"k": "wm", "src": self.partition, "wm": wm})
+        out.extend(Outgoing(None, marker, q) for q in range(self.partials_partitions))
+        self.marked = boundary
+        return out
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps({"agg": self.aggregator.snapshot(), "marked": self.marked})
+
+    def restore(self, raw: bytes) -> None:
+        snap = orjson.loads(raw)
+        self.aggregator.restore(snap["agg"])
+        self.marked = snap["marked"]
+
+
+@dataclass
+class StageTwo:
+    partition: int
+    catalog: Catalog
+    settings: EngineSettings
+    source_partitions: int
+    evaluator: Evaluator = field(init=False)
+
+    def __post_init__(self) -> None:
+        sources = tuple(str(p) for p in range(self.source_partitions))
+        self.evaluator = Evaluator(self.catalog, self.settings, sources)
+
+    def on_message(self, value: bytes) -> list[dict[str, Any]]:
+        msg = orjson.loads(value)
+        if msg["k"] == "p":
+            self.evaluator.add_partial(msg["w"], msg["s"], Acc.from_json(msg["a"]))
+            return []
+        return self.evaluator.advance(str(msg["src"]), msg["wm"])
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps(self.evaluator.snapshot())
+
+    def restore(self, raw: bytes) -> None:
+        self.evaluator.restore(orjson.loads(raw))

@@ -1,0 +1,26 @@
+"""``python -m services.ingest``: the ingest service against Kafka."""
+
+from __future__ import annotations
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from services.common.config import OpswatchSettings
+from services.common.kafka import ensure_topics
+from services.ingest.app import create_app
+from services.ingest.sink import KafkaSink
+
+
+def serve(settings: OpswatchSettings) -> None:
+    assert settings.kafka_bootstrap
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    app = create_app(
+        KafkaSink(settings.kafka_bootstrap), CollectorRegistry(), settings.ingest_max_events
+    )
+    uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    from services.cli import app
+
+    app(["run", "ingest"])

@@ -1,0 +1,149 @@
+"""POST /v1/events: validate a batch, produce the valid events, dead-letter the rest."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from services.common.events import TOPICS, EventError, partition_key, validate
+from services.common.problems import ProblemError, problem_responses
+from services.ingest.metrics import Metrics
+from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+class Rejection(BaseModel):
+    index: int
+    field: str
+    message: str
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[Rejection]
+
+
+def get_sink(request: Request) -> Sink:
+    return request.app.state.sink  # type: ignore[no-any-return]
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
+
+
+def get_max_events(request: Request) -> int:
+    return request.app.state.max_events  # type: ignore[no-any-return]
+
+
+SinkDep = Annotated[Sink, Depends(get_sink)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+MaxEventsDep = Annotated[int, Depends(get_max_events)]
+
+
+def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
+    """The request's events as (raw bytes, decoded value or the decode error)."""
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if media in NDJSON_TYPES:
+        items: list[tuple[bytes, Any]] = []
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            try:
+                items.append((line, orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                items.append((line, EventError("", f"not valid JSON: {exc}")))
+        return items
+    if media in JSON_TYPES:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProblemError(400, "Body is not JSON", str(exc)) from None
+        if isinstance(doc, dict):
+            doc = [doc]
+        if not isinstance(doc, list):
+            raise ProblemError(400, "Body must be a JSON array of events or one event")
+        return [(orjson.dumps(item), item) for item in doc]
+    raise ProblemError(
+        415,
+        "Unsupported media type",
+        f"send application/json (an array of events) or application/x-ndjson, not {media!r}",
+    )
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=IngestResult,
+    responses=problem_responses(400, 413, 415, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def post_events(
+    request: Request, sink: SinkDep, metrics: MetricsDep, max_events: MaxEventsDep
+) -> IngestResult:
+    """Validate each event; produce the valid ones keyed by slice and dead-letter the rest.
+
+    Answers 202 with the accepted and rejected counts and, per rejected event,
+    its index in the request, the field at fault and why.
+    """
+    started = time.perf_counter()
+    body = await request.body()
+    items = _split(body, request.headers.get("content-type", "application/json"))
+    if len(items) > max_events:
+        raise ProblemError(
+            413, "Too many events", f"at most {max_events} events per request, got {len(items)}"
+        )
+    records: list[Record] = []
+    errors: list[Rejection] = []
+    accepted_types: list[str] = []
+    for index, (raw, value) in enumerate(items):
+        etype = value.get("type") if isinstance(value, dict) else None
+        try:
+            if isinstance(value, EventError):
+                raise value
+            event = validate(value)
+        except EventError as exc:
+            reason = "json" if isinstance(value, EventError) else "schema"
+            if etype not in TOPICS:
+                reason = "unknown_type" if reason == "schema" and exc.field == "type" else reason
+                etype = "invalid"
+            metrics.rejected.labels(etype, reason).inc()
+            errors.append(Rejection(index=index, field=exc.field, message=exc.message))
+            records.append(deadletter(raw, reason, exc.field, exc.message))
+            continue
+        records.append(Record(TOPICS[event["type"]], partition_key(event), raw))
+        accepted_types.append(event["type"])
+    if records:
+        produce_started = time.perf_counter()
+        try:
+            await run_in_threadpool(sink.send, records)
+        except SinkUnavailableError:
+            raise ProblemError(
+                503,
+                "Event store unavailable",
+                "Kafka did not acknowledge the events; nothing was accepted, retry later",
+                headers={"Retry-After": "5"},
+            ) from None
+        metrics.produce_latency.observe(time.perf_counter() - produce_started)
+    for t in accepted_types:
+        metrics.received.labels(t).inc()
+    metrics.deadlettered.inc(len(errors))
+    metrics.request_duration.observe(time.perf_counter() - started)
+    return IngestResult(accepted=len(accepted_types), rejected=len(errors), errors=errors)

@@ -1,0 +1,33 @@
+"""Composition root of the ingest service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.common import health as common_health
+from services.common import problems
+from services.ingest.api import events, health
+from services.ingest.metrics import Metrics
+from services.ingest.sink import Sink
+
+
+def create_app(sink: Sink, registry: CollectorRegistry, max_events: int = 10_000) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        sink.close()
+
+    app = FastAPI(title="opswatch ingest", version="1", lifespan=lifespan)
+    app.state.sink = sink
+    app.state.registry = registry
+    app.state.metrics = Metrics.create(registry)
+    app.state.max_events = max_events
+    problems.install(app)
+    app.include_router(events.router)
+    app.include_router(health.router)
+    app.include_router(common_health.router)
+    return app

@@ -90,8 +90,10 @@ def run(
         from services.detector.embedded import run_embedded
 
         def on_alert(alert: Mapping[str, Any]) -> None:
-            colour = "red" if alert["status"] == "firing" else "green"
-            out.print(f"[{colour}]{describe(alert)}[/]", highlight=False)
+            if alert["status"] == "firing" and alert.get("windows", 1) > 1:
+                return  # an update of an alert already shown
+            style = "bold red" if alert["status"] == "firing" else "green"
+            out.print(describe(alert), style=style, markup=False, highlight=False)
 
         try:
             run_embedded(
@@ -231,7 +233,7 @@ def simulate(
         sys.stdout.buffer.write(truth + b"\n")
     else:
         assert kafka is not None
-        n = to_kafka(sim.events(), kafka, batch)
+        n = to_kafka(sim.events(), kafka, _settings().topics(), batch)
         sys.stdout.buffer.write(truth + b"\n")
     err.print(f"{n} events written", highlight=False)
 

@@ -13,11 +13,12 @@ from services.common.kafka import ensure_topics
 
 def serve(settings: OpswatchSettings) -> None:
     assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
     app = create_app(
         AlertStore(settings.database_url),
         CollectorRegistry(),
         kafka_bootstrap=settings.kafka_bootstrap,
+        topics=settings.topics(),
     )
     uvicorn.run(app, host=settings.alerting_host, port=settings.alerting_port, log_level="warning")
 

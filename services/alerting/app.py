@@ -13,6 +13,7 @@ from services.alerting.intake import AlertIntake, KafkaAlertConsumer
 from services.alerting.metrics import Metrics
 from services.alerting.store import AlertStore
 from services.common import health, problems
+from services.common.events import Topics
 
 
 def create_app(
@@ -20,6 +21,7 @@ def create_app(
     registry: CollectorRegistry,
     metrics: Metrics | None = None,
     kafka_bootstrap: str | None = None,
+    topics: Topics | None = None,
 ) -> FastAPI:
     """The alert API; with a Kafka bootstrap it also consumes opswatch.alerts."""
     metrics = metrics or Metrics.create(registry)
@@ -27,7 +29,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        consumer = KafkaAlertConsumer(kafka_bootstrap, intake) if kafka_bootstrap else None
+        consumer = (
+            KafkaAlertConsumer(kafka_bootstrap, topics or Topics(), intake)
+            if kafka_bootstrap
+            else None
+        )
         if consumer is not None:
             consumer.start()
         yield

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from services.alerting.metrics import Metrics
 from services.alerting.store import AlertStore
 from services.common.contracts import Alert
-from services.common.events import ALERTS_TOPIC
+from services.common.events import Topics
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,11 @@ class AlertIntake:
 class KafkaAlertConsumer:
     """Reads opswatch.alerts in a thread; commits after the batch is in the store."""
 
-    def __init__(self, bootstrap: str, intake: AlertIntake, group: str = "opswatch-alerting"):
+    def __init__(self, bootstrap: str, topics: Topics, intake: AlertIntake) -> None:
         self._bootstrap = bootstrap
+        self._topic = topics.alerts
+        self._group = f"{topics.namespace}-alerting"
         self._intake = intake
-        self._group = group
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-consumer", daemon=True)
 
@@ -75,7 +76,7 @@ class KafkaAlertConsumer:
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(
-            ALERTS_TOPIC,
+            self._topic,
             bootstrap_servers=self._bootstrap,
             group_id=self._group,
             enable_auto_commit=False,

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.events import Topics
 from services.detector.engine.catalog import Catalog, load_catalog
 from services.detector.engine.evaluate import EngineSettings
 
@@ -48,6 +49,7 @@ class OpswatchSettings(BaseSettings):
     detector_data_dir: Path = Field(
         Path(".opswatch/detector"), validation_alias=env("OPSWATCH_DETECTOR_DATA_DIR")
     )
+    detector_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_DETECTOR_HOST"))
     detector_metrics_port: int = Field(9102, validation_alias=env("OPSWATCH_DETECTOR_METRICS_PORT"))
     metrics_file: Path | None = Field(None, validation_alias=env("OPSWATCH_METRICS_FILE"))
     window: timedelta = Field(timedelta(minutes=5), validation_alias=env("OPSWATCH_WINDOW"))
@@ -55,6 +57,9 @@ class OpswatchSettings(BaseSettings):
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
     log_level: str = Field("INFO", validation_alias=env("OPSWATCH_LOG_LEVEL"))
+    topic_namespace: str = Field(
+        "opswatch", pattern=r"^[A-Za-z0-9_-]+$", validation_alias=env("OPSWATCH_TOPIC_NAMESPACE")
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -80,6 +85,9 @@ class OpswatchSettings(BaseSettings):
             alpha=self.alpha,
             timezone=self.timezone,
         )
+
+    def topics(self) -> Topics:
+        return Topics(self.topic_namespace)
 
     def catalog(self) -> Catalog:
         return load_catalog(self.metrics_file) if self.metrics_file else load_catalog()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,14 +12,38 @@ from pydantic import ValidationError
 
 from .contracts import EVENT_ADAPTER, UNKNOWN
 
-TOPICS: dict[str, str] = {
-    "order": "opswatch.events.orders",
-    "activity": "opswatch.events.activity",
-    "feedback": "opswatch.events.feedback",
+EVENT_TOPIC_SUFFIX: dict[str, str] = {
+    "order": "orders",
+    "activity": "activity",
+    "feedback": "feedback",
 }
-DEADLETTER_TOPIC = "opswatch.deadletter"
-ALERTS_TOPIC = "opswatch.alerts"
-PARTIALS_TOPIC = "opswatch.partials"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """opswatch's topic names; a namespace other than ``opswatch`` lets several
+    installations (or test runs) share one Kafka cluster."""
+
+    namespace: str = "opswatch"
+
+    @property
+    def events(self) -> dict[str, str]:
+        return {t: f"{self.namespace}.events.{s}" for t, s in EVENT_TOPIC_SUFFIX.items()}
+
+    @property
+    def partials(self) -> str:
+        return f"{self.namespace}.partials"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.namespace}.alerts"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.namespace}.deadletter"
+
+    def all(self) -> list[str]:
+        return [*self.events.values(), self.partials, self.alerts, self.deadletter]
 
 
 class EventError(ValueError):
@@ -37,7 +62,7 @@ def validate(raw: Any) -> dict[str, Any]:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
-        if loc and loc[0] in TOPICS:
+        if loc and loc[0] in EVENT_TOPIC_SUFFIX:
             loc = loc[1:]
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ["type"]

@@ -9,19 +9,19 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from .events import ALERTS_TOPIC, DEADLETTER_TOPIC, PARTIALS_TOPIC, TOPICS
+from .events import Topics
 
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
+def ensure_topics(bootstrap: str, topics: Topics, partitions: int, replication: int = 1) -> None:
     """Create opswatch's topics if they are missing (existing ones are left alone).
 
     The three event topics and the partials topic share one partition count:
     a leaf slice's orders, activity and feedback land on the same partition
     number and so on the same detector worker.
     """
-    wanted = [*TOPICS.values(), PARTIALS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    wanted = topics.all()
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="opswatch-admin")
     try:
         existing = set(admin.list_topics())

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .events import TOPICS, partition_key
+from .events import Topics, partition_key
 from .kafka import producer
 
 
@@ -66,15 +66,16 @@ def to_ingest(
     return n
 
 
-def to_kafka(events: Iterable[dict[str, Any]], bootstrap: str, batch: int = 500) -> int:
+def to_kafka(
+    events: Iterable[dict[str, Any]], bootstrap: str, topics: Topics, batch: int = 500
+) -> int:
+    names = topics.events
     prod = producer(bootstrap, "opswatch-simulate")
     n = 0
     try:
         for chunk in batched(events, batch):
             for event in chunk:
-                prod.send(
-                    TOPICS[event["type"]], key=partition_key(event), value=orjson.dumps(event)
-                )
+                prod.send(names[event["type"]], key=partition_key(event), value=orjson.dumps(event))
             n += len(chunk)
         prod.flush()
     finally:

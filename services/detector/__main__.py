@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import faust
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.config import OpswatchSettings
 from services.common.kafka import ensure_topics
@@ -12,8 +12,11 @@ from services.detector.faust_app import create_app
 
 def serve(settings: OpswatchSettings) -> None:
     assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
-    app = create_app(settings, CollectorRegistry())
+    ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
+    registry = CollectorRegistry()
+    app = create_app(settings, registry)
+    if settings.detector_metrics_port:
+        start_http_server(settings.detector_metrics_port, settings.detector_host, registry=registry)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
     worker.execute_from_commandline()
 

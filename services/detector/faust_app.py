@@ -14,13 +14,10 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from services.common.config import OpswatchSettings
 from services.common.events import (
-    ALERTS_TOPIC,
-    PARTIALS_TOPIC,
-    TOPICS,
     EventError,
     decode,
     event_time,
@@ -56,9 +53,10 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         broker_commit_interval=1.0,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    events_topic = app.topic(*TOPICS.values(), **raw)
-    partials_topic = app.topic(PARTIALS_TOPIC, partitions=n, **raw)
-    alerts_topic = app.topic(ALERTS_TOPIC, **raw)
+    topics = settings.topics()
+    events_topic = app.topic(*topics.events.values(), **raw)
+    partials_topic = app.topic(topics.partials, partitions=n, **raw)
+    alerts_topic = app.topic(topics.alerts, **raw)
     table_opts: dict[str, Any] = {"default": None, "partitions": n, **raw}
     stage_one_table = app.Table("opswatch-stage-one", **table_opts)
     stage_two_table = app.Table("opswatch-stage-two", **table_opts)
@@ -127,8 +125,10 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             stage = stage_two(partition)
             before = stage.evaluator.evaluated_until
             alerts = stage.on_message(event.value)
-            if stage.evaluator.evaluated_until != before:
+            judged = stage.evaluator.evaluated_until
+            if judged is not None and judged != before:
                 metrics.windows.inc()
+                metrics.evaluated_until.labels(str(partition)).set(judged)
             for alert in alerts:
                 metrics.alerts.labels(alert["metric"], alert["severity"], alert["status"]).inc()
                 await alerts_topic.send(
@@ -136,10 +136,5 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 )
             if stage.evaluator.evaluated_until != before and due("two", partition):
                 stage_two_table[b"%d" % partition] = stage.snapshot()
-
-    @app.task
-    async def serve_metrics() -> None:
-        if settings.detector_metrics_port:
-            start_http_server(settings.detector_metrics_port, "127.0.0.1", registry=registry)
 
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.contracts import EVENT_TYPES
 
@@ -21,6 +21,7 @@ class Metrics:
     windows: Counter
     alerts: Counter
     restore_seconds: Histogram
+    evaluated_until: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, metric_names: Sequence[str]) -> Metrics:
@@ -55,6 +56,12 @@ class Metrics:
             restore_seconds=Histogram(
                 "opswatch_detector_state_restore_duration_seconds",
                 "Time to restore a partition's state from its snapshot.",
+                registry=registry,
+            ),
+            evaluated_until=Gauge(
+                "opswatch_detector_evaluated_until_seconds",
+                "Event time (Unix seconds) up to which stage two has judged windows.",
+                ["partition"],
                 registry=registry,
             ),
         )

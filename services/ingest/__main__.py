@@ -13,9 +13,12 @@ from services.ingest.sink import KafkaSink
 
 def serve(settings: OpswatchSettings) -> None:
     assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_partitions)
+    ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
     app = create_app(
-        KafkaSink(settings.kafka_bootstrap), CollectorRegistry(), settings.ingest_max_events
+        KafkaSink(settings.kafka_bootstrap),
+        CollectorRegistry(),
+        settings.topics(),
+        settings.ingest_max_events,
     )
     uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
 

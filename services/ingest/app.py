@@ -10,12 +10,18 @@ from prometheus_client import CollectorRegistry
 
 from services.common import health as common_health
 from services.common import problems
+from services.common.events import Topics
 from services.ingest.api import events, health
 from services.ingest.metrics import Metrics
 from services.ingest.sink import Sink
 
 
-def create_app(sink: Sink, registry: CollectorRegistry, max_events: int = 10_000) -> FastAPI:
+def create_app(
+    sink: Sink,
+    registry: CollectorRegistry,
+    topics: Topics | None = None,
+    max_events: int = 10_000,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -26,6 +32,7 @@ def create_app(sink: Sink, registry: CollectorRegistry, max_events: int = 10_000
     app.state.registry = registry
     app.state.metrics = Metrics.create(registry)
     app.state.max_events = max_events
+    app.state.topics = topics or Topics()
     problems.install(app)
     app.include_router(events.router)
     app.include_router(health.router)

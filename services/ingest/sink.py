@@ -10,7 +10,6 @@ from typing import Protocol
 
 from kafka.errors import KafkaError
 
-from services.common.events import DEADLETTER_TOPIC
 from services.common.kafka import producer, reachable
 
 log = logging.getLogger(__name__)
@@ -70,11 +69,11 @@ class KafkaSink:
         self._producer.close(timeout=5)
 
 
-def deadletter(raw: bytes, reason: str, field: str, message: str) -> Record:
+def deadletter(topic: str, raw: bytes, reason: str, field: str, message: str) -> Record:
     headers = (
         ("reason", reason.encode()),
         ("field", field.encode()),
         ("message", message.encode()[:1000]),
         ("source", b"ingest"),
     )
-    return Record(DEADLETTER_TOPIC, None, raw, headers)
+    return Record(topic, None, raw, headers)

@@ -200,8 +200,8 @@ def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
         spec = CatalogFile.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        line = _line_of(text, first["loc"])
-        at = f" line {line}" if line else ""
+        line_no = _line_of(text, first["loc"])
+        at = f" line {line_no}" if line_no else ""
         raise CatalogError(f"{path}{at}: {_describe(first)}") from None
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return compile_catalog(spec, version)

@@ -194,7 +194,7 @@ class Detector(Protocol[S]):
 
 
 class _JsonState(Generic[S]):
-    state_cls: type[Any]
+    state_cls: ClassVar[type[Any]]
 
     def state_to_json(self, state: S) -> dict[str, Any]:
         return asdict(state)  # type: ignore[call-overload,no-any-return]
@@ -205,7 +205,7 @@ class _JsonState(Generic[S]):
 
 
 def _decay(half_life: float) -> float:
-    return 0.5 ** (1.0 / half_life)
+    return float(0.5 ** (1.0 / half_life))
 
 
 @dataclass(frozen=True)

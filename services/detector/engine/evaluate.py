@@ -288,8 +288,7 @@ class Evaluator:
         state = self.slices[key]
         return {
             "detectors": {
-                name: self._detectors[name].state_to_json(s)  # type: ignore[arg-type]
-                for name, s in state.detectors.items()
+                name: self._detectors[name].state_to_json(s) for name, s in state.detectors.items()
             },
             "alerts": {name: a.__dict__ for name, a in state.alerts.items()},
             "cusums": {name: [c.up, c.down] for name, c in state.cusums.items()},

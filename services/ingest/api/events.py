@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from services.common.events import TOPICS, EventError, partition_key, validate
+from services.common.events import EVENT_TOPIC_SUFFIX, EventError, Topics, partition_key, validate
 from services.common.problems import ProblemError, problem_responses
 from services.ingest.metrics import Metrics
 from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
@@ -41,6 +41,10 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 
+def get_topics(request: Request) -> Topics:
+    return request.app.state.topics  # type: ignore[no-any-return]
+
+
 def get_max_events(request: Request) -> int:
     return request.app.state.max_events  # type: ignore[no-any-return]
 
@@ -48,6 +52,7 @@ def get_max_events(request: Request) -> int:
 SinkDep = Annotated[Sink, Depends(get_sink)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 MaxEventsDep = Annotated[int, Depends(get_max_events)]
+TopicsDep = Annotated[Topics, Depends(get_topics)]
 
 
 def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
@@ -96,7 +101,11 @@ def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
     },
 )
 async def post_events(
-    request: Request, sink: SinkDep, metrics: MetricsDep, max_events: MaxEventsDep
+    request: Request,
+    sink: SinkDep,
+    metrics: MetricsDep,
+    max_events: MaxEventsDep,
+    topics: TopicsDep,
 ) -> IngestResult:
     """Validate each event; produce the valid ones keyed by slice and dead-letter the rest.
 
@@ -112,6 +121,7 @@ async def post_events(
         )
     records: list[Record] = []
     errors: list[Rejection] = []
+    names = topics.events
     accepted_types: list[str] = []
     for index, (raw, value) in enumerate(items):
         etype = value.get("type") if isinstance(value, dict) else None
@@ -121,14 +131,14 @@ async def post_events(
             event = validate(value)
         except EventError as exc:
             reason = "json" if isinstance(value, EventError) else "schema"
-            if etype not in TOPICS:
+            if etype not in EVENT_TOPIC_SUFFIX:
                 reason = "unknown_type" if reason == "schema" and exc.field == "type" else reason
                 etype = "invalid"
             metrics.rejected.labels(etype, reason).inc()
             errors.append(Rejection(index=index, field=exc.field, message=exc.message))
-            records.append(deadletter(raw, reason, exc.field, exc.message))
+            records.append(deadletter(topics.deadletter, raw, reason, exc.field, exc.message))
             continue
-        records.append(Record(TOPICS[event["type"]], partition_key(event), raw))
+        records.append(Record(names[event["type"]], partition_key(event), raw))
         accepted_types.append(event["type"])
     if records:
         produce_started = time.perf_counter()

@@ -1,0 +1,125 @@
+"""One battery every registered detector passes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.detector.engine.detectors import (
+    CountDetector,
+    MeanDetector,
+    Observation,
+    RatioDetector,
+)
+
+Stream = Callable[[np.random.Generator, int, float], Observation]
+
+
+def ratio_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
+    n = 2000
+    return Observation(float(rng.binomial(n, 0.05 * level)), n, hour=(i // 12) % 24)
+
+
+def count_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
+    x = float(rng.poisson(200 * level))
+    return Observation(x, sumsq=x, hour=(i // 12) % 24)
+
+
+def mean_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
+    values = rng.normal(40 * level, 8, size=60)
+    return Observation(float(values.sum()), 60, float((values**2).sum()), (i // 12) % 24)
+
+
+CASES = [
+    pytest.param(RatioDetector(), ratio_obs, "down", id="ratio"),
+    pytest.param(CountDetector(warmup=48), count_obs, "both", id="count"),
+    pytest.param(MeanDetector(), mean_obs, "both", id="mean"),
+]
+
+
+def learned(detector: Any, stream: Stream, windows: int, seed: int = 42) -> Any:
+    rng = np.random.default_rng(seed)
+    state = detector.init_state()
+    for i in range(windows):
+        state = detector.learn(state, stream(rng, i, 1.0))
+    return state
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_score_is_within_unit_interval(detector: Any, stream: Stream, alert_on: str) -> None:
+    state = learned(detector, stream, 600)
+    rng = np.random.default_rng(1)
+    for i, level in enumerate((0.0, 0.5, 1.0, 1.5, 3.0)):
+        verdict = detector.score(state, stream(rng, 600 + i, level))
+        assert 0.0 <= verdict.score(alert_on) <= 1.0
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_learn_returns_new_state_and_leaves_input_alone(
+    detector: Any, stream: Stream, alert_on: str
+) -> None:
+    state = learned(detector, stream, 50)
+    before = json.dumps(detector.state_to_json(state))
+    after = detector.learn(state, stream(np.random.default_rng(3), 50, 1.0))
+    assert json.dumps(detector.state_to_json(state)) == before
+    assert after != state
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_state_round_trips_through_json(detector: Any, stream: Stream, alert_on: str) -> None:
+    state = learned(detector, stream, 400)
+    raw = json.loads(json.dumps(detector.state_to_json(state)))
+    assert detector.state_from_json(raw) == state
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_deterministic_under_a_seed(detector: Any, stream: Stream, alert_on: str) -> None:
+    assert learned(detector, stream, 300, seed=5) == learned(detector, stream, 300, seed=5)
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_quiet_on_a_steady_stream(detector: Any, stream: Stream, alert_on: str) -> None:
+    rng = np.random.default_rng(11)
+    state = detector.init_state()
+    smallest = 1.0
+    for i in range(1200):
+        obs = stream(rng, i, 1.0)
+        verdict = detector.score(state, obs)
+        if not verdict.warming_up:
+            smallest = min(smallest, verdict.p_value(alert_on))
+        state = detector.learn(state, obs)
+    assert smallest > 1e-6
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_catches_a_step_change_at_once(detector: Any, stream: Stream, alert_on: str) -> None:
+    state = learned(detector, stream, 600)
+    rng = np.random.default_rng(9)
+    level = 0.4 if alert_on in ("down", "both") else 1.6
+    verdict = detector.score(state, stream(rng, 600, level))
+    assert verdict.p_value(alert_on) < 1e-6
+
+
+@pytest.mark.parametrize(("detector", "stream", "alert_on"), CASES)
+def test_zero_score_while_warming_up(detector: Any, stream: Stream, alert_on: str) -> None:
+    rng = np.random.default_rng(2)
+    state = detector.init_state()
+    verdict = detector.score(state, stream(rng, 0, 0.0))
+    assert verdict.warming_up
+    assert verdict.score(alert_on) == 0.0
+
+
+def test_ratio_knows_the_denominator() -> None:
+    """A 2% -> 1% drop is noise on 50 sessions and an outage on 50,000."""
+    detector = RatioDetector()
+    state = detector.init_state()
+    for _ in range(100):
+        state = detector.learn(state, Observation(20.0, 1000.0))
+    small = detector.score(state, Observation(0.5 * 0.02 * 50, 50.0))
+    large = detector.score(state, Observation(0.01 * 50_000, 50_000.0))
+    assert small.p_down > 0.05
+    assert large.p_down < 1e-12

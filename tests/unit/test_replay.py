@@ -1,0 +1,167 @@
+"""opswatch replay on files it did not write: an independent generator, rough ordering."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+START = datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
+OUTAGE = (START + timedelta(days=4, hours=15), START + timedelta(days=4, hours=17))
+CONVERSION = {"conversion_rate", "checkout_conversion", "payment_failure_rate"}
+
+
+def independent_events(outage: bool, seed: int = 3) -> list[dict[str, Any]]:
+    """Sessions and orders from a generator that shares nothing with opswatch's simulator."""
+    rng = np.random.default_rng(seed)
+    regions = {"north": 0.4, "south": 0.3, "east": 0.2, "west": 0.1}
+    channels = {"web": 0.6, "app": 0.3, "store": 0.1}
+    platforms = {"ios": 0.5, "android": 0.5}
+    events: list[dict[str, Any]] = []
+    minute = 0
+    end = int((OUTAGE[1] - START).total_seconds() // 60) + 6 * 60
+    while minute < end:
+        t0 = START.timestamp() + minute * 60
+        hour = (minute / 60) % 24
+        rate = 30 * (0.6 + 0.4 * math.sin((hour - 9) / 24 * 2 * math.pi))
+        k = int(rng.poisson(rate))
+        picks = zip(
+            rng.choice(list(regions), size=k, p=list(regions.values())),
+            rng.choice(list(channels), size=k, p=list(channels.values())),
+            rng.choice(list(platforms), size=k, p=list(platforms.values())),
+            t0 + rng.uniform(0, 60, size=k),
+            rng.integers(0, 20000, size=k),
+            rng.random(size=k),
+            rng.random(size=k),
+            strict=True,
+        )
+        for region, channel, platform, at, uid, checkout, pay in picks:
+            user = f"user{uid}"
+            dims = {"region": str(region), "channel": str(channel), "platform": str(platform)}
+            sid = f"sess{len(events)}"
+            events.append(
+                dict(
+                    type="activity",
+                    action="session_start",
+                    session_id=sid,
+                    ts=at,
+                    user_id=user,
+                    **dims,
+                )
+            )
+            if checkout < 0.12:
+                events.append(
+                    dict(
+                        type="activity",
+                        action="checkout_start",
+                        session_id=sid,
+                        ts=at + 40,
+                        user_id=user,
+                        **dims,
+                    )
+                )
+                down = (
+                    outage
+                    and region == "south"
+                    and channel == "web"
+                    and OUTAGE[0].timestamp() <= at < OUTAGE[1].timestamp()
+                )
+                ok = pay < (0.03 if down else 0.92)
+                events.append(
+                    dict(
+                        type="order",
+                        order_id=f"ord{len(events)}",
+                        status="paid" if ok else "payment_failed",
+                        amount=round(float(at % 97) + 5, 2),
+                        currency="EUR",
+                        ts=at + 55,
+                        user_id=user,
+                        **dims,
+                    )
+                )
+        minute += 1
+    for i, e in enumerate(events):
+        e["event_id"] = f"ev-{i}"
+        jitter = rng.uniform(0, 180)  # exported a little out of order
+        e["_order"] = e["ts"] + jitter
+        e["ts"] = datetime.fromtimestamp(e["ts"], UTC).isoformat()
+    events.sort(key=lambda e: e.pop("_order"))
+    return events
+
+
+def replay(tmp_path: Path, events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    src = tmp_path / f"{name}.ndjson"
+    dst = tmp_path / f"{name}.alerts.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "replay",
+            "--input",
+            str(src),
+            "--output",
+            str(dst),
+            "--stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "events/s" in done.stdout
+    return [orjson.loads(line) for line in dst.read_bytes().splitlines()]
+
+
+def about_the_outage(alert: dict[str, Any]) -> bool:
+    s = alert["slice"]
+    return (
+        alert["metric"] in CONVERSION
+        and s.get("region", "south") == "south"
+        and s.get("channel", "web") == "web"
+        and alert["status"] == "firing"
+        and OUTAGE[0].isoformat()
+        <= alert["window_start"].replace("Z", "+00:00")
+        < OUTAGE[1].isoformat()
+    )
+
+
+def test_payment_outage_in_an_independent_file_is_caught_and_its_absence_is_quiet(
+    tmp_path: Path,
+) -> None:
+    with_outage = replay(tmp_path, independent_events(outage=True), "outage")
+    caught = [a for a in with_outage if about_the_outage(a)]
+    assert caught, "no conversion alert for south/web during the outage"
+    assert any(a["slice"] == {"region": "south", "channel": "web"} for a in caught)
+    clean = replay(tmp_path, independent_events(outage=False), "clean")
+    assert not [a for a in clean if about_the_outage(a)]
+
+
+def test_replay_is_deterministic_and_skips_bad_lines(tmp_path: Path) -> None:
+    events = independent_events(outage=True)[:40000]
+    first = replay(tmp_path, events, "a")
+    bad = tmp_path / "bad.ndjson"
+    lines = [orjson.dumps(e) for e in events]
+    lines.insert(10, b"{not json")
+    lines.insert(20, b'{"type": "order", "event_id": "x"}')
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "bad.alerts.ndjson"
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", "-i", str(bad), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "2 invalid lines skipped" in done.stderr
+    assert "bad.ndjson:11" in done.stderr
+    assert [orjson.loads(x) for x in out.read_bytes().splitlines()] == first

@@ -37,6 +37,9 @@ BOOTSTRAP="$HOST:$PORT"
 START_TIMEOUT="${OPSWATCH_KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 HEALTH_TOPIC=opswatch-healthcheck
+# The Java check needs a 1-partition topic (it reads its token back from partition 0),
+# so it never shares the Python check's topic, which may be auto-created with 4.
+HEALTH_TOPIC_1P=opswatch-healthcheck-1p
 
 POM="$SCRIPT_DIR/pom.xml"
 LOG4J_CONF="$SCRIPT_DIR/log4j2.properties"
@@ -299,7 +302,7 @@ roundtrip_python() {
 
 end_offset_java() { # prints the end offset of partition 0 of the health topic
   run_bounded 30 "${TOOL[@]}" org.apache.kafka.tools.GetOffsetShell --bootstrap-server "$BOOTSTRAP" \
-    --topic "$HEALTH_TOPIC" --partitions 0 --time -1 2>/dev/null |
+    --topic "$HEALTH_TOPIC_1P" --partitions 0 --time -1 2>/dev/null |
     awk -F: '$2 == "0" { print $3 }'
 }
 
@@ -310,19 +313,26 @@ roundtrip_java() {
     # First run: create the topic with one partition, so the partition/offset of the
     # token is known without a client library.
     run_bounded 30 "${TOOL[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
-      --create --if-not-exists --topic "$HEALTH_TOPIC" --partitions 1 --replication-factor 1 \
+      --create --if-not-exists --topic "$HEALTH_TOPIC_1P" --partitions 1 --replication-factor 1 \
       >/dev/null 2>&1 || return 1
     end="$(end_offset_java)" || return 1
     [[ "$end" =~ ^[0-9]+$ ]] || return 1
   fi
   token="health-$(date +%s)-$$-$RANDOM"
   echo "$token" | run_bounded 30 "${TOOL[@]}" org.apache.kafka.tools.ConsoleProducer \
-    --bootstrap-server "$BOOTSTRAP" --topic "$HEALTH_TOPIC" --producer-property acks=all --sync \
+    --bootstrap-server "$BOOTSTRAP" --topic "$HEALTH_TOPIC_1P" --producer-property acks=all --sync \
     >/dev/null 2>&1 || return 1
   got="$(run_bounded 30 "${TOOL[@]}" org.apache.kafka.tools.consumer.ConsoleConsumer \
-    --bootstrap-server "$BOOTSTRAP" --topic "$HEALTH_TOPIC" --partition 0 --offset "$end" \
+    --bootstrap-server "$BOOTSTRAP" --topic "$HEALTH_TOPIC_1P" --partition 0 --offset "$end" \
     --max-messages 1 --timeout-ms 10000 2>/dev/null)" || return 1
-  [[ "$got" == "$token" ]]
+  [[ "$got" == "$token" ]] || return 1
+  if ! compgen -G "$DATA/__consumer_offsets-*" >/dev/null; then
+    # Best effort, once per data dir: a FindCoordinator makes the broker create
+    # __consumer_offsets now, so the first real consumer group does not start with
+    # GroupCoordinatorNotAvailableError retries (the Python check does this by committing).
+    run_bounded 20 "${TOOL[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+      --bootstrap-server "$BOOTSTRAP" --describe --group "$HEALTH_TOPIC" >/dev/null 2>&1 || true
+  fi
 }
 
 # --- commands ------------------------------------------------------------------------
@@ -386,7 +396,7 @@ cmd_up() {
   fi
 
   if python_has_kafka; then method=python; else method=java; fi
-  say "waiting up to ${START_TIMEOUT}s for a produce/consume round trip on '$HEALTH_TOPIC' (via $method) ..."
+  say "waiting up to ${START_TIMEOUT}s for a produce/consume round trip (via $method) ..."
   local deadline=$((t_launch + START_TIMEOUT * 1000)) py_fails=0
   while :; do
     if ! is_broker_pid "$pid"; then

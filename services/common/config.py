@@ -54,6 +54,9 @@ class OpswatchSettings(BaseSettings):
     metrics_file: Path | None = Field(None, validation_alias=env("OPSWATCH_METRICS_FILE"))
     window: timedelta = Field(timedelta(minutes=5), validation_alias=env("OPSWATCH_WINDOW"))
     lateness: timedelta = Field(timedelta(minutes=2), validation_alias=env("OPSWATCH_LATENESS"))
+    idle_timeout: timedelta = Field(
+        timedelta(seconds=30), validation_alias=env("OPSWATCH_IDLE_TIMEOUT")
+    )
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
     log_level: str = Field("INFO", validation_alias=env("OPSWATCH_LOG_LEVEL"))

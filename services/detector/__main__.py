@@ -17,7 +17,8 @@ def serve(settings: OpswatchSettings) -> None:
     app = create_app(settings, registry)
     if settings.detector_metrics_port:
         start_http_server(settings.detector_metrics_port, settings.detector_host, registry=registry)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
+    level = {"WARNING": "warn", "CRITICAL": "crit"}.get(settings.log_level.upper())
+    worker = faust.Worker(app, loglevel=level or settings.log_level.lower(), redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

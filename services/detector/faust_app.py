@@ -57,12 +57,21 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     events_topic = app.topic(*topics.events.values(), **raw)
     partials_topic = app.topic(topics.partials, partitions=n, **raw)
     alerts_topic = app.topic(topics.alerts, **raw)
-    table_opts: dict[str, Any] = {"default": None, "partitions": n, **raw}
+    table_opts: dict[str, Any] = {
+        "default": None,
+        "partitions": n,
+        "key_type": bytes,
+        "value_type": bytes,
+    }
     stage_one_table = app.Table("opswatch-stage-one", **table_opts)
     stage_two_table = app.Table("opswatch-stage-two", **table_opts)
     ones: dict[int, StageOne] = {}
     twos: dict[int, StageTwo] = {}
     saved: dict[tuple[str, int], float] = {}
+    # wall-clock time a (stage, partition, source) was last heard from
+    heard: dict[tuple[str, int, str], float] = {}
+    idle_after = settings.idle_timeout.total_seconds()
+    started: dict[int, float] = {}
 
     def due(kind: str, partition: int) -> bool:
         now = time.monotonic()
@@ -85,11 +94,12 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         stage = twos.get(partition)
         if stage is None:
             stage = twos[partition] = StageTwo(partition, catalog, engine_settings, n)
+            started[partition] = time.monotonic()
             snap = stage_two_table.get(b"%d" % partition)
             if snap is not None:
-                started = time.perf_counter()
+                clock = time.perf_counter()
                 stage.restore(snap)
-                metrics.restore_seconds.observe(time.perf_counter() - started)
+                metrics.restore_seconds.observe(time.perf_counter() - clock)
                 log.info("stage two restored", extra={"partition": partition})
         return stage
 
@@ -108,6 +118,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 metrics.undecodable.inc()
                 log.warning("undecodable event skipped: %s", exc, extra={"topic": message.topic})
                 continue
+            heard[("one", message.partition, message.topic)] = time.monotonic()
             late_before = stage.aggregator.stats.late
             out = stage.on_event(record, event_time(record), leaf_of(record), message.topic)
             metrics.events.labels(record["type"]).inc()
@@ -125,16 +136,39 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             stage = stage_two(partition)
             before = stage.evaluator.evaluated_until
             alerts = stage.on_message(event.value)
-            judged = stage.evaluator.evaluated_until
-            if judged is not None and judged != before:
-                metrics.windows.inc()
-                metrics.evaluated_until.labels(str(partition)).set(judged)
-            for alert in alerts:
-                metrics.alerts.labels(alert["metric"], alert["severity"], alert["status"]).inc()
-                await alerts_topic.send(
-                    key=alert["fingerprint"].encode(), value=orjson.dumps(alert)
-                )
-            if stage.evaluator.evaluated_until != before and due("two", partition):
-                stage_two_table[b"%d" % partition] = stage.snapshot()
+            heard[("two", partition, stage.last_source)] = time.monotonic()
+            await publish(partition, stage, before, alerts)
+
+    async def publish(
+        partition: int, stage: StageTwo, before: int | None, alerts: list[dict[str, Any]]
+    ) -> None:
+        judged = stage.evaluator.evaluated_until
+        if judged is not None and judged != before:
+            metrics.windows.inc()
+            metrics.evaluated_until.labels(str(partition)).set(judged)
+        for alert in alerts:
+            metrics.alerts.labels(alert["metric"], alert["severity"], alert["status"]).inc()
+            await alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
+        if judged != before and due("two", partition):
+            stage_two_table[b"%d" % partition] = stage.snapshot()
+
+    @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]
+    async def notice_idle_sources() -> None:
+        """A topic or partition that has said nothing for ``idle_timeout`` stops
+        holding windows open; its next record makes it count again."""
+        now = time.monotonic()
+        for p, one in ones.items():
+            for source in list(one.aggregator.marks):
+                quiet = now - heard.get(("one", p, source), now) > idle_after
+                if quiet and source not in one.aggregator.idle:
+                    log.info("source idle", extra={"partition": p, "topic": source})
+                    await send_all(one.mark_idle(source))
+        for q, two in twos.items():
+            for source in two.evaluator.sources:
+                last = heard.get(("two", q, source), started.get(q, now))
+                if now - last > idle_after and source not in two.evaluator.idle:
+                    log.info("source partition idle", extra={"partition": q, "source": source})
+                    before = two.evaluator.evaluated_until
+                    await publish(q, two, before, two.mark_idle(int(source)))
 
     return app

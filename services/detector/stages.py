@@ -41,7 +41,7 @@ class StageOne:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, s.idle_after_s)
+        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s)
 
     def on_event(
         self, event: Mapping[str, Any], ts: float, leaf: tuple[str, str, str], source: str
@@ -72,6 +72,10 @@ class StageOne:
         self.marked = boundary
         return out
 
+    def mark_idle(self, source: str) -> list[Outgoing]:
+        self.aggregator.mark_idle(source)
+        return self.emit()
+
     def snapshot(self) -> bytes:
         return orjson.dumps({"agg": self.aggregator.snapshot(), "marked": self.marked})
 
@@ -88,6 +92,7 @@ class StageTwo:
     settings: EngineSettings
     source_partitions: int
     evaluator: Evaluator = field(init=False)
+    last_source: str = ""  # the source partition of the last message
 
     def __post_init__(self) -> None:
         sources = tuple(str(p) for p in range(self.source_partitions))
@@ -95,10 +100,14 @@ class StageTwo:
 
     def on_message(self, value: bytes) -> list[dict[str, Any]]:
         msg = orjson.loads(value)
+        self.last_source = str(msg["src"])
         if msg["k"] == "p":
             self.evaluator.add_partial(msg["w"], msg["s"], Acc.from_json(msg["a"]))
             return []
         return self.evaluator.advance(str(msg["src"]), msg["wm"])
+
+    def mark_idle(self, source: int) -> list[dict[str, Any]]:
+        return self.evaluator.mark_idle(str(source))
 
     def snapshot(self) -> bytes:
         return orjson.dumps(self.evaluator.snapshot())

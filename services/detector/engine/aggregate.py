@@ -1,10 +1,11 @@
 """Stage one: events into event-time tumbling windows per leaf slice.
 
 Each source (a topic, or a file) advances its own high-water mark; the
-watermark is the slowest active source's mark minus the allowed lateness, so a
-topic that is read a little behind another does not make its events late. A
-source that has fallen more than ``idle_after`` behind the fastest counts as
-idle and stops holding the watermark back. When the watermark passes a window's
+watermark is the slowest source's mark minus the allowed lateness, so a topic
+that is read behind another (a consumer catching up reads unevenly) does not
+make its events late. Whether a source has gone quiet is a wall-clock question
+the engine cannot answer: the adapter marks a source idle, which stops it
+holding the watermark back until its next event. When the watermark passes a window's
 end, the window closes and is rolled up into partial aggregates for every slice
 its leaves feed. An event whose window the watermark had already passed when it arrived is
 late: counted, never applied. Lateness follows from event time alone, so it
@@ -83,10 +84,10 @@ class Aggregator:
     catalog: Catalog
     window_s: int = 300
     lateness_s: int = 120
-    idle_after_s: int = 900
     windows: dict[int, dict[Leaf, Acc]] = field(default_factory=dict)
     seen_ids: dict[int, set[str]] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
+    idle: set[str] = field(default_factory=set)
     closed_until: int | None = None  # every window starting before this is closed
     stats: AggregatorStats = field(default_factory=AggregatorStats)
 
@@ -96,6 +97,7 @@ class Aggregator:
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
         """Apply one validated event; False when it is late or a duplicate."""
+        self.idle.discard(source)
         mark = self.marks.get(source)
         if mark is None or ts > mark:
             self.marks[source] = ts
@@ -136,9 +138,13 @@ class Aggregator:
     def watermark(self) -> float | None:
         if not self.marks:
             return None
-        newest = max(self.marks.values())
-        active = [m for m in self.marks.values() if newest - m <= self.idle_after_s]
-        return min(active) - self.lateness_s
+        active = [m for s, m in self.marks.items() if s not in self.idle]
+        return (min(active) if active else max(self.marks.values())) - self.lateness_s
+
+    def mark_idle(self, source: str) -> None:
+        """The source has gone quiet (the caller's clock says so): stop waiting for it."""
+        if source in self.marks:
+            self.idle.add(source)
 
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
         """Close every window the watermark has passed (all of them when ``flush``)."""
@@ -177,6 +183,7 @@ class Aggregator:
             },
             "seen_ids": {str(start): sorted(ids) for start, ids in self.seen_ids.items()},
             "marks": self.marks,
+            "idle": sorted(self.idle),
             "closed_until": self.closed_until,
             "stats": [self.stats.applied, self.stats.late, self.stats.duplicates],
         }
@@ -188,6 +195,7 @@ class Aggregator:
         }
         self.seen_ids = {int(s): set(ids) for s, ids in snap["seen_ids"].items()}
         self.marks = dict(snap["marks"])
+        self.idle = set(snap["idle"])
         self.closed_until = snap["closed_until"]
         self.stats = AggregatorStats(*snap["stats"])
 

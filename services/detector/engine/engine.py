@@ -21,9 +21,7 @@ LOCAL_SOURCE = "local"
 class Engine:
     def __init__(self, catalog: Catalog, settings: EngineSettings) -> None:
         self.settings = settings
-        self.aggregator = Aggregator(
-            catalog, settings.window_s, settings.lateness_s, settings.idle_after_s
-        )
+        self.aggregator = Aggregator(catalog, settings.window_s, settings.lateness_s)
         self.evaluator = Evaluator(catalog, settings, (LOCAL_SOURCE,))
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf) -> bool:

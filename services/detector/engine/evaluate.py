@@ -33,7 +33,6 @@ from .slices import parse_slice_key
 class EngineSettings:
     window_s: int = 300
     lateness_s: int = 120
-    idle_after_s: int = 900
     alpha: float = 1e-5
     min_effect: float = 0.1
     min_count_delta: float = 3.0
@@ -128,6 +127,7 @@ class Evaluator:
     sources: tuple[str, ...]
     pending: dict[int, dict[str, Acc]] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
+    idle: set[str] = field(default_factory=set)
     slices: dict[str, SliceState] = field(default_factory=dict)
     evaluated_until: int | None = None
 
@@ -145,11 +145,21 @@ class Evaluator:
 
     def advance(self, source: str, watermark: float) -> list[dict[str, Any]]:
         """Record a source's watermark; judge every window all sources have passed."""
+        self.idle.discard(source)
         if watermark > self.marks.get(source, float("-inf")):
             self.marks[source] = watermark
-        if any(s not in self.marks for s in self.sources):
+        return self._judge_complete()
+
+    def mark_idle(self, source: str) -> list[dict[str, Any]]:
+        """A source partition has gone quiet (the caller's clock says so): stop waiting."""
+        self.idle.add(source)
+        return self._judge_complete()
+
+    def _judge_complete(self) -> list[dict[str, Any]]:
+        waiting = [s for s in self.sources if s not in self.idle]
+        if any(s not in self.marks for s in waiting) or not self.marks:
             return []
-        complete = min(self.marks[s] for s in self.sources)
+        complete = min(self.marks[s] for s in waiting) if waiting else max(self.marks.values())
         alerts: list[dict[str, Any]] = []
         for start in sorted(self.pending):
             if start + self.settings.window_s > complete:
@@ -280,6 +290,7 @@ class Evaluator:
                 str(s): {k: a.to_json() for k, a in w.items()} for s, w in self.pending.items()
             },
             "marks": self.marks,
+            "idle": sorted(self.idle),
             "evaluated_until": self.evaluated_until,
             "slices": {key: self.slice_snapshot(key) for key in self.slices},
         }
@@ -310,6 +321,7 @@ class Evaluator:
             int(s): {k: Acc.from_json(a) for k, a in w.items()} for s, w in snap["pending"].items()
         }
         self.marks = dict(snap["marks"])
+        self.idle = set(snap["idle"])
         self.evaluated_until = snap["evaluated_until"]
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

@@ -23,9 +23,7 @@ REPO = Path(__file__).parents[2]
 def bootstrap() -> str:
     value = os.environ.get("OPSWATCH_KAFKA_BOOTSTRAP")
     if not value:
-        pytest.fail(
-            "integration tests need a broker: `make test` or OPSWATCH_KAFKA_BOOTSTRAP"
-        )
+        pytest.fail("integration tests need a broker: `make test` or OPSWATCH_KAFKA_BOOTSTRAP")
     return value
 
 

@@ -1,0 +1,88 @@
+"""The metric catalog: the built-in one, user metrics, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.detector.engine.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+
+DESIGN_METRICS = {
+    "conversion_rate",
+    "checkout_conversion",
+    "payment_failure_rate",
+    "order_count",
+    "gmv",
+    "avg_order_value",
+    "cancel_rate",
+    "active_users",
+    "churn_actions",
+    "avg_rating",
+    "negative_feedback_rate",
+    "complaint_rate",
+}
+
+
+def test_the_built_in_catalog_has_the_design_metrics() -> None:
+    assert set(load_catalog().names) >= DESIGN_METRICS
+
+
+def test_a_user_metric_is_added_without_code(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.yaml"
+    path.write_text(
+        DEFAULT_CATALOG.read_text() + "  refund_rate:\n    kind: ratio\n    alert_on: up\n"
+        "    numerator: {type: order, where: {status: refunded}}\n"
+        "    denominator: {type: order, where: {status: paid}}\n"
+    )
+    catalog = load_catalog(path)
+    assert "refund_rate" in catalog.names
+    assert catalog.version != load_catalog().version
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("metrics:\n  m:\n    kind: median\n    measure: {type: order}\n", "line 3"),
+        ("metrics:\n  m:\n    kind: ratio\n    numerator: {type: order}\n", "denominator"),
+        ("metrics:\n  m:\n    kind: sum\n    measure: {type: order}\n", "needs 'field'"),
+        ("metrics: [\n", "not valid YAML"),
+        ("metrics: {}\n", "metrics"),
+    ],
+    ids=["unknown-kind", "ratio-without-denominator", "sum-without-field", "bad-yaml", "empty"],
+)
+def test_bad_files_are_refused_with_a_message_naming_the_problem(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=expected):
+        load_catalog(path)
+
+
+def test_a_bad_catalog_stops_the_command_with_exit_code_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("metrics:\n  m:\n    kind: median\n    measure: {type: order}\n")
+    events = tmp_path / "events.ndjson"
+    events.write_text("")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "replay",
+            "-i",
+            str(events),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+        env={**os.environ, "OPSWATCH_METRICS_FILE": str(path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "bad.yaml line 3" in done.stderr

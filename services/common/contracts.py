@@ -41,8 +41,20 @@ Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 Dimension = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+def _integral(value: object) -> object:
+    """JSON Schema's integer: 4 and 4.0 are integers, 4.5, "4" and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    """Fields beyond the contract's are carried, not interpreted (extra="allow")."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)]
     ts: Timestamp
@@ -61,7 +73,7 @@ class OrderEvent(_Event):
     order_id: Annotated[str, Field(min_length=1, max_length=128)]
     status: Literal["created", "paid", "payment_failed", "cancelled", "refunded"]
     amount: Annotated[StrictFloat, Field(ge=0)]
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
 
 
 class ActivityEvent(_Event):
@@ -81,9 +93,9 @@ class ActivityEvent(_Event):
 
 class FeedbackEvent(_Event):
     type: Literal["feedback"]
-    rating: Annotated[StrictInt, Field(ge=1, le=5)]
+    rating: Annotated[Integral, Field(ge=1, le=5)]
     category: Literal["complaint", "bug", "question", "praise", "other"] | None = None
-    nps: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
+    nps: Annotated[Integral, Field(ge=0, le=10)] | None = None
     text: Annotated[str, Field(max_length=4000)] | None = None
 
 

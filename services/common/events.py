@@ -35,6 +35,11 @@ class Topics:
         return f"{self.namespace}.partials"
 
     @property
+    def reports(self) -> str:
+        """Stage two to stage three: one partition, candidates only."""
+        return f"{self.namespace}.reports"
+
+    @property
     def alerts(self) -> str:
         return f"{self.namespace}.alerts"
 
@@ -43,7 +48,7 @@ class Topics:
         return f"{self.namespace}.deadletter"
 
     def all(self) -> list[str]:
-        return [*self.events.values(), self.partials, self.alerts, self.deadletter]
+        return [*self.events.values(), self.partials, self.reports, self.alerts, self.deadletter]
 
 
 class EventError(ValueError):

@@ -26,7 +26,9 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int, replication: 
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, partitions, replication) for name in wanted if name not in existing
+            NewTopic(name, 1 if name == topics.reports else partitions, replication)
+            for name in wanted
+            if name not in existing
         ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):

@@ -24,7 +24,7 @@ from services.common.events import (
     leaf_of,
 )
 from services.detector.metrics import Metrics
-from services.detector.stages import Outgoing, StageOne, StageTwo
+from services.detector.stages import Outgoing, StageOne, StageThree, StageTwo
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     topics = settings.topics()
     events_topic = app.topic(*topics.events.values(), **raw)
     partials_topic = app.topic(topics.partials, partitions=n, **raw)
+    reports_topic = app.topic(topics.reports, partitions=1, **raw)
     alerts_topic = app.topic(topics.alerts, **raw)
     table_opts: dict[str, Any] = {
         "default": None,
@@ -65,6 +66,10 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     }
     stage_one_table = app.Table("opswatch-stage-one", **table_opts)
     stage_two_table = app.Table("opswatch-stage-two", **table_opts)
+    stage_three_table = app.Table("opswatch-stage-three", **{**table_opts, "partitions": 1})
+    three = StageThree(catalog, engine_settings, n)
+    heard_three: dict[str, float] = {}
+    started_three = time.monotonic()
     ones: dict[int, StageOne] = {}
     twos: dict[int, StageTwo] = {}
     saved: dict[tuple[str, int], float] = {}
@@ -135,22 +140,40 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             partition = event.message.partition
             stage = stage_two(partition)
             before = stage.evaluator.evaluated_until
-            alerts = stage.on_message(event.value)
+            reports = stage.on_message(event.value)
             heard[("two", partition, stage.last_source)] = time.monotonic()
-            await publish(partition, stage, before, alerts)
+            await report(partition, stage, before, reports)
 
-    async def publish(
-        partition: int, stage: StageTwo, before: int | None, alerts: list[dict[str, Any]]
-    ) -> None:
+    async def report(partition: int, stage: StageTwo, before: int | None, out: list[bytes]) -> None:
+        for value in out:
+            await reports_topic.send(value=value, partition=0)
         judged = stage.evaluator.evaluated_until
         if judged is not None and judged != before:
             metrics.windows.inc()
             metrics.evaluated_until.labels(str(partition)).set(judged)
+            if due("two", partition):
+                stage_two_table[b"%d" % partition] = stage.snapshot()
+
+    @app.agent(reports_topic)
+    async def decide(stream: Any) -> None:
+        restored = False
+        async for event in stream.events():
+            if not restored:  # tables are recovered by the time events flow
+                restored = True
+                snap = stage_three_table.get(b"book")
+                if snap is not None:
+                    three.restore(snap)
+                    log.info("stage three restored")
+            alerts = three.on_message(event.value)
+            heard_three[three.last_source] = time.monotonic()
+            await publish(alerts)
+
+    async def publish(alerts: list[dict[str, Any]]) -> None:
         for alert in alerts:
             metrics.alerts.labels(alert["metric"], alert["severity"], alert["status"]).inc()
             await alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
-        if judged != before and due("two", partition):
-            stage_two_table[b"%d" % partition] = stage.snapshot()
+        if alerts and due("three", 0):
+            stage_three_table[b"book"] = three.snapshot()
 
     @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]
     async def notice_idle_sources() -> None:
@@ -169,6 +192,12 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 if now - last > idle_after and source not in two.evaluator.idle:
                     log.info("source partition idle", extra={"partition": q, "source": source})
                     before = two.evaluator.evaluated_until
-                    await publish(q, two, before, two.mark_idle(int(source)))
+                    await report(q, two, before, two.mark_idle(int(source)))
+        if ones or twos:
+            for source in three.book.sources:
+                last = heard_three.get(source, started_three)
+                if now - last > idle_after and source not in three.book.idle:
+                    log.info("reporting partition idle", extra={"source": source})
+                    await publish(three.mark_idle(int(source)))
 
     return app

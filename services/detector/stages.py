@@ -1,4 +1,4 @@
-"""The detector's two stages as plain objects, one per Kafka partition.
+"""The detector's stages as plain objects, one per Kafka partition.
 
 Stage one owns a partition of the event topics: it windows the events of the
 leaf slices keyed there and, as its watermark passes window ends, publishes the
@@ -6,8 +6,10 @@ partial aggregates of every slice those leaves feed, keyed by slice, and then
 a watermark marker to every partition of the partials topic. Stage two owns a
 partition of the partials topic: it merges the partials of the slices keyed
 there and judges a window once the markers of all source partitions have
-passed it. The Faust app only moves bytes between these and Kafka, which is
-what lets them be tested without a broker.
+passed it, and sends a report of what looks anomalous to stage three, which
+sees every slice (a one-partition topic: only candidates travel on it) and
+decides the alerts. The Faust app only moves bytes between these and Kafka,
+which is what lets them be tested without a broker.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import orjson
 
 from services.detector.engine.aggregate import Acc, Aggregator
 from services.detector.engine.catalog import Catalog
-from services.detector.engine.evaluate import EngineSettings, Evaluator
+from services.detector.engine.evaluate import EngineSettings, Evaluator, Report
+from services.detector.engine.explain import AlertBook
 
 
 @dataclass(frozen=True)
@@ -98,19 +101,52 @@ class StageTwo:
         sources = tuple(str(p) for p in range(self.source_partitions))
         self.evaluator = Evaluator(self.catalog, self.settings, sources)
 
-    def on_message(self, value: bytes) -> list[dict[str, Any]]:
+    def on_message(self, value: bytes) -> list[bytes]:
+        """A partial or a watermark in; window reports for stage three out."""
         msg = orjson.loads(value)
         self.last_source = str(msg["src"])
         if msg["k"] == "p":
             self.evaluator.add_partial(msg["w"], msg["s"], Acc.from_json(msg["a"]))
             return []
-        return self.evaluator.advance(str(msg["src"]), msg["wm"])
+        return self._encode(self.evaluator.advance(str(msg["src"]), msg["wm"]))
 
-    def mark_idle(self, source: int) -> list[dict[str, Any]]:
-        return self.evaluator.mark_idle(str(source))
+    def mark_idle(self, source: int) -> list[bytes]:
+        return self._encode(self.evaluator.mark_idle(str(source)))
+
+    def _encode(self, reports: list[Report]) -> list[bytes]:
+        return [orjson.dumps({"src": self.partition, **r.to_json()}) for r in reports]
 
     def snapshot(self) -> bytes:
         return orjson.dumps(self.evaluator.snapshot())
 
     def restore(self, raw: bytes) -> None:
         self.evaluator.restore(orjson.loads(raw))
+
+
+@dataclass
+class StageThree:
+    """Owns the whole reports topic (one partition: only candidates travel on it)."""
+
+    catalog: Catalog
+    settings: EngineSettings
+    source_partitions: int
+    book: AlertBook = field(init=False)
+    last_source: str = ""
+
+    def __post_init__(self) -> None:
+        sources = tuple(str(p) for p in range(self.source_partitions))
+        self.book = AlertBook(self.settings, sources, self.catalog.version)
+
+    def on_message(self, value: bytes) -> list[dict[str, Any]]:
+        msg = orjson.loads(value)
+        self.last_source = str(msg["src"])
+        return self.book.add(self.last_source, Report.from_json(msg))
+
+    def mark_idle(self, source: int) -> list[dict[str, Any]]:
+        return self.book.mark_idle(str(source))
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps(self.book.snapshot())
+
+    def restore(self, raw: bytes) -> None:
+        self.book.restore(orjson.loads(raw))

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from services.alerting.app import create_app
 from services.alerting.store import AlertStore
-from services.detector.engine.evaluate import alert_id, fingerprint
+from services.detector.engine.explain import alert_id, fingerprint
 
 
 def alert(

@@ -1,8 +1,9 @@
-"""The engine in one process: both stages back to back, for replay and embedded mode.
+"""The engine in one process: the three stages back to back, for replay and embedded mode.
 
-Kafka mode runs the same two stages in separate Faust agents with the partial
-windows travelling through a topic; here they are handed over in memory, with
-a single source, which yields the same windows and so the same alerts.
+Kafka mode runs the same stages in separate Faust agents with partial windows
+and window reports travelling through topics; here they are handed over in
+memory, with a single source, which yields the same windows and so the same
+alerts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from .aggregate import Aggregator
 from .catalog import Catalog
-from .evaluate import EngineSettings, Evaluator
+from .evaluate import EngineSettings, Evaluator, Report
+from .explain import AlertBook
 from .slices import Leaf
 
 LOCAL_SOURCE = "local"
@@ -23,6 +25,7 @@ class Engine:
         self.settings = settings
         self.aggregator = Aggregator(catalog, settings.window_s, settings.lateness_s)
         self.evaluator = Evaluator(catalog, settings, (LOCAL_SOURCE,))
+        self.book = AlertBook(settings, (LOCAL_SOURCE,), catalog.version)
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf) -> bool:
         return self.aggregator.add(event, ts, leaf)
@@ -34,7 +37,7 @@ class Engine:
     def flush(self) -> list[dict[str, Any]]:
         """End of input: close and judge every open window."""
         alerts = self._hand_over(flush=True)
-        return alerts + self.evaluator.flush()
+        return alerts + self._decide(self.evaluator.flush()) + self.book.flush()
 
     def _hand_over(self, flush: bool) -> list[dict[str, Any]]:
         closed = self.aggregator.advance(flush=flush)
@@ -44,11 +47,22 @@ class Engine:
         wm = self.aggregator.watermark
         if wm is None or not closed:
             return []
-        return self.evaluator.advance(LOCAL_SOURCE, wm)
+        return self._decide(self.evaluator.advance(LOCAL_SOURCE, wm))
+
+    def _decide(self, reports: list[Report]) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
+        for report in reports:
+            alerts += self.book.add(LOCAL_SOURCE, report)
+        return alerts
 
     def snapshot(self) -> dict[str, Any]:
-        return {"aggregator": self.aggregator.snapshot(), "evaluator": self.evaluator.snapshot()}
+        return {
+            "aggregator": self.aggregator.snapshot(),
+            "evaluator": self.evaluator.snapshot(),
+            "book": self.book.snapshot(),
+        }
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         self.aggregator.restore(snap["aggregator"])
         self.evaluator.restore(snap["evaluator"])
+        self.book.restore(snap["book"])

@@ -1,4 +1,4 @@
-"""Stage two: merge partial windows per slice, judge them, keep alerts open or resolve them.
+"""Stage two: merge partial windows per slice and judge them.
 
 Partials of one window arrive from every source (a detector worker's
 partition, or the single source of a replay). A window is judged only once
@@ -7,26 +7,24 @@ on event time alone, never on arrival order or the wall clock: that is what
 makes replay give what production gave.
 
 For each (slice, metric) the evaluator scores before it learns, and does not
-learn from a window it found anomalous. An anomaly opens an alert (or updates
-the open one); ``resolve_after`` normal windows in a row resolve it. Alert ids
-derive from the fingerprint and the start of the anomaly, so reprocessing the
-same events gives the same ids.
+learn from a window it found anomalous. What looks anomalous goes, with the
+number of tests made, into a report for stage three (``explain``), which
+controls the false discovery rate across slices, picks the level that explains
+a change and keeps the alerts' lifecycle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
 from .catalog import Catalog, CompiledMetric
 from .detectors import Observation, Verdict, detector_for
-from .slices import parse_slice_key
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,8 @@ class EngineSettings:
     min_effect: float = 0.1
     min_count_delta: float = 3.0
     cusum_threshold: float = 12.0
+    fdr: float = 1e-3
+    explain_share: float = 0.6
     resolve_after: int = 3
     timezone: str = "UTC"
 
@@ -66,32 +66,10 @@ class Cusum:
         return max(up, down)
 
 
-@dataclass(frozen=True)
-class AlertState:
-    alert_id: str
-    started_at: int
-    windows: int
-    peak_score: float
-    normal_streak: int = 0
-
-
 @dataclass
 class SliceState:
     detectors: dict[str, Any] = field(default_factory=dict)  # metric -> detector state
     cusums: dict[str, Cusum] = field(default_factory=dict)
-    alerts: dict[str, AlertState] = field(default_factory=dict)  # metric -> open alert
-
-
-def fingerprint(metric: str, slice_key: str) -> str:
-    return hashlib.blake2b(f"{metric}|{slice_key}".encode(), digest_size=8).hexdigest()
-
-
-def alert_id(fp: str, started_at: int) -> str:
-    return hashlib.blake2b(f"{fp}|{started_at}".encode(), digest_size=16).hexdigest()
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def observation(metric: CompiledMetric, acc: Acc, hour: int) -> Observation:
@@ -120,8 +98,34 @@ def severity(verdict: Verdict, p: float) -> str:
     return "info"
 
 
+@dataclass(frozen=True)
+class Report:
+    """What one stage-two source found in one window (``start`` None: progress only).
+
+    ``tests`` counts the (slice, metric) pairs judged per metric, the
+    denominator of the false discovery rate; ``candidates`` are the pairs that
+    look anomalous on their own; ``until`` is the event time up to which this
+    source has judged every window.
+    """
+
+    until: int
+    start: int | None = None
+    tests: dict[str, int] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"until": self.until, "w": self.start, "t": self.tests, "c": self.candidates}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Report:
+        return cls(raw["until"], raw["w"], dict(raw["t"]), list(raw["c"]))
+
+
 @dataclass
 class Evaluator:
+    """Stage two: judges each (slice, metric) of a complete window, learns from the
+    normal ones, and reports the anomalous-looking ones as candidates."""
+
     catalog: Catalog
     settings: EngineSettings
     sources: tuple[str, ...]
@@ -143,145 +147,106 @@ class Evaluator:
         else:
             mine.merge(acc)
 
-    def advance(self, source: str, watermark: float) -> list[dict[str, Any]]:
+    def advance(self, source: str, watermark: float) -> list[Report]:
         """Record a source's watermark; judge every window all sources have passed."""
         self.idle.discard(source)
         if watermark > self.marks.get(source, float("-inf")):
             self.marks[source] = watermark
         return self._judge_complete()
 
-    def mark_idle(self, source: str) -> list[dict[str, Any]]:
+    def mark_idle(self, source: str) -> list[Report]:
         """A source partition has gone quiet (the caller's clock says so): stop waiting."""
         self.idle.add(source)
         return self._judge_complete()
 
-    def _judge_complete(self) -> list[dict[str, Any]]:
+    def _judge_complete(self) -> list[Report]:
         waiting = [s for s in self.sources if s not in self.idle]
         if any(s not in self.marks for s in waiting) or not self.marks:
             return []
         complete = min(self.marks[s] for s in waiting) if waiting else max(self.marks.values())
-        alerts: list[dict[str, Any]] = []
+        w = self.settings.window_s
+        reports = []
         for start in sorted(self.pending):
-            if start + self.settings.window_s > complete:
+            if start + w > complete:
                 break
-            alerts.extend(self._judge(start, self.pending.pop(start)))
-            self.evaluated_until = start + self.settings.window_s
-        return alerts
+            reports.append(self._judge(start, self.pending.pop(start)))
+        through = int(complete // w) * w
+        if self.evaluated_until is None or through > self.evaluated_until:
+            self.evaluated_until = through
+            reports.append(Report(through))
+        return reports
 
-    def flush(self) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = []
-        for start in sorted(self.pending):
-            alerts.extend(self._judge(start, self.pending.pop(start)))
-        return alerts
+    def flush(self) -> list[Report]:
+        reports = [self._judge(start, self.pending.pop(start)) for start in sorted(self.pending)]
+        if reports:
+            last = reports[-1].until
+            self.evaluated_until = max(self.evaluated_until or last, last)
+            reports.append(Report(self.evaluated_until))
+        return reports
 
-    def _judge(self, start: int, partials: Mapping[str, Acc]) -> Iterable[dict[str, Any]]:
+    def _judge(self, start: int, partials: Mapping[str, Acc]) -> Report:
         hour = datetime.fromtimestamp(start, self._tz).hour
-        end = start + self.settings.window_s
+        report = Report(start + self.settings.window_s, start)
         for key in sorted(partials):
             state = self.slices.setdefault(key, SliceState())
             acc = partials[key]
             for metric in self.catalog.metrics:
-                alert = self._judge_metric(
-                    state, key, metric, observation(metric, acc, hour), start
-                )
-                if alert is not None:
-                    alert["window_end"] = iso(end)
-                    yield alert
+                obs = observation(metric, acc, hour)
+                candidate = self._judge_metric(state, key, metric, obs, report)
+                if candidate is not None:
+                    report.candidates.append(candidate)
+        return report
 
     def _judge_metric(
-        self, state: SliceState, key: str, metric: CompiledMetric, obs: Observation, start: int
+        self, state: SliceState, key: str, metric: CompiledMetric, obs: Observation, report: Report
     ) -> dict[str, Any] | None:
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
         if det_state is None:
             det_state = detector.init_state()
         verdict = detector.score(det_state, obs)  # type: ignore[arg-type]
-        p = verdict.p_value(metric.alert_on)
-        effect = abs(verdict.observed - verdict.expected) / max(abs(verdict.expected), 1e-9)
-        delta = abs(verdict.observed - verdict.expected)
         h = self.settings.cusum_threshold
-        cusum = state.cusums.get(metric.name, Cusum()).update(verdict, 1.25 * h)
-        sustained = cusum.level(metric.alert_on) >= h and metric.alert_on in (
-            verdict.direction(),
-            "both",
+        cusum = state.cusums.get(metric.name, Cusum()).update(verdict, 1.1 * h)
+        state.cusums[metric.name] = cusum
+        if verdict.warming_up or verdict.n <= 0:
+            state.detectors[metric.name] = detector.learn(det_state, obs)  # type: ignore[arg-type]
+            return None
+        report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
+        p = verdict.p_value(metric.alert_on)
+        delta = abs(verdict.observed - verdict.expected)
+        effect = delta / max(abs(verdict.expected), 1e-9)
+        # evidence accumulated over windows counts while this window leans the same way
+        sustained = (
+            cusum.level(metric.alert_on) >= h
+            and metric.alert_on in (verdict.direction(), "both")
+            and p <= 0.25
         )
-        if sustained:
-            p = min(p, math.exp(-cusum.level(metric.alert_on)))
         big_enough = metric.kind != "count" or delta >= self.settings.min_count_delta
-        anomalous = (
-            not verdict.warming_up
-            and verdict.n > 0
-            and big_enough
-            and (sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect))
+        anomalous = big_enough and (
+            sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
         )
         if not anomalous:
             state.detectors[metric.name] = detector.learn(det_state, obs)  # type: ignore[arg-type]
-        open_alert = state.alerts.get(metric.name)
-        score = verdict.score(metric.alert_on)
-        end = start + self.settings.window_s
-        fp = fingerprint(metric.name, key)
-        if anomalous:
-            if open_alert is None:
-                open_alert = AlertState(alert_id(fp, start), start, 1, score)
-            else:
-                open_alert = AlertState(
-                    open_alert.alert_id,
-                    open_alert.started_at,
-                    open_alert.windows + 1,
-                    max(open_alert.peak_score, score),
-                )
-            state.alerts[metric.name] = open_alert
-            state.cusums[metric.name] = cusum
-            return self._alert(metric, key, fp, open_alert, verdict, p, start, "firing", None)
-        if open_alert is None:
-            state.cusums[metric.name] = cusum
             return None
-        open_alert = replace(open_alert, normal_streak=open_alert.normal_streak + 1)
-        if open_alert.normal_streak < self.settings.resolve_after:
-            state.alerts[metric.name] = open_alert
-            state.cusums[metric.name] = cusum
-            return None
-        del state.alerts[metric.name]
-        state.cusums[metric.name] = Cusum()
-        return self._alert(metric, key, fp, open_alert, verdict, p, start, "resolved", iso(end))
-
-    def _alert(
-        self,
-        metric: CompiledMetric,
-        key: str,
-        fp: str,
-        open_alert: AlertState,
-        verdict: Verdict,
-        p: float,
-        start: int,
-        status: str,
-        resolved_at: str | None,
-    ) -> dict[str, Any]:
-        end = start + self.settings.window_s
-        observed = verdict.observed if verdict.n > 0 else 0.0
+        if sustained:
+            p = min(p, math.exp(-cusum.level(metric.alert_on)))
+        scale = verdict.n if metric.kind in ("ratio", "mean") else 1.0
         return {
-            "id": open_alert.alert_id,
-            "fingerprint": fp,
             "metric": metric.name,
-            "slice": parse_slice_key(key),
-            "window_start": iso(start),
-            "window_end": iso(end),
-            "direction": "up" if observed >= verdict.expected else "down",
-            "observed": observed,
+            "slice": key,
+            "p": p,
+            "sustained": sustained,
+            "excess": (verdict.observed - verdict.expected) * scale,
+            "observed": verdict.observed,
             "expected": verdict.expected,
-            "expected_low": verdict.low,
-            "expected_high": verdict.high,
+            "low": verdict.low,
+            "high": verdict.high,
             "n": verdict.n,
-            "p_value": p,
-            "score": verdict.score(metric.alert_on),
+            "score": verdict.score(metric.alert_on)
+            if not sustained
+            else max(verdict.score(metric.alert_on), min(1.0, -math.log10(max(p, 1e-300)) / 10.0)),
             "severity": severity(verdict, p),
-            "status": status,
-            "started_at": iso(open_alert.started_at),
-            "updated_at": iso(end),
-            "resolved_at": resolved_at,
-            "windows": open_alert.windows,
-            "baseline": self._detectors[metric.name].name,
-            "config_version": self.catalog.version,
+            "baseline": detector.name,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -301,7 +266,6 @@ class Evaluator:
             "detectors": {
                 name: self._detectors[name].state_to_json(s) for name, s in state.detectors.items()
             },
-            "alerts": {name: a.__dict__ for name, a in state.alerts.items()},
             "cusums": {name: [c.up, c.down] for name, c in state.cusums.items()},
         }
 
@@ -310,8 +274,6 @@ class Evaluator:
         for name, det in raw["detectors"].items():
             if name in self._detectors:
                 state.detectors[name] = self._detectors[name].state_from_json(det)
-        for name, a in raw["alerts"].items():
-            state.alerts[name] = AlertState(**a)
         for name, (up, down) in raw["cusums"].items():
             state.cusums[name] = Cusum(tuple(up), tuple(down))
         self.slices[key] = state

@@ -276,11 +276,20 @@ HOURS = 24
 class CountState:
     profile: tuple[float, ...] = (0.0,) * HOURS
     weight: tuple[float, ...] = (0.0,) * HOURS
-    level: float = 1.0
+    seen: float = 0.0  # recent observations, exponentially weighted ...
+    base: float = 0.0  # ... and what the profile said of the same windows
     phi: float = 1.0
     sq: float = 0.0
     lin: float = 0.0
     windows: int = 0
+
+    @property
+    def level(self) -> float:
+        """The recent level against the profile: a ratio of sums, so the sparse
+        night hours cannot swing it, kept within [1/2, 2]."""
+        if self.base <= 0:
+            return 1.0
+        return min(2.0, max(0.5, self.seen / self.base))
 
 
 @dataclass(frozen=True)
@@ -350,6 +359,7 @@ class CountDetector(_JsonState[CountState]):
         mu = self.expected(state, h)
         phi = state.phi
         level = state.level
+        seen, base_sum = state.seen, state.base
         d_phi = _decay(self.dispersion_half_life)
         sq = d_phi * state.sq + obs.sumsq
         lin = d_phi * state.lin + obs.x
@@ -359,14 +369,16 @@ class CountDetector(_JsonState[CountState]):
         base = state.profile[h] if state.weight[h] > 0 else 0.0
         if base > 0:
             d = _decay(self.level_half_life)
-            level = min(3.0, max(1 / 3, d * level + (1.0 - d) * obs.x / base))
+            seen, base_sum = d * seen + obs.x, d * base_sum + base
         a = self.profile_alpha
         target = obs.x / level if state.weight[h] > 0 else obs.x
         profile = list(state.profile)
         weight = list(state.weight)
         profile[h] = target if weight[h] <= 0 else (1 - a) * profile[h] + a * target
         weight[h] = min(1.0, weight[h] + 0.1)
-        return CountState(tuple(profile), tuple(weight), level, phi, sq, lin, state.windows + 1)
+        return CountState(
+            tuple(profile), tuple(weight), seen, base_sum, phi, sq, lin, state.windows + 1
+        )
 
 
 @dataclass(frozen=True)

@@ -43,17 +43,25 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class Cusum:
-    """One-sided cumulative sums of log-likelihood ratios, one per shift and side."""
+    """One-sided cumulative sums of log-likelihood ratios, one per shift and side.
+
+    A sum at or above the threshold ``h`` is an alarm; it starts again from zero
+    at the first window whose evidence favours no shift, so the alarm ends with
+    the shift instead of lingering on while the sum drains.
+    """
 
     up: tuple[float, ...] = (0.0, 0.0)
     down: tuple[float, ...] = (0.0, 0.0)
 
-    def update(self, verdict: Verdict, cap: float) -> Cusum:
+    def update(self, verdict: Verdict, h: float) -> Cusum:
         if verdict.warming_up or verdict.n <= 0:
             return self
 
         def step(sums: tuple[float, ...], llrs: tuple[float, ...]) -> tuple[float, ...]:
-            return tuple(min(cap, max(0.0, s + x)) for s, x in zip(sums, llrs, strict=True))
+            return tuple(
+                0.0 if s >= h and x < 0 else min(1.1 * h, max(0.0, s + x))
+                for s, x in zip(sums, llrs, strict=True)
+            )
 
         return Cusum(step(self.up, verdict.llr_up), step(self.down, verdict.llr_down))
 
@@ -206,7 +214,7 @@ class Evaluator:
             det_state = detector.init_state()
         verdict = detector.score(det_state, obs)  # type: ignore[arg-type]
         h = self.settings.cusum_threshold
-        cusum = state.cusums.get(metric.name, Cusum()).update(verdict, 1.1 * h)
+        cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
         state.cusums[metric.name] = cusum
         if verdict.warming_up or verdict.n <= 0:
             state.detectors[metric.name] = detector.learn(det_state, obs)  # type: ignore[arg-type]

@@ -238,6 +238,32 @@ def simulate(
     err.print(f"{n} events written", highlight=False)
 
 
+evaluate = typer.Typer(help="Evaluations that print figures: detectors against benchmarks.")
+app.add_typer(evaluate, name="eval")
+
+
+@evaluate.command("nab")
+def eval_nab(
+    data_dir: Annotated[Path, typer.Argument(help="a corpus laid out like NAB's")],
+    output: Annotated[
+        Path, typer.Option(help="where results/<detector>/<category>/... are written")
+    ] = Path("results"),
+) -> None:
+    """Score the univariate detector on the Numenta Anomaly Benchmark (all three profiles)."""
+    from services.detector.evaluation import nab
+
+    if not (data_dir / "data").is_dir() or not (data_dir / "labels").is_dir():
+        err.print(f"[red]{data_dir}[/] has no data/ and labels/ (NAB's layout)")
+        raise typer.Exit(2)
+    with err.status("scoring") as status:
+        results = nab.run(data_dir, output, progress=status.update)
+    for r in results:
+        out.print(
+            f"{r.profile} {r.score:.1f} (raw {r.raw:.2f}, threshold {r.threshold:.4f})",
+            highlight=False,
+        )
+
+
 def main() -> None:
     app()
 

@@ -73,3 +73,23 @@ def test_the_corpus_loads_windows_as_row_indices(tmp_path: Path) -> None:
     [loaded] = load_corpus(tmp_path)
     assert loaded.windows == [(10, 20)]
     assert math.isclose(loaded.values[59], 59.0)
+
+
+def test_the_univariate_detector_flags_a_level_shift_once_and_is_quiet_on_noise() -> None:
+    import numpy as np
+
+    from services.detector.engine.univariate import UnivariateDetector
+
+    rng = np.random.default_rng(42)
+    values = list(rng.normal(100, 5, size=1200)) + list(rng.normal(160, 5, size=200))
+    detector = UnivariateDetector()
+    state = detector.init_state()
+    scores = []
+    for v in values:
+        verdict = detector.score(state, float(v))
+        scores.append(verdict.score)
+        state = detector.learn(state, float(v), verdict)
+    quiet, shifted = scores[200:1200], scores[1200:]
+    assert max(quiet) < 0.5
+    assert max(shifted[:20]) >= detector.alarm
+    assert sum(s >= detector.alarm for s in shifted) == 1

@@ -43,10 +43,10 @@ class SeriesVerdict:
 class UnivariateDetector:
     recent: int = 120
     history: int = 600
-    short: int = 6
+    short: int = 12
     warmup: int = 150
     alarm: float = 0.6
-    cooldown: int = 60
+    cooldown: int = 120
 
     def init_state(self) -> SeriesState:
         return SeriesState()

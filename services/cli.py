@@ -264,6 +264,42 @@ def eval_nab(
         )
 
 
+@evaluate.command("scenarios")
+def eval_scenarios(
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures as JSON here")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="sessions per minute all-up at peak")] = 60.0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+) -> None:
+    """The fixed incident suite through the engine: detection, delay, false alerts."""
+    from services.detector.evaluation import scenarios
+
+    settings = _settings()
+
+    def show(o: scenarios.Outcome) -> None:
+        verdict = {True: "detected", False: "MISSED", None: "clean"}[o.detected]
+        delay = f"{o.delay_windows:.0f} windows" if o.delay_windows is not None else "-"
+        out.print(
+            f"{o.scenario:34} {verdict:9} delay {delay:11} alerts {o.alerts:3} "
+            f"false {o.false_alerts:3}  {o.note}",
+            highlight=False,
+        )
+
+    summary = scenarios.run_suite(
+        settings.catalog(), settings.engine(), rate=rate, seed=seed, progress=show
+    )
+    median = summary.median_delay_windows
+    out.print(
+        f"recall {summary.recall:.2f}  precision {summary.precision:.2f}  median delay "
+        f"{'-' if median is None else f'{median:.1f}'} windows  false alerts/day/1000 slices "
+        f"{summary.false_alerts_per_day_per_1000_slices:.1f} ({summary.monitored_slices} slices)",
+        highlight=False,
+    )
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+
+
 def main() -> None:
     app()
 

@@ -27,7 +27,7 @@ REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
 CHANNELS = (("web", 0.50), ("app", 0.33), ("partner", 0.11), ("email", 0.06))
 PLATFORMS = (("desktop", 0.42), ("ios", 0.33), ("android", 0.25))
 
-Family = Literal["conversion", "orders", "churn", "feedback", "traffic"]
+Family = Literal["conversion", "orders", "cancel", "churn", "feedback", "complaint", "traffic"]
 
 
 class Incident(BaseModel):
@@ -152,7 +152,15 @@ class Simulator:
         return ev
 
     def _effects(self, leaf: tuple[str, str, str], t: float) -> dict[str, float]:
-        eff = {"traffic": 1.0, "pay": 1.0, "checkout": 1.0, "churn": 1.0, "bad_feedback": 0.0}
+        eff = {
+            "traffic": 1.0,
+            "pay": 1.0,
+            "checkout": 1.0,
+            "cancel": 1.0,
+            "churn": 1.0,
+            "bad_feedback": 0.0,
+            "complaint": 0.0,
+        }
         for inc in self.incidents:
             if not inc.covers(leaf, t):
                 continue
@@ -166,6 +174,10 @@ class Simulator:
                 eff["churn"] *= 1.0 + 20.0 * m
             elif inc.family == "feedback":
                 eff["bad_feedback"] = max(eff["bad_feedback"], m)
+            elif inc.family == "cancel":
+                eff["cancel"] *= 1.0 + 10.0 * m
+            elif inc.family == "complaint":
+                eff["complaint"] = max(eff["complaint"], m)
             elif inc.family == "traffic":
                 eff["traffic"] *= max(0.0, 1.0 + m)
         return eff
@@ -213,7 +225,7 @@ class Simulator:
             status = "paid" if paid else "payment_failed"
             at += rng.exponential(5) + 1
             add("order", at, order_id=order, status=status, amount=amount, currency="USD")
-            if paid and rng.random() < 0.03:
+            if paid and rng.random() < 0.03 * eff["cancel"]:
                 add(
                     "order",
                     at + rng.uniform(30, 240),
@@ -222,11 +234,12 @@ class Simulator:
                     amount=amount,
                     currency="USD",
                 )
-        if rng.random() < 0.05:
+        if rng.random() < 0.05 + 0.1 * eff["complaint"]:
             bad = rng.random() < 0.12 + 0.7 * eff["bad_feedback"]
             rating = int(rng.integers(1, 3)) if bad else int(rng.integers(3, 6))
             extra: dict[str, Any] = {"rating": rating}
-            if bad and rng.random() < 0.5:
+            complains = eff["complaint"] > 0 and rng.random() < eff["complaint"]
+            if (bad and rng.random() < 0.5) or complains:
                 extra["category"] = "complaint"
             add("feedback", at + rng.uniform(5, 60), **extra)
         return out

@@ -1,0 +1,228 @@
+"""A fixed suite of incident scenarios through the engine, scored like an on-call would.
+
+Each scenario simulates two days of traffic for the baselines to learn from and
+a third day with one incident from 13:00 to 15:00 UTC (or none, for the clean
+runs), replays it through the engine exactly as ``opswatch replay`` does, and
+compares the alerts with the ground truth:
+
+- detected: an alert on one of the metrics the incident should move, on a slice
+  compatible with the incident's (no dimension set to another value), started
+  between the incident's start and its end;
+- delay: windows from the incident's start to that alert's start;
+- false alerts: alerts not compatible in slice and time with an incident
+  (from its start to an hour after its end).
+
+Only alerts started on the third day are judged (the first two are for
+learning). Precision is the share of them that are not false; false alerts of
+the clean runs are also given per day per 1,000 monitored slices.
+The suite is fixed: it is not tuned to the detector, and scenarios whose
+metric the catalog does not have yet count as missed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.common.events import event_time, leaf_of
+from services.common.simulator import Family, Incident, Simulator
+from services.detector.engine.catalog import Catalog
+from services.detector.engine.engine import Engine
+from services.detector.engine.evaluate import EngineSettings
+
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+INCIDENT_AT = START + timedelta(days=2, hours=13)
+INCIDENT_FOR = timedelta(hours=2)
+SPAN = timedelta(days=2, hours=20)
+JUDGED_DAYS = SPAN.total_seconds() / 86400 - 2  # what follows the two days of learning
+
+CONVERSION = ("conversion_rate", "checkout_conversion", "payment_failure_rate")
+FEEDBACK = ("avg_rating", "negative_feedback_rate", "complaint_rate")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    family: Family | None = None
+    slice: dict[str, str] = field(default_factory=dict)
+    magnitude: float = 0.0
+    metrics: tuple[str, ...] = ()
+    step: bool = True  # a step change (counts towards the median delay)
+
+    def incident(self) -> Incident | None:
+        if self.family is None:
+            return None
+        return Incident(
+            family=self.family,
+            slice=self.slice,
+            start=INCIDENT_AT,
+            duration=INCIDENT_FOR,
+            magnitude=self.magnitude,
+        )
+
+
+SUITE: tuple[Scenario, ...] = (
+    Scenario(
+        "conversion drop, small slice",
+        "conversion",
+        {"region": "latam", "channel": "app"},
+        0.8,
+        CONVERSION,
+    ),
+    Scenario(
+        "conversion drop, large slice",
+        "conversion",
+        {"region": "na", "channel": "web"},
+        0.4,
+        CONVERSION,
+    ),
+    Scenario("conversion drop, all-up", "conversion", {}, 0.3, CONVERSION),
+    Scenario(
+        "payment failure spike", "conversion", {"region": "eu"}, 0.6, ("payment_failure_rate",)
+    ),
+    Scenario("cancel spike", "cancel", {"region": "na"}, 0.8, ("cancel_rate",)),
+    Scenario("GMV drop", "orders", {"channel": "web"}, 0.5, ("gmv", "order_count", *CONVERSION)),
+    Scenario("active-user drop", "traffic", {"region": "eu"}, -0.5, ("active_users",)),
+    Scenario("churn-action spike", "churn", {"region": "apac"}, 0.5, ("churn_actions",)),
+    Scenario("rating drop", "feedback", {"channel": "app"}, 0.6, FEEDBACK),
+    Scenario("complaint spike", "complaint", {"region": "na"}, 0.5, ("complaint_rate",)),
+    Scenario(
+        "channel goes silent",
+        "traffic",
+        {"channel": "email"},
+        -1.0,
+        ("active_users", "order_count"),
+    ),
+    Scenario("slow returning-rate drift", None, {}, 0.0, ("returning_user_rate",), step=False),
+    Scenario("lapsed-user spike", None, {}, 0.0, ("lapsed_users",)),
+)
+CLEAN: tuple[Scenario, ...] = (
+    Scenario("clean"),
+    Scenario("holiday surge (no ratio alert)", "traffic", {}, 1.5, ()),
+)
+RATIOS = (*CONVERSION, "cancel_rate", "negative_feedback_rate", "complaint_rate")
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    detected: bool | None  # None for clean runs
+    delay_windows: float | None
+    alerts: int
+    false_alerts: int
+    note: str = ""
+
+
+def compatible(alert_slice: dict[str, str], incident_slice: dict[str, str]) -> bool:
+    return all(alert_slice.get(k, v) == v for k, v in incident_slice.items())
+
+
+def run_scenario(
+    scenario: Scenario, catalog: Catalog, settings: EngineSettings, rate: float, seed: int
+) -> tuple[Outcome, int]:
+    incident = scenario.incident()
+    sim = Simulator(
+        START, SPAN, seed=seed, sessions_per_minute=rate, incidents=[incident] if incident else []
+    )
+    engine = Engine(catalog, settings)
+    updates: list[dict[str, Any]] = []
+    for event in sim.events():
+        engine.add(event, event_time(event), leaf_of(event))
+        updates += engine.poll()
+    updates += engine.flush()
+    first: dict[str, dict[str, Any]] = {}
+    for alert in updates:
+        first.setdefault(alert["id"], alert)
+    judged_from = (START + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    alerts = [a for a in first.values() if a["started_at"] >= judged_from]
+    slices = len(engine.evaluator.slices)
+    start = INCIDENT_AT.isoformat().replace("+00:00", "Z")
+    end = (INCIDENT_AT + INCIDENT_FOR).isoformat().replace("+00:00", "Z")
+    grace = (INCIDENT_AT + INCIDENT_FOR + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+
+    def related(a: dict[str, Any]) -> bool:
+        return (
+            incident is not None
+            and compatible(a["slice"], scenario.slice)
+            and start <= a["started_at"] <= grace
+        )
+
+    false = [a for a in alerts if not related(a)]
+    note = ""
+    if scenario.name.startswith("holiday"):
+        ratio_alerts = [a for a in alerts if a["metric"] in RATIOS]
+        note = f"{len(ratio_alerts)} ratio alerts"
+    if incident is None and scenario.metrics:
+        missing = [m for m in scenario.metrics if m not in catalog.names]
+        return Outcome(
+            scenario.name, False, None, len(alerts), len(false), f"no metric {', '.join(missing)}"
+        ), slices
+    if incident is None or not scenario.metrics:
+        return Outcome(scenario.name, None, None, len(alerts), len(false), note), slices
+    hits = sorted(
+        (
+            a
+            for a in alerts
+            if related(a) and a["metric"] in scenario.metrics and a["started_at"] < end
+        ),
+        key=lambda a: a["started_at"],
+    )
+    delay = None
+    if hits:
+        began = datetime.fromisoformat(hits[0]["started_at"].replace("Z", "+00:00"))
+        delay = (began - INCIDENT_AT).total_seconds() / settings.window_s
+        note = f"first: {hits[0]['metric']} {hits[0]['slice'] or 'all-up'}"
+    return Outcome(scenario.name, bool(hits), delay, len(alerts), len(false), note), slices
+
+
+@dataclass
+class Summary:
+    outcomes: list[Outcome]
+    recall: float
+    precision: float
+    median_delay_windows: float | None
+    false_alerts_per_day_per_1000_slices: float
+    monitored_slices: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "outcomes": [asdict(o) for o in self.outcomes]}
+
+
+def run_suite(
+    catalog: Catalog,
+    settings: EngineSettings,
+    rate: float = 60.0,
+    seed: int = 42,
+    progress: Callable[[Outcome], None] | None = None,
+) -> Summary:
+    outcomes: list[Outcome] = []
+    slices = 0
+    for scenario in (*SUITE, *CLEAN):
+        outcome, seen = run_scenario(scenario, catalog, settings, rate, seed)
+        slices = max(slices, seen)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    judged = [o for o in outcomes if o.detected is not None]
+    total_alerts = sum(o.alerts for o in outcomes)
+    total_false = sum(o.false_alerts for o in outcomes)
+    steps = {s.name for s in SUITE if s.step}
+    delays = [
+        o.delay_windows
+        for o in judged
+        if o.detected and o.scenario in steps and o.delay_windows is not None
+    ]
+    clean_false = sum(o.false_alerts for o in outcomes if o.detected is None)
+    clean_runs = sum(1 for o in outcomes if o.detected is None)
+    per_day = clean_false / (clean_runs * JUDGED_DAYS) / (max(slices, 1) / 1000)
+    return Summary(
+        outcomes,
+        recall=sum(1 for o in judged if o.detected) / len(judged),
+        precision=(total_alerts - total_false) / total_alerts if total_alerts else 1.0,
+        median_delay_windows=statistics.median(delays) if delays else None,
+        false_alerts_per_day_per_1000_slices=per_day,
+        monitored_slices=slices,
+    )

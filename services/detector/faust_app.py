@@ -181,22 +181,22 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         holding windows open; its next record makes it count again."""
         now = time.monotonic()
         for p, one in ones.items():
-            for source in list(one.aggregator.marks):
+            for source in list(one.aggregator.sources.marks):
                 quiet = now - heard.get(("one", p, source), now) > idle_after
-                if quiet and source not in one.aggregator.idle:
+                if quiet and source not in one.aggregator.sources.idle:
                     log.info("source idle", extra={"partition": p, "topic": source})
                     await send_all(one.mark_idle(source))
         for q, two in twos.items():
             for source in two.evaluator.sources:
                 last = heard.get(("two", q, source), started.get(q, now))
-                if now - last > idle_after and source not in two.evaluator.idle:
+                if now - last > idle_after and source not in two.evaluator.marks.idle:
                     log.info("source partition idle", extra={"partition": q, "source": source})
                     before = two.evaluator.evaluated_until
                     await report(q, two, before, two.mark_idle(int(source)))
         if ones or twos:
             for source in three.book.sources:
                 last = heard_three.get(source, started_three)
-                if now - last > idle_after and source not in three.book.idle:
+                if now - last > idle_after and source not in three.book.marks.idle:
                     log.info("reporting partition idle", extra={"source": source})
                     await publish(three.mark_idle(int(source)))
 

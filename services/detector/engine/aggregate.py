@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, CountSlot
+from .marks import Marks
 from .slices import Leaf, ancestors
 
 
@@ -86,8 +87,7 @@ class Aggregator:
     lateness_s: int = 120
     windows: dict[int, dict[Leaf, Acc]] = field(default_factory=dict)
     seen_ids: dict[int, set[str]] = field(default_factory=dict)
-    marks: dict[str, float] = field(default_factory=dict)
-    idle: set[str] = field(default_factory=set)
+    sources: Marks = field(default_factory=Marks)
     closed_until: int | None = None  # every window starting before this is closed
     stats: AggregatorStats = field(default_factory=AggregatorStats)
 
@@ -97,10 +97,7 @@ class Aggregator:
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
         """Apply one validated event; False when it is late or a duplicate."""
-        self.idle.discard(source)
-        mark = self.marks.get(source)
-        if mark is None or ts > mark:
-            self.marks[source] = ts
+        self.sources.advance(source, ts)
         start = int(ts // self.window_s) * self.window_s
         wm = self.watermark
         if (self.closed_until is not None and start < self.closed_until) or (
@@ -136,15 +133,13 @@ class Aggregator:
 
     @property
     def watermark(self) -> float | None:
-        if not self.marks:
-            return None
-        active = [m for s, m in self.marks.items() if s not in self.idle]
-        return (min(active) if active else max(self.marks.values())) - self.lateness_s
+        low = self.sources.low()
+        return None if low is None else low - self.lateness_s
 
     def mark_idle(self, source: str) -> None:
         """The source has gone quiet (the caller's clock says so): stop waiting for it."""
-        if source in self.marks:
-            self.idle.add(source)
+        if source in self.sources.marks:
+            self.sources.mark_idle(source)
 
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
         """Close every window the watermark has passed (all of them when ``flush``)."""
@@ -182,8 +177,7 @@ class Aggregator:
                 for start, leaves in self.windows.items()
             },
             "seen_ids": {str(start): sorted(ids) for start, ids in self.seen_ids.items()},
-            "marks": self.marks,
-            "idle": sorted(self.idle),
+            "sources": self.sources.to_json(),
             "closed_until": self.closed_until,
             "stats": [self.stats.applied, self.stats.late, self.stats.duplicates],
         }
@@ -194,8 +188,7 @@ class Aggregator:
             for start, leaves in snap["windows"].items()
         }
         self.seen_ids = {int(s): set(ids) for s, ids in snap["seen_ids"].items()}
-        self.marks = dict(snap["marks"])
-        self.idle = set(snap["idle"])
+        self.sources = Marks.from_json(snap["sources"])
         self.closed_until = snap["closed_until"]
         self.stats = AggregatorStats(*snap["stats"])
 

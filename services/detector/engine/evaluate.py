@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from .aggregate import Acc
 from .catalog import Catalog, CompiledMetric
 from .detectors import Observation, Verdict, detector_for
+from .marks import Marks
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,7 @@ class Evaluator:
     settings: EngineSettings
     sources: tuple[str, ...]
     pending: dict[int, dict[str, Acc]] = field(default_factory=dict)
-    marks: dict[str, float] = field(default_factory=dict)
-    idle: set[str] = field(default_factory=set)
+    marks: Marks = field(default_factory=Marks)
     slices: dict[str, SliceState] = field(default_factory=dict)
     evaluated_until: int | None = None
 
@@ -157,21 +157,18 @@ class Evaluator:
 
     def advance(self, source: str, watermark: float) -> list[Report]:
         """Record a source's watermark; judge every window all sources have passed."""
-        self.idle.discard(source)
-        if watermark > self.marks.get(source, float("-inf")):
-            self.marks[source] = watermark
+        self.marks.advance(source, watermark)
         return self._judge_complete()
 
     def mark_idle(self, source: str) -> list[Report]:
         """A source partition has gone quiet (the caller's clock says so): stop waiting."""
-        self.idle.add(source)
+        self.marks.mark_idle(source)
         return self._judge_complete()
 
     def _judge_complete(self) -> list[Report]:
-        waiting = [s for s in self.sources if s not in self.idle]
-        if any(s not in self.marks for s in waiting) or not self.marks:
+        complete = self.marks.low(self.sources)
+        if complete is None:
             return []
-        complete = min(self.marks[s] for s in waiting) if waiting else max(self.marks.values())
         w = self.settings.window_s
         reports = []
         for start in sorted(self.pending):
@@ -262,8 +259,7 @@ class Evaluator:
             "pending": {
                 str(s): {k: a.to_json() for k, a in w.items()} for s, w in self.pending.items()
             },
-            "marks": self.marks,
-            "idle": sorted(self.idle),
+            "marks": self.marks.to_json(),
             "evaluated_until": self.evaluated_until,
             "slices": {key: self.slice_snapshot(key) for key in self.slices},
         }
@@ -290,8 +286,7 @@ class Evaluator:
         self.pending = {
             int(s): {k: Acc.from_json(a) for k, a in w.items()} for s, w in snap["pending"].items()
         }
-        self.marks = dict(snap["marks"])
-        self.idle = set(snap["idle"])
+        self.marks = Marks.from_json(snap["marks"])
         self.evaluated_until = snap["evaluated_until"]
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

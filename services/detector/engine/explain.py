@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .evaluate import EngineSettings, Report
+from .marks import Marks
 from .slices import parse_slice_key
 
 
@@ -99,21 +100,18 @@ class AlertBook:
     sources: tuple[str, ...]
     config_version: str
     pending: dict[int, list[Report]] = field(default_factory=dict)
-    marks: dict[str, int] = field(default_factory=dict)
-    idle: set[str] = field(default_factory=set)
+    marks: Marks = field(default_factory=Marks)
     open: dict[str, OpenAlert] = field(default_factory=dict)  # "metric|slice" -> alert
     decided_until: int | None = None
 
     def add(self, source: str, report: Report) -> list[dict[str, Any]]:
-        self.idle.discard(source)
         if report.start is not None:
             self.pending.setdefault(report.start, []).append(report)
-        if report.until > self.marks.get(source, -1):
-            self.marks[source] = report.until
+        self.marks.advance(source, report.until)
         return self._decide_complete()
 
     def mark_idle(self, source: str) -> list[dict[str, Any]]:
-        self.idle.add(source)
+        self.marks.mark_idle(source)
         return self._decide_complete()
 
     def flush(self) -> list[dict[str, Any]]:
@@ -123,10 +121,9 @@ class AlertBook:
         return alerts
 
     def _decide_complete(self) -> list[dict[str, Any]]:
-        waiting = [s for s in self.sources if s not in self.idle]
-        if any(s not in self.marks for s in waiting) or not self.marks:
+        complete = self.marks.low(self.sources)
+        if complete is None:
             return []
-        complete = min(self.marks[s] for s in waiting) if waiting else max(self.marks.values())
         alerts: list[dict[str, Any]] = []
         for start in sorted(self.pending):
             if start + self.settings.window_s > complete:
@@ -249,8 +246,7 @@ class AlertBook:
     def snapshot(self) -> dict[str, Any]:
         return {
             "pending": {str(s): [r.to_json() for r in rs] for s, rs in self.pending.items()},
-            "marks": self.marks,
-            "idle": sorted(self.idle),
+            "marks": self.marks.to_json(),
             "open": {k: a.__dict__ for k, a in self.open.items()},
             "decided_until": self.decided_until,
         }
@@ -259,7 +255,6 @@ class AlertBook:
         self.pending = {
             int(s): [Report.from_json(r) for r in rs] for s, rs in snap["pending"].items()
         }
-        self.marks = dict(snap["marks"])
-        self.idle = set(snap["idle"])
+        self.marks = Marks.from_json(snap["marks"])
         self.open = {k: OpenAlert(**a) for k, a in snap["open"].items()}
         self.decided_until = snap["decided_until"]

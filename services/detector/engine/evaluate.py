@@ -220,9 +220,12 @@ class Evaluator:
         p = verdict.p_value(metric.alert_on)
         delta = abs(verdict.observed - verdict.expected)
         effect = delta / max(abs(verdict.expected), 1e-9)
-        # evidence accumulated over windows counts while this window leans the same way
+        # Evidence accumulated over windows counts while this window leans the same
+        # way. Only for ratios so far: for counts the seasonal profile is not yet
+        # unbiased enough in small slices, and a CUSUM turns a small bias into alarms.
         sustained = (
-            cusum.level(metric.alert_on) >= h
+            metric.kind == "ratio"
+            and cusum.level(metric.alert_on) >= h
             and metric.alert_on in (verdict.direction(), "both")
             and p <= 0.25
         )

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-DIMENSIONS = ("region", "channel", "platform")
+from services.common.contracts import DIMENSIONS
 
 metadata = MetaData()
 alerts = Table(

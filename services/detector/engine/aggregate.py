@@ -15,7 +15,7 @@ does not matter how often the caller asks for closed windows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,9 +191,3 @@ class Aggregator:
         self.sources = Marks.from_json(snap["sources"])
         self.closed_until = snap["closed_until"]
         self.stats = AggregatorStats(*snap["stats"])
-
-
-def iter_partials(windows: Iterable[ClosedWindow]) -> Iterable[tuple[int, str, Acc]]:
-    for window in windows:
-        for key, acc in window.partials.items():
-            yield window.start, key, acc

@@ -450,7 +450,7 @@ class MeanDetector(_JsonState[MeanState]):
         return MeanState(mean, weight, within, between, state.windows + 1)
 
 
-def detector_for(kind: str) -> RatioDetector | CountDetector | MeanDetector:
+def detector_for(kind: str) -> Detector[Any]:
     if kind == "ratio":
         return RatioDetector()
     if kind in ("count", "sum"):

@@ -209,12 +209,12 @@ class Evaluator:
         det_state = state.detectors.get(metric.name)
         if det_state is None:
             det_state = detector.init_state()
-        verdict = detector.score(det_state, obs)  # type: ignore[arg-type]
+        verdict = detector.score(det_state, obs)
         h = self.settings.cusum_threshold
         cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
         state.cusums[metric.name] = cusum
         if verdict.warming_up or verdict.n <= 0:
-            state.detectors[metric.name] = detector.learn(det_state, obs)  # type: ignore[arg-type]
+            state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
         p = verdict.p_value(metric.alert_on)
@@ -234,7 +234,7 @@ class Evaluator:
             sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
         )
         if not anomalous:
-            state.detectors[metric.name] = detector.learn(det_state, obs)  # type: ignore[arg-type]
+            state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         if sustained:
             p = min(p, math.exp(-cusum.level(metric.alert_on)))

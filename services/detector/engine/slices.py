@@ -33,10 +33,6 @@ def parse_slice_key(key: str) -> dict[str, str]:
     return out
 
 
-def leaf_key(leaf: Leaf) -> str:
-    return slice_key(dict(zip(DIMENSIONS, leaf, strict=True)))
-
-
 @lru_cache(maxsize=65536)
 def ancestors(leaf: Leaf) -> tuple[str, ...]:
     """Keys of every slice a leaf feeds: itself, pairs, single dimensions, all-up."""
@@ -45,8 +41,3 @@ def ancestors(leaf: Leaf) -> tuple[str, ...]:
         values = {dim: v for dim, v, keep in zip(DIMENSIONS, leaf, mask, strict=True) if keep}
         keys.append(slice_key(values))
     return tuple(keys)
-
-
-def depth(key: str) -> int:
-    """Number of fixed dimensions: 0 for all-up, 3 for a leaf."""
-    return 0 if key == ALL_UP else key.count(",") + 1

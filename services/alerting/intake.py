@@ -82,6 +82,8 @@ class KafkaAlertConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id="opswatch-alerting",
+            # new partitions (a scaled-out topic) join the assignment within seconds
+            metadata_max_age_ms=10_000,
         )
         try:
             while not self._stop.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -14,8 +15,15 @@ from .events import Topics
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, topics: Topics, partitions: int, replication: int = 1) -> None:
-    """Create opswatch's topics if they are missing (existing ones are left alone).
+def ensure_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int,
+    replication: int = 1,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create opswatch's topics if they are missing (existing ones are left alone)
+    and wait until every partition of them has a leader.
 
     The three event topics and the partials topic share one partition count:
     a leaf slice's orders, activity and feedback land on the same partition
@@ -34,8 +42,31 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int, replication: 
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
             log.info("created topics", extra={"topics": [t.name for t in missing]})
+        _await_leaders(admin, wanted, timeout_s)
     finally:
         admin.close()
+
+
+def _await_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """Return once every partition of ``names`` has a leader.
+
+    A topic that was just created is briefly missing from the broker's metadata;
+    a consumer group formed in that moment is assigned none of its partitions.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = sorted(
+            t["name"]
+            for t in admin.describe_topics(names)
+            if t["error_code"] != 0
+            or not t["partitions"]
+            or any(p["leader_id"] < 0 for p in t["partitions"])
+        )
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topics without a leader after {timeout_s:.0f} s: {waiting}")
+        time.sleep(0.2)
 
 
 def producer(bootstrap: str, client_id: str) -> KafkaProducer:

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.config import OpswatchSettings
 from services.common.kafka import ensure_topics
+from services.common.logs import dict_config
 from services.detector.faust_app import create_app
 
 
@@ -18,7 +19,12 @@ def serve(settings: OpswatchSettings) -> None:
     if settings.detector_metrics_port:
         start_http_server(settings.detector_metrics_port, settings.detector_host, registry=registry)
     level = {"WARNING": "warn", "CRITICAL": "crit"}.get(settings.log_level.upper())
-    worker = faust.Worker(app, loglevel=level or settings.log_level.lower(), redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loglevel=level or settings.log_level.lower(),
+        logging_config=dict_config(settings.log_level),
+        redirect_stdouts=False,
+    )
     worker.execute_from_commandline()
 
 

@@ -171,6 +171,11 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     async def publish(alerts: list[dict[str, Any]]) -> None:
         for alert in alerts:
             metrics.alerts.labels(alert["metric"], alert["severity"], alert["status"]).inc()
+            log.info(
+                "alert %s",
+                alert["status"],
+                extra={"metric": alert["metric"], "slice": alert["slice"], "id": alert["id"]},
+            )
             await alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
         if alerts and due("three", 0):
             stage_three_table[b"book"] = three.snapshot()

@@ -82,8 +82,11 @@ class Stack:
             )
         service = Service(name, proc, log, port)
         self.services.append(service)
-        wait_for(lambda: _answers(service.url + (health or "/metrics")), 60, service)
+        wait_for(lambda: _answers(service.url + (health or "/metrics")), 60, [service])
         return service
+
+    def wait(self, check: Callable[[], bool], timeout_s: float) -> None:
+        wait_for(check, timeout_s, self.services)
 
 
 def _answers(url: str) -> bool:
@@ -93,16 +96,21 @@ def _answers(url: str) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, service: Service | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool], timeout_s: float, services: list[Service] | None = None
+) -> None:
+    """Poll ``check``; fail early when one of ``services`` dies, and with their logs."""
+    services = services or []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if service is not None and service.process.poll() is not None:
-            pytest.fail(f"{service.name} exited early:\n{service.tail()}")
+        for service in services:
+            if service.process.poll() is not None:
+                pytest.fail(f"{service.name} exited early:\n{service.tail()}")
         if check():
             return
         time.sleep(0.5)
-    detail = f"\n{service.name} log:\n{service.tail()}" if service else ""
-    pytest.fail(f"timed out after {timeout_s:.0f} s{detail}")
+    logs = "".join(f"\n--- {s.name} log:\n{s.tail()}" for s in services)
+    pytest.fail(f"timed out after {timeout_s:.0f} s{logs}")
 
 
 @pytest.fixture
@@ -117,6 +125,7 @@ def stack(bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         "OPSWATCH_DETECTOR_DATA_DIR": str(tmp_path / "detector"),
         "OPSWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'alerts.db'}",
         "PYTHONPATH": str(REPO),
+        "OPSWATCH_LOG_LEVEL": "INFO",
     }
     s = Stack(ns, env, tmp_path, [])
     try:

@@ -9,7 +9,7 @@ import httpx
 
 from services.common.sinks import to_ingest
 from tests.factories import T0, outage, traffic
-from tests.integration.conftest import Stack, wait_for
+from tests.integration.conftest import Stack
 
 SLICE = {"region": "eu", "channel": "web"}
 START = T0 + timedelta(hours=12)
@@ -39,7 +39,7 @@ def run_pipeline(stack: Stack, with_incident: bool) -> tuple[list[dict[str, Any]
     ingest = stack.start("ingest", "/readyz")
     sent = to_ingest(events, ingest.url, batch=1000)
     assert sent == len(events)
-    wait_for(lambda: processed(detector.url) >= sent, 300, detector)
+    stack.wait(lambda: processed(detector.url) >= sent, 300)
     return events, alerting.url
 
 
@@ -52,7 +52,7 @@ def test_an_injected_conversion_drop_raises_an_alert_for_its_slice(stack: Stack)
             for a in alerts_for(url, region="eu", channel="web")
         )
 
-    wait_for(alerted, 120)
+    stack.wait(alerted, 120)
     hit = next(
         a
         for a in alerts_for(url, region="eu", channel="web")
@@ -78,5 +78,5 @@ def test_the_same_traffic_without_the_incident_raises_no_alert_for_that_slice(st
     _, url = run_pipeline(stack, with_incident=False)
     detector = next(s for s in stack.services if s.name == "detector")
     end = (START + timedelta(hours=7) - timedelta(minutes=10)).timestamp()
-    wait_for(lambda: judged_until(detector.url) >= end, 120, detector)
+    stack.wait(lambda: judged_until(detector.url) >= end, 120)
     assert [a for a in alerts_for(url) if a["slice"] == SLICE] == []

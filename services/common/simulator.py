@@ -27,7 +27,17 @@ REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
 CHANNELS = (("web", 0.50), ("app", 0.33), ("partner", 0.11), ("email", 0.06))
 PLATFORMS = (("desktop", 0.42), ("ios", 0.33), ("android", 0.25))
 
-Family = Literal["conversion", "orders", "cancel", "churn", "feedback", "complaint", "traffic"]
+Family = Literal[
+    "conversion",
+    "orders",
+    "cancel",
+    "churn",
+    "feedback",
+    "complaint",
+    "traffic",
+    "returning",
+    "campaign",
+]
 
 
 class Incident(BaseModel):
@@ -40,6 +50,12 @@ class Incident(BaseModel):
     start: datetime
     duration: timedelta
     magnitude: Annotated[float, Field(ge=-1.0, le=10.0)] = 0.5
+    ramp: bool = False  # grow from nothing to ``magnitude`` over the duration (a drift)
+
+    def strength(self, t: float) -> float:
+        if not self.ramp:
+            return self.magnitude
+        return self.magnitude * (t - self.start.timestamp()) / self.duration.total_seconds()
 
     def covers(self, leaf: tuple[str, str, str], t: float) -> bool:
         start = self.start.timestamp()
@@ -134,6 +150,11 @@ class Simulator:
                 for _ in range(int(rng.poisson(rate))):
                     for ev in self._session(rng, idx, leaf, t + rng.uniform(0, step), effects):
                         heapq.heappush(heap, (ev["_t"], self._next(), ev))
+                if effects["one_off"] > 0:  # visitors who come once and never again
+                    for _ in range(int(rng.poisson(rate * effects["one_off"]))):
+                        at = t + rng.uniform(0, step)
+                        for ev in self._session(rng, idx, leaf, at, {**effects, "new_user": 1.0}):
+                            heapq.heappush(heap, (ev["_t"], self._next(), ev))
             t += step
             while heap and heap[0][0] < t:
                 yield self._emit(heapq.heappop(heap)[2])
@@ -160,11 +181,13 @@ class Simulator:
             "churn": 1.0,
             "bad_feedback": 0.0,
             "complaint": 0.0,
+            "new_user": 0.0,
+            "one_off": 0.0,
         }
         for inc in self.incidents:
             if not inc.covers(leaf, t):
                 continue
-            m = inc.magnitude
+            m = inc.strength(t)
             if inc.family == "conversion":
                 eff["pay"] *= 1.0 - m
             elif inc.family == "orders":
@@ -180,6 +203,10 @@ class Simulator:
                 eff["complaint"] = max(eff["complaint"], m)
             elif inc.family == "traffic":
                 eff["traffic"] *= max(0.0, 1.0 + m)
+            elif inc.family == "returning":  # a share of the usual visitors is new instead
+                eff["new_user"] = max(eff["new_user"], m)
+            elif inc.family == "campaign":  # extra visitors, each coming once
+                eff["one_off"] += m
         return eff
 
     def _session(
@@ -191,6 +218,8 @@ class Simulator:
         eff: Mapping[str, float],
     ) -> list[dict[str, Any]]:
         user = f"u-{idx}-{int(rng.zipf(1.3)) % self.users_per_leaf}"
+        if eff["new_user"] > 0 and rng.random() < eff["new_user"]:
+            user = f"n-{idx}-{self._next()}"
         sid = f"s-{self._next()}"
         base = {
             "user_id": user,

@@ -29,6 +29,13 @@ def count_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
     return Observation(x, sumsq=x, hour=(i // 12) % 24)
 
 
+def sum_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
+    amounts = rng.lognormal(3.8, 0.6, size=int(rng.poisson(150 * level)))
+    return Observation(
+        float(amounts.sum()), len(amounts), float((amounts**2).sum()), (i // 12) % 24
+    )
+
+
 def mean_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
     values = rng.normal(40 * level, 8, size=60)
     return Observation(float(values.sum()), 60, float((values**2).sum()), (i // 12) % 24)
@@ -37,6 +44,7 @@ def mean_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
 CASES = [
     pytest.param(RatioDetector(), ratio_obs, "down", id="ratio"),
     pytest.param(CountDetector(warmup=48), count_obs, "both", id="count"),
+    pytest.param(CountDetector(warmup=48, sums=True), sum_obs, "both", id="sum"),
     pytest.param(MeanDetector(), mean_obs, "both", id="mean"),
 ]
 
@@ -123,3 +131,18 @@ def test_ratio_knows_the_denominator() -> None:
     large = detector.score(state, Observation(0.01 * 50_000, 50_000.0))
     assert small.p_down > 0.05
     assert large.p_down < 1e-12
+
+
+def test_one_large_order_in_a_quiet_slice_is_not_a_gmv_spike() -> None:
+    """A slice that sees an order every few hours: one big order is ordinary."""
+    detector = CountDetector(warmup=48, sums=True)
+    rng = np.random.default_rng(4)
+    state = detector.init_state()
+    for i in range(600):
+        amounts = rng.lognormal(3.8, 0.6, size=int(rng.poisson(0.02)))
+        obs = Observation(float(amounts.sum()), len(amounts), float((amounts**2).sum()), i % 24)
+        state = detector.learn(state, obs)
+    big = detector.score(state, Observation(400.0, 1, 400.0**2, 5))
+    assert big.p_up > 1e-3
+    many = detector.score(state, Observation(10 * 60.0, 10, 10 * 60.0**2, 5))
+    assert many.p_up < 1e-6

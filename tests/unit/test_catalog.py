@@ -20,7 +20,9 @@ DESIGN_METRICS = {
     "avg_order_value",
     "cancel_rate",
     "active_users",
+    "returning_user_rate",
     "churn_actions",
+    "lapsed_users",
     "avg_rating",
     "negative_feedback_rate",
     "complaint_rate",
@@ -51,8 +53,21 @@ def test_a_user_metric_is_added_without_code(tmp_path: Path) -> None:
         ("metrics:\n  m:\n    kind: sum\n    measure: {type: order}\n", "needs 'field'"),
         ("metrics: [\n", "not valid YAML"),
         ("metrics: {}\n", "metrics"),
+        (
+            "metrics:\n  m:\n    kind: count\n    measure: {distinct: user_id, lapsed_after: 2w}\n",
+            "not a duration like",
+        ),
+        ("metrics:\n  m:\n    kind: count\n    measure: {seen_within: 1d}\n", "need 'distinct"),
     ],
-    ids=["unknown-kind", "ratio-without-denominator", "sum-without-field", "bad-yaml", "empty"],
+    ids=[
+        "unknown-kind",
+        "ratio-without-denominator",
+        "sum-without-field",
+        "bad-yaml",
+        "empty",
+        "bad-duration",
+        "history-without-distinct",
+    ],
 )
 def test_bad_files_are_refused_with_a_message_naming_the_problem(
     tmp_path: Path, text: str, expected: str

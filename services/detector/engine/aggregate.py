@@ -10,6 +10,12 @@ end, the window closes and is rolled up into partial aggregates for every slice
 its leaves feed. An event whose window the watermark had already passed when it arrived is
 late: counted, never applied. Lateness follows from event time alone, so it
 does not matter how often the caller asks for closed windows.
+
+Per-user history (for returning and lapsed users) lives here, beside the leaf
+slice that owns the user's events, and is updated as windows close, in window
+order: so it too follows from event time alone. When the catalog counts lapsed
+users, every window boundary the watermark passes is closed, even one without
+events, since users lapse in silence too.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from .catalog import Catalog, CountSlot
+from .catalog import Catalog, CountSlot, DistinctSlot
 from .marks import Marks
 from .slices import Leaf, ancestors
 
@@ -67,17 +73,70 @@ class AggregatorStats:
     duplicates: int = 0
 
 
-def _matches(slot: CountSlot, event: Mapping[str, Any]) -> bool:
+def _matches(slot: CountSlot | DistinctSlot, event: Mapping[str, Any]) -> bool:
     return all(event.get(key) in allowed for key, allowed in slot.where)
 
 
-def _slot_plan(
-    slots: tuple[CountSlot, ...],
-) -> dict[str | None, list[tuple[int, CountSlot]]]:
-    plan: dict[str | None, list[tuple[int, CountSlot]]] = {}
+Slot = TypeVar("Slot", CountSlot, DistinctSlot)
+
+
+def _slot_plan(slots: tuple[Slot, ...]) -> dict[str | None, list[tuple[int, Slot]]]:
+    plan: dict[str | None, list[tuple[int, Slot]]] = {}
     for i, slot in enumerate(slots):
         plan.setdefault(slot.type, []).append((i, slot))
     return plan
+
+
+@dataclass
+class History:
+    """When each user of one leaf slice (and one predicate) was last active.
+
+    ``by_window`` holds, per window start, the users last active then; windows
+    are recorded in order, so its keys ascend and the oldest comes first.
+    """
+
+    last: dict[int, int] = field(default_factory=dict)  # user -> window start
+    by_window: dict[int, set[int]] = field(default_factory=dict)
+
+    def returning(self, start: int, within: int, active: set[int]) -> set[int]:
+        since = start - within
+        return {u for u in active if self.last.get(u, since - 1) >= since}
+
+    def lapsed(self, start: int, horizon: int, active: set[int]) -> set[int]:
+        """Users last active exactly ``horizon`` before this window and not in it."""
+        return self.by_window.get(start - horizon, set()) - active
+
+    def record(self, start: int, active: set[int]) -> None:
+        for u in active:
+            before = self.last.get(u)
+            if before is not None:
+                bucket = self.by_window[before]
+                bucket.discard(u)
+                if not bucket:
+                    del self.by_window[before]
+            self.last[u] = start
+        if active:
+            self.by_window[start] = set(active)
+
+    def forget_before(self, cutoff: int) -> None:
+        while self.by_window:
+            oldest = next(iter(self.by_window))
+            if oldest >= cutoff:
+                return
+            for u in self.by_window.pop(oldest):
+                del self.last[u]
+
+    def to_json(self) -> list[list[Any]]:
+        return [[t, sorted(users)] for t, users in self.by_window.items()]
+
+    @classmethod
+    def from_json(cls, raw: list[list[Any]]) -> History:
+        hist = cls()
+        for t, users in raw:
+            hist.by_window[int(t)] = set(users)
+            for u in users:
+                hist.last[u] = int(t)
+        return hist
 
 
 @dataclass
@@ -90,10 +149,28 @@ class Aggregator:
     sources: Marks = field(default_factory=Marks)
     closed_until: int | None = None  # every window starting before this is closed
     stats: AggregatorStats = field(default_factory=AggregatorStats)
+    history: dict[tuple[Leaf, int], History] = field(default_factory=dict)  # (leaf, base slot)
 
     def __post_init__(self) -> None:
+        w = self.window_s
         self._counts = _slot_plan(self.catalog.count_slots)
-        self._distinct = _slot_plan(self.catalog.distinct_slots)
+        slots = self.catalog.distinct_slots
+        self._distinct = {
+            t: [(i, s) for i, s in plan if slots[i].base is None]
+            for t, plan in _slot_plan(slots).items()
+        }
+        # history slots per base slot: (index, returning within, lapsed after), in windows
+        self._history: dict[int, list[tuple[int, int | None, int | None]]] = {}
+        for i, slot in enumerate(slots):
+            if slot.base is not None:
+                within = slot.seen_within
+                lapse = -(-slot.lapsed_after // w) * w if slot.lapsed_after else None
+                self._history.setdefault(slot.base, []).append((i, within, lapse))
+        self._keep = {
+            base: max((x or 0) for _, within, lapse in hs for x in (within, lapse))
+            for base, hs in self._history.items()
+        }
+        self._lapses = any(lapse for hs in self._history.values() for _, _, lapse in hs)
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
         """Apply one validated event; False when it is late or a duplicate."""
@@ -124,9 +201,9 @@ class Aggregator:
                         counts[i] += 1.0
                     else:
                         counts[i] += float(event[slot.field]) ** slot.power  # type: ignore[index]
-        for plan in (self._distinct.get(etype), self._distinct.get(None)):
-            for i, slot in plan or ():
-                if _matches(slot, event):
+        for users in (self._distinct.get(etype), self._distinct.get(None)):
+            for i, dslot in users or ():
+                if _matches(dslot, event):
                     acc.distinct[i].add(user_hash(event["user_id"]))
         self.stats.applied += 1
         return True
@@ -144,20 +221,59 @@ class Aggregator:
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
         """Close every window the watermark has passed (all of them when ``flush``)."""
         wm = self.watermark
+        w = self.window_s
+        if flush:
+            starts = sorted(self.windows)
+        elif wm is None:
+            return []
+        else:
+            passed = int(wm // w) * w  # every window starting before this has ended
+            due = {start for start in self.windows if start < passed}
+            if self._lapses and self.history and self.closed_until is not None:
+                due.update(range(self.closed_until, passed, w))
+            starts = sorted(due)
         closed = []
-        for start in sorted(self.windows):
-            end = start + self.window_s
-            if not flush and (wm is None or end > wm):
-                break
-            leaves = self.windows.pop(start)
+        for start in starts:
+            leaves = self.windows.pop(start, {})
             self.seen_ids.pop(start, None)
-            closed.append(ClosedWindow(start, self._roll_up(leaves)))
-            self.closed_until = end
+            self._apply_history(start, leaves)
+            if leaves:
+                closed.append(ClosedWindow(start, self._roll_up(leaves)))
+            self.closed_until = start + w
         if wm is not None and not flush:
-            passed = int(wm // self.window_s) * self.window_s
+            passed = int(wm // w) * w
             if self.closed_until is None or passed > self.closed_until:
                 self.closed_until = passed
         return closed
+
+    def _apply_history(self, start: int, leaves: dict[Leaf, Acc]) -> None:
+        """Fill the window's returning and lapsed users, then remember who was active."""
+        if not self._history:
+            return
+        known = {leaf for leaf, _ in self.history}
+        for leaf in sorted(known | leaves.keys()):
+            acc = leaves.get(leaf)
+            for base, slots in self._history.items():
+                active = acc.distinct[base] if acc is not None else set()
+                hist = self.history.get((leaf, base))
+                if hist is None:
+                    if not active:
+                        continue
+                    hist = self.history[(leaf, base)] = History()
+                for i, within, lapse in slots:
+                    users = (
+                        hist.returning(start, within, active)
+                        if within
+                        else hist.lapsed(start, lapse or 0, active)
+                    )
+                    if users:
+                        if acc is None:
+                            acc = leaves[leaf] = Acc.empty(self.catalog)
+                        acc.distinct[i] = users
+                hist.record(start, active)
+                hist.forget_before(start + self.window_s - self._keep[base])
+                if not hist.by_window:
+                    del self.history[(leaf, base)]
 
     def _roll_up(self, leaves: Mapping[Leaf, Acc]) -> dict[str, Acc]:
         out: dict[str, Acc] = {}
@@ -180,6 +296,9 @@ class Aggregator:
             "sources": self.sources.to_json(),
             "closed_until": self.closed_until,
             "stats": [self.stats.applied, self.stats.late, self.stats.duplicates],
+            "history": [
+                [list(leaf), base, hist.to_json()] for (leaf, base), hist in self.history.items()
+            ],
         }
 
     def restore(self, snap: Mapping[str, Any]) -> None:
@@ -191,3 +310,7 @@ class Aggregator:
         self.sources = Marks.from_json(snap["sources"])
         self.closed_until = snap["closed_until"]
         self.stats = AggregatorStats(*snap["stats"])
+        self.history = {
+            ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw)
+            for leaf, base, raw in snap.get("history", [])
+        }

@@ -5,22 +5,50 @@ over the events of one type that match a predicate, or the number of distinct
 users. A window keeps one number per count/sum measure and one set per
 distinct measure, all of which merge by addition or union, so partial windows
 from many workers combine exactly.
+
+A distinct measure can also look at each user's history in the slice (kept by
+stage one beside the leaf slice): ``seen_within`` keeps the window's users who
+were also active in that long before it (returning users), ``lapsed_after``
+counts the users whose inactivity reaches that long in the window (lapsed
+users). Durations are written ``90s``, ``30m``, ``12h`` or ``7d``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 DEFAULT_CATALOG = Path(__file__).with_name("metrics.yaml")
 
 Scalar = str | int | float | bool
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: Any) -> Any:
+    """``"7d"`` -> 604800; numbers are seconds; anything else is left to fail validation."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration like 30m, 12h or 7d")
+        return int(match[1]) * _UNITS[match[2]]
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
 
 
 class Measure(BaseModel):
@@ -32,16 +60,28 @@ class Measure(BaseModel):
     where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
     field: str | None = None
     distinct: Literal["user_id"] | None = None
+    seen_within: Duration | None = None
+    lapsed_after: Duration | None = None
 
     @model_validator(mode="after")
     def _one_aggregate(self) -> Measure:
         if self.field and self.distinct:
             raise ValueError("a measure sums a field or counts distinct users, not both")
+        if (self.seen_within or self.lapsed_after) and not self.distinct:
+            raise ValueError("seen_within and lapsed_after need 'distinct: user_id'")
+        if self.seen_within and self.lapsed_after:
+            raise ValueError("a measure takes seen_within or lapsed_after, not both")
         return self
 
     def identity(self) -> str:
         where = ",".join(f"{k}={self.where[k]}" for k in sorted(self.where))
-        return f"{self.type or '*'}|{where}|{self.field or ''}|{self.distinct or ''}"
+        history = f"|seen<{self.seen_within}" if self.seen_within else ""
+        history += f"|lapsed>{self.lapsed_after}" if self.lapsed_after else ""
+        return f"{self.type or '*'}|{where}|{self.field or ''}|{self.distinct or ''}{history}"
+
+    def base(self) -> Measure:
+        """The same users without the history condition: who is active in the window."""
+        return self.model_copy(update={"seen_within": None, "lapsed_after": None})
 
 
 class MetricDef(BaseModel):
@@ -96,6 +136,18 @@ class CountSlot:
 
 
 @dataclass(frozen=True)
+class DistinctSlot:
+    """Distinct users of matching events; with a history condition, filled when the
+    window closes from the users of the ``base`` slot (the same predicate)."""
+
+    type: str | None
+    where: tuple[tuple[str, frozenset[Scalar]], ...]
+    base: int | None = None  # history slots: index of the plain slot they filter
+    seen_within: int | None = None
+    lapsed_after: int | None = None
+
+
+@dataclass(frozen=True)
 class CompiledMetric:
     name: str
     kind: str
@@ -106,14 +158,15 @@ class CompiledMetric:
     den: int | None = None  # ratio denominator
     den_distinct: bool = False
     sumsq: int | None = None  # sum, mean: sum of squares slot
-    n: int | None = None  # mean: count slot
+    n: int | None = None  # sum, mean: count slot
+    history_s: int = 0  # how much user history the metric needs before it means anything
 
 
 @dataclass(frozen=True)
 class Catalog:
     metrics: tuple[CompiledMetric, ...]
     count_slots: tuple[CountSlot, ...]
-    distinct_slots: tuple[CountSlot, ...]
+    distinct_slots: tuple[DistinctSlot, ...]
     version: str
 
     @property
@@ -134,15 +187,29 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
     counts: dict[tuple[Any, ...], int] = {}
     count_slots: list[CountSlot] = []
     distincts: dict[str, int] = {}
-    distinct_slots: list[CountSlot] = []
+    distinct_slots: list[DistinctSlot] = []
+
+    def distinct(measure: Measure) -> int:
+        key = measure.identity()
+        if key not in distincts:
+            base = None
+            if measure.seen_within or measure.lapsed_after:
+                base = distinct(measure.base())
+            distincts[key] = len(distinct_slots)
+            distinct_slots.append(
+                DistinctSlot(
+                    measure.type,
+                    _where(measure),
+                    base,
+                    measure.seen_within,
+                    measure.lapsed_after,
+                )
+            )
+        return distincts[key]
 
     def slot(measure: Measure, power: int) -> tuple[int, bool]:
         if measure.distinct:
-            key = measure.identity()
-            if key not in distincts:
-                distincts[key] = len(distinct_slots)
-                distinct_slots.append(CountSlot(measure.type, _where(measure), None, 0))
-            return distincts[key], True
+            return distinct(measure), True
         field = measure.field if power else None
         ckey = (measure.type or "*", _where(measure), field, power)
         if ckey not in counts:
@@ -153,29 +220,26 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
     def plain(measure: Measure) -> tuple[int, bool]:
         return slot(measure, 1 if measure.field else 0)
 
-    compiled = []
+    compiled: list[CompiledMetric] = []
     for name, m in spec.metrics.items():
         head = (name, m.kind, m.family, m.alert_on)
+        measures = [x for x in (m.numerator, m.denominator, m.measure) if x is not None]
+        history = max((x.seen_within or x.lapsed_after or 0) for x in measures)
         if m.kind == "ratio":
             assert m.numerator is not None and m.denominator is not None
             num, num_d = plain(m.numerator)
             den, den_d = plain(m.denominator)
-            compiled.append(CompiledMetric(*head, num, num_d, den, den_d))
-        elif m.kind == "mean":
+            compiled.append(CompiledMetric(*head, num, num_d, den, den_d, history_s=history))
+        elif m.kind in ("sum", "mean"):
             assert m.measure is not None
             num, _ = slot(m.measure, 1)
             sq, _ = slot(m.measure, 2)
             n, _ = slot(m.measure, 0)
             compiled.append(CompiledMetric(*head, num, False, sumsq=sq, n=n))
-        elif m.kind == "sum":
-            assert m.measure is not None
-            num, _ = slot(m.measure, 1)
-            sq, _ = slot(m.measure, 2)
-            compiled.append(CompiledMetric(*head, num, False, sumsq=sq))
         else:
             assert m.measure is not None
             num, num_d = plain(m.measure)
-            compiled.append(CompiledMetric(*head, num, num_d))
+            compiled.append(CompiledMetric(*head, num, num_d, history_s=history))
     return Catalog(tuple(compiled), tuple(count_slots), tuple(distinct_slots), version)
 
 

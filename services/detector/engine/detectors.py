@@ -33,7 +33,7 @@ class Observation:
     """One closed window of one metric in one slice.
 
     ``x`` is the numerator (ratio), the count or sum (count, sum) or the sum of
-    values (mean); ``n`` the denominator (ratio) or number of values (mean);
+    values (mean); ``n`` the denominator (ratio) or number of values (sum, mean);
     ``sumsq`` the sum of squared values (mean); ``hour`` the hour of day of the
     window start in the business timezone.
     """
@@ -282,6 +282,7 @@ class CountState:
     sq: float = 0.0
     lin: float = 0.0
     windows: int = 0
+    events: float = 0.0  # sums: the number of values in ``lin``
 
     @property
     def level(self) -> float:
@@ -304,6 +305,10 @@ class CountDetector(_JsonState[CountState]):
     daily mean, and at one event over all the windows seen, so an hour that
     happened to be empty so far does not make the first order of a small
     slice look impossible.
+
+    A sum (``sums``) is only as surprising as the number of values behind it:
+    its p-values are at least those of that number under Poisson, so one large
+    order in a slice that sees an order a day is not a GMV spike.
     """
 
     name: ClassVar[str] = "seasonal-quasi-poisson"
@@ -314,6 +319,7 @@ class CountDetector(_JsonState[CountState]):
     warmup: int = 288
     floor_share: float = 0.15
     band_z: float = 3.0
+    sums: bool = False
 
     def init_state(self) -> CountState:
         return CountState()
@@ -340,6 +346,9 @@ class CountDetector(_JsonState[CountState]):
         scale = self._scale(state) * max(state.phi, 1.0)
         x, m = obs.x / scale, mu / scale
         p_up, p_down = count_tails(x, m)
+        if self.sums and state.events > 0 and state.lin > 0:
+            e_up, e_down = count_tails(obs.n, mu * state.events / state.lin)
+            p_up, p_down = max(p_up, e_up), max(p_down, e_down)
         half = self.band_z * math.sqrt(scale * mu)
         return Verdict(
             False,
@@ -363,6 +372,7 @@ class CountDetector(_JsonState[CountState]):
         d_phi = _decay(self.dispersion_half_life)
         sq = d_phi * state.sq + obs.sumsq
         lin = d_phi * state.lin + obs.x
+        events = d_phi * state.events + obs.n if self.sums else 0.0
         if state.weight[h] > 0.5 and mu > 0:
             scale = sq / lin if lin > 0 else 1.0
             phi = d_phi * phi + (1.0 - d_phi) * min((obs.x - mu) ** 2 / (mu * scale), 100.0)
@@ -377,7 +387,7 @@ class CountDetector(_JsonState[CountState]):
         profile[h] = target if weight[h] <= 0 else (1 - a) * profile[h] + a * target
         weight[h] = min(1.0, weight[h] + 0.1)
         return CountState(
-            tuple(profile), tuple(weight), seen, base_sum, phi, sq, lin, state.windows + 1
+            tuple(profile), tuple(weight), seen, base_sum, phi, sq, lin, state.windows + 1, events
         )
 
 
@@ -453,8 +463,10 @@ class MeanDetector(_JsonState[MeanState]):
 def detector_for(kind: str) -> Detector[Any]:
     if kind == "ratio":
         return RatioDetector()
-    if kind in ("count", "sum"):
+    if kind == "count":
         return CountDetector()
+    if kind == "sum":
+        return CountDetector(sums=True)
     if kind == "mean":
         return MeanDetector()
     raise ValueError(f"no detector for metric kind {kind!r}")

@@ -77,6 +77,7 @@ class Cusum:
 
 @dataclass
 class SliceState:
+    since: int  # the first window judged
     detectors: dict[str, Any] = field(default_factory=dict)  # metric -> detector state
     cusums: dict[str, Cusum] = field(default_factory=dict)
 
@@ -92,10 +93,8 @@ def observation(metric: CompiledMetric, acc: Acc, hour: int) -> Observation:
     if metric.sumsq is None:
         return Observation(x, sumsq=x, hour=hour)
     sumsq = acc.counts[metric.sumsq]
-    if metric.kind == "mean":
-        assert metric.n is not None
-        return Observation(x, acc.counts[metric.n], sumsq, hour)
-    return Observation(x, sumsq=sumsq, hour=hour)
+    assert metric.n is not None
+    return Observation(x, acc.counts[metric.n], sumsq, hour)
 
 
 def severity(verdict: Verdict, p: float) -> str:
@@ -142,6 +141,7 @@ class Evaluator:
     marks: Marks = field(default_factory=Marks)
     slices: dict[str, SliceState] = field(default_factory=dict)
     evaluated_until: int | None = None
+    late_partials: int = 0  # partials of windows already judged (dropped)
 
     def __post_init__(self) -> None:
         self._detectors = {m.name: detector_for(m.kind) for m in self.catalog.metrics}
@@ -166,16 +166,25 @@ class Evaluator:
         return self._judge_complete()
 
     def _judge_complete(self) -> list[Report]:
+        """Judge every window all sources have passed, in order, including windows
+        no partial arrived for: every slice already tracked is judged in each
+        window, so a slice that goes silent is seen at the start of its silence."""
         complete = self.marks.low(self.sources)
         if complete is None:
             return []
         w = self.settings.window_s
-        reports = []
-        for start in sorted(self.pending):
-            if start + w > complete:
-                break
-            reports.append(self._judge(start, self.pending.pop(start)))
         through = int(complete // w) * w
+        if self.evaluated_until is None:
+            first = min(self.pending, default=through)
+        else:
+            first = self.evaluated_until
+            for start in [s for s in self.pending if s < first]:
+                # only a source wrongly marked idle sends these; the window is judged
+                del self.pending[start]
+                self.late_partials += 1
+        reports = [
+            self._judge(start, self.pending.pop(start, {})) for start in range(first, through, w)
+        ]
         if self.evaluated_until is None or through > self.evaluated_until:
             self.evaluated_until = through
             reports.append(Report(through))
@@ -192,9 +201,12 @@ class Evaluator:
     def _judge(self, start: int, partials: Mapping[str, Acc]) -> Report:
         hour = datetime.fromtimestamp(start, self._tz).hour
         report = Report(start + self.settings.window_s, start)
-        for key in sorted(partials):
-            state = self.slices.setdefault(key, SliceState())
-            acc = partials[key]
+        nothing = Acc.empty(self.catalog)
+        for key in sorted(self.slices.keys() | partials.keys()):
+            state = self.slices.get(key)
+            if state is None:
+                state = self.slices[key] = SliceState(start)
+            acc = partials.get(key, nothing)
             for metric in self.catalog.metrics:
                 obs = observation(metric, acc, hour)
                 candidate = self._judge_metric(state, key, metric, obs, report)
@@ -205,6 +217,9 @@ class Evaluator:
     def _judge_metric(
         self, state: SliceState, key: str, metric: CompiledMetric, obs: Observation, report: Report
     ) -> dict[str, Any] | None:
+        start = report.start if report.start is not None else state.since
+        if start < state.since + metric.history_s:
+            return None  # the users' history does not reach back far enough yet
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
         if det_state is None:
@@ -213,7 +228,8 @@ class Evaluator:
         h = self.settings.cusum_threshold
         cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
         state.cusums[metric.name] = cusum
-        if verdict.warming_up or verdict.n <= 0:
+        # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
+        if verdict.warming_up or (verdict.n <= 0 and metric.kind in ("ratio", "mean")):
             state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
@@ -274,10 +290,11 @@ class Evaluator:
                 name: self._detectors[name].state_to_json(s) for name, s in state.detectors.items()
             },
             "cusums": {name: [c.up, c.down] for name, c in state.cusums.items()},
+            "since": state.since,
         }
 
     def restore_slice(self, key: str, raw: Mapping[str, Any]) -> None:
-        state = SliceState()
+        state = SliceState(raw["since"])
         for name, det in raw["detectors"].items():
             if name in self._detectors:
                 state.detectors[name] = self._detectors[name].state_from_json(det)

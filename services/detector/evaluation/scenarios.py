@@ -51,6 +51,9 @@ class Scenario:
     magnitude: float = 0.0
     metrics: tuple[str, ...] = ()
     step: bool = True  # a step change (counts towards the median delay)
+    duration: timedelta = INCIDENT_FOR  # of what the metrics should show, from INCIDENT_AT
+    lead: timedelta = timedelta(0)  # how long before INCIDENT_AT its cause happens
+    ramp: bool = False
 
     def incident(self) -> Incident | None:
         if self.family is None:
@@ -58,9 +61,10 @@ class Scenario:
         return Incident(
             family=self.family,
             slice=self.slice,
-            start=INCIDENT_AT,
-            duration=INCIDENT_FOR,
+            start=INCIDENT_AT - self.lead,
+            duration=self.duration,
             magnitude=self.magnitude,
+            ramp=self.ramp,
         )
 
 
@@ -96,8 +100,26 @@ SUITE: tuple[Scenario, ...] = (
         -1.0,
         ("active_users", "order_count"),
     ),
-    Scenario("slow returning-rate drift", None, {}, 0.0, ("returning_user_rate",), step=False),
-    Scenario("lapsed-user spike", None, {}, 0.0, ("lapsed_users",)),
+    Scenario(
+        "slow returning-rate drift",
+        "returning",
+        {},
+        0.15,
+        ("returning_user_rate",),
+        step=False,
+        duration=START + SPAN - INCIDENT_AT,
+        ramp=True,
+    ),
+    # one-time visitors of a campaign the day before lapse a day later (the
+    # catalog's lapse horizon)
+    Scenario(
+        "lapsed-user spike",
+        "campaign",
+        {"region": "eu"},
+        0.5,
+        ("lapsed_users",),
+        lead=timedelta(days=1),
+    ),
 )
 CLEAN: tuple[Scenario, ...] = (
     Scenario("clean"),
@@ -140,8 +162,10 @@ def run_scenario(
     alerts = [a for a in first.values() if a["started_at"] >= judged_from]
     slices = len(engine.evaluator.slices)
     start = INCIDENT_AT.isoformat().replace("+00:00", "Z")
-    end = (INCIDENT_AT + INCIDENT_FOR).isoformat().replace("+00:00", "Z")
-    grace = (INCIDENT_AT + INCIDENT_FOR + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    end = (INCIDENT_AT + scenario.duration).isoformat().replace("+00:00", "Z")
+    grace = (
+        (INCIDENT_AT + scenario.duration + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    )
 
     def related(a: dict[str, Any]) -> bool:
         return (

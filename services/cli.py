@@ -181,6 +181,11 @@ def replay(
     out.print(summary, highlight=False)
     if stats:
         out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
+        unjudged = ", ".join(f"{n} {why}" for why, n in result.unjudged.items())
+        out.print(
+            f"{result.tracked_slices} slices tracked; slice-windows unjudged: {unjudged}",
+            highlight=False,
+        )
 
 
 @app.command()

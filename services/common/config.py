@@ -59,6 +59,12 @@ class OpswatchSettings(BaseSettings):
     )
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
+    max_slices: Annotated[int, Field(ge=1)] = Field(
+        20_000, validation_alias=env("OPSWATCH_MAX_SLICES")
+    )
+    min_slice_volume: Annotated[float, Field(ge=0)] = Field(
+        30.0, validation_alias=env("OPSWATCH_MIN_SLICE_VOLUME")
+    )
     log_level: str = Field("INFO", validation_alias=env("OPSWATCH_LOG_LEVEL"))
     topic_namespace: str = Field(
         "opswatch", pattern=r"^[A-Za-z0-9_-]+$", validation_alias=env("OPSWATCH_TOPIC_NAMESPACE")
@@ -87,6 +93,8 @@ class OpswatchSettings(BaseSettings):
             lateness_s=int(self.lateness.total_seconds()),
             alpha=self.alpha,
             timezone=self.timezone,
+            max_slices=self.max_slices,
+            min_slice_volume=self.min_slice_volume,
         )
 
     def topics(self) -> Topics:

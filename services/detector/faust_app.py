@@ -9,7 +9,9 @@ takes over a partition resumes from the snapshot instead of warming up again.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -36,6 +38,11 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         raise ValueError("the detector needs OPSWATCH_KAFKA_BOOTSTRAP")
     catalog = settings.catalog()
     engine_settings = settings.engine()
+    # each partition of stage two tracks its share of the slices
+    stage_two_settings = replace(
+        engine_settings,
+        max_slices=math.ceil(engine_settings.max_slices / settings.kafka_partitions),
+    )
     n = settings.kafka_partitions
     metrics = Metrics.create(registry, catalog.names)
     app = faust.App(
@@ -98,7 +105,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     def stage_two(partition: int) -> StageTwo:
         stage = twos.get(partition)
         if stage is None:
-            stage = twos[partition] = StageTwo(partition, catalog, engine_settings, n)
+            stage = twos[partition] = StageTwo(partition, catalog, stage_two_settings, n)
             started[partition] = time.monotonic()
             snap = stage_two_table.get(b"%d" % partition)
             if snap is not None:
@@ -147,10 +154,17 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     async def report(partition: int, stage: StageTwo, before: int | None, out: list[bytes]) -> None:
         for value in out:
             await reports_topic.send(value=value, partition=0)
-        judged = stage.evaluator.evaluated_until
+        evaluator = stage.evaluator
+        judged = evaluator.evaluated_until
         if judged is not None and judged != before:
             metrics.windows.inc()
-            metrics.evaluated_until.labels(str(partition)).set(judged)
+            p = str(partition)
+            metrics.evaluated_until.labels(p).set(judged)
+            metrics.tracked_slices.labels(p).set(len(evaluator.slices))
+            for reason, count in evaluator.unjudged.items():
+                metrics.unjudged.labels(p, reason).set(count)
+            for metric, count in evaluator.warming.items():
+                metrics.warming.labels(p, metric).set(count)
             if due("two", partition):
                 stage_two_table[b"%d" % partition] = stage.snapshot()
 

@@ -22,6 +22,9 @@ class Metrics:
     alerts: Counter
     restore_seconds: Histogram
     evaluated_until: Gauge
+    tracked_slices: Gauge
+    unjudged: Gauge
+    warming: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, metric_names: Sequence[str]) -> Metrics:
@@ -62,6 +65,28 @@ class Metrics:
                 "opswatch_detector_evaluated_until_seconds",
                 "Event time (Unix seconds) up to which stage two has judged windows.",
                 ["partition"],
+                registry=registry,
+            ),
+            tracked_slices=Gauge(
+                "opswatch_detector_tracked_slices",
+                "Slices stage two tracks (has baselines for), by partition.",
+                ["partition"],
+                registry=registry,
+            ),
+            unjudged=Gauge(
+                "opswatch_detector_unjudged_slice_windows",
+                "Slice-windows the cardinality guard left unjudged since the partition's"
+                " state began, by partition and reason (low_volume: the slice has not"
+                " shown OPSWATCH_MIN_SLICE_VOLUME yet; max_slices: OPSWATCH_MAX_SLICES"
+                " are tracked already).",
+                ["partition", "reason"],
+                registry=registry,
+            ),
+            warming=Gauge(
+                "opswatch_detector_warming_up_slices",
+                "Tracked slices whose baseline for a metric is still warming up (not"
+                " alerting yet) in the last window judged, by partition and metric.",
+                ["partition", "metric"],
                 registry=registry,
             ),
         )

@@ -12,7 +12,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
@@ -34,6 +34,8 @@ class ReplayStats:
     duplicates: int = 0
     alerts: int = 0
     seconds: float = 0.0
+    tracked_slices: int = 0
+    unjudged: dict[str, int] = field(default_factory=dict)  # slice-windows, by reason
 
     @property
     def events_per_s(self) -> float:
@@ -112,5 +114,7 @@ def replay(
     write(engine.flush())
     stats.late = engine.aggregator.stats.late
     stats.duplicates = engine.aggregator.stats.duplicates
+    stats.tracked_slices = len(engine.evaluator.slices)
+    stats.unjudged = dict(engine.evaluator.unjudged)
     stats.seconds = time.perf_counter() - started
     return stats

@@ -104,3 +104,29 @@ def test_a_channel_that_goes_silent_alerts_when_the_silence_starts() -> None:
     )
     assert started
     assert started[0] == silence.isoformat().replace("+00:00", "Z")
+
+
+def engine_over(events: list[dict[str, Any]], settings: EngineSettings) -> Engine:
+    engine = Engine(CATALOG, settings)
+    for e in events:
+        engine.add(e, event_time(e), leaf_of(e))
+        engine.poll()
+    engine.flush()
+    return engine
+
+
+def test_the_cardinality_guard_tracks_at_most_max_slices_and_counts_the_rest() -> None:
+    engine = engine_over(traffic(2, rate=60), EngineSettings(max_slices=5))
+    assert len(engine.evaluator.slices) == 5
+    assert engine.evaluator.unjudged["max_slices"] > 0
+
+
+def test_a_slice_is_tracked_once_it_has_shown_enough_volume() -> None:
+    stray = event("activity", T0 + timedelta(minutes=30), region="mars")
+    events = sorted([*traffic(2, rate=60), stray], key=event_time)
+    engine = engine_over(events, EngineSettings())
+    tracked = engine.evaluator.slices
+    assert "region=eu" in tracked
+    assert not any("mars" in key for key in tracked)
+    assert any("mars" in key for key in engine.evaluator.untracked)
+    assert engine.evaluator.unjudged["low_volume"] > 0

@@ -27,6 +27,8 @@ from .catalog import Catalog, CompiledMetric
 from .detectors import Observation, Verdict, detector_for
 from .marks import Marks
 
+UNJUDGED = ("low_volume", "max_slices")
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -40,6 +42,8 @@ class EngineSettings:
     explain_share: float = 0.6
     resolve_after: int = 3
     timezone: str = "UTC"
+    max_slices: int = 20_000  # tracked by one evaluator (a partition of stage two)
+    min_slice_volume: float = 30.0  # events (or users) seen before a slice is tracked
 
 
 @dataclass(frozen=True)
@@ -142,10 +146,43 @@ class Evaluator:
     slices: dict[str, SliceState] = field(default_factory=dict)
     evaluated_until: int | None = None
     late_partials: int = 0  # partials of windows already judged (dropped)
+    # the cardinality guard: volume so far of slices not tracked yet, and the
+    # slice-windows left unjudged, by reason ("low_volume", "max_slices")
+    untracked: dict[str, float] = field(default_factory=dict)
+    unjudged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNJUDGED, 0))
+    warming: dict[str, int] = field(default_factory=dict)  # metric -> slices, last window
 
     def __post_init__(self) -> None:
         self._detectors = {m.name: detector_for(m.kind) for m in self.catalog.metrics}
         self._tz = ZoneInfo(self.settings.timezone)
+        self._volume_slots = (
+            [i for i, slot in enumerate(self.catalog.count_slots) if slot.power == 0],
+            [i for i, slot in enumerate(self.catalog.distinct_slots) if slot.base is None],
+        )
+
+    def _volume(self, acc: Acc) -> float:
+        counts, users = self._volume_slots
+        return max(
+            [acc.counts[i] for i in counts] + [float(len(acc.distinct[i])) for i in users],
+            default=0.0,
+        )
+
+    def _admit(self, key: str, acc: Acc, start: int) -> SliceState | None:
+        """Track a new slice once it has shown enough volume, while there is room."""
+        s = self.settings
+        volume = self.untracked.get(key, 0.0) + self._volume(acc)
+        if volume < s.min_slice_volume:
+            if key in self.untracked or len(self.untracked) < s.max_slices:
+                self.untracked[key] = volume
+            self.unjudged["low_volume"] += 1
+            return None
+        if len(self.slices) >= s.max_slices:
+            self.untracked[key] = volume
+            self.unjudged["max_slices"] += 1
+            return None
+        self.untracked.pop(key, None)
+        state = self.slices[key] = SliceState(start)
+        return state
 
     def add_partial(self, window_start: int, key: str, acc: Acc) -> None:
         window = self.pending.setdefault(window_start, {})
@@ -202,11 +239,12 @@ class Evaluator:
         hour = datetime.fromtimestamp(start, self._tz).hour
         report = Report(start + self.settings.window_s, start)
         nothing = Acc.empty(self.catalog)
+        self.warming = dict.fromkeys(self.catalog.names, 0)
         for key in sorted(self.slices.keys() | partials.keys()):
-            state = self.slices.get(key)
-            if state is None:
-                state = self.slices[key] = SliceState(start)
             acc = partials.get(key, nothing)
+            state = self.slices.get(key) or self._admit(key, acc, start)
+            if state is None:
+                continue
             for metric in self.catalog.metrics:
                 obs = observation(metric, acc, hour)
                 candidate = self._judge_metric(state, key, metric, obs, report)
@@ -219,6 +257,7 @@ class Evaluator:
     ) -> dict[str, Any] | None:
         start = report.start if report.start is not None else state.since
         if start < state.since + metric.history_s:
+            self.warming[metric.name] += 1
             return None  # the users' history does not reach back far enough yet
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
@@ -228,6 +267,8 @@ class Evaluator:
         h = self.settings.cusum_threshold
         cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
         state.cusums[metric.name] = cusum
+        if verdict.warming_up:
+            self.warming[metric.name] += 1
         # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
         if verdict.warming_up or (verdict.n <= 0 and metric.kind in ("ratio", "mean")):
             state.detectors[metric.name] = detector.learn(det_state, obs)
@@ -281,6 +322,8 @@ class Evaluator:
             "marks": self.marks.to_json(),
             "evaluated_until": self.evaluated_until,
             "slices": {key: self.slice_snapshot(key) for key in self.slices},
+            "untracked": self.untracked,
+            "unjudged": self.unjudged,
         }
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
@@ -308,5 +351,7 @@ class Evaluator:
         }
         self.marks = Marks.from_json(snap["marks"])
         self.evaluated_until = snap["evaluated_until"]
+        self.untracked = dict(snap["untracked"])
+        self.unjudged = {**self.unjudged, **snap["unjudged"]}
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -146,3 +147,27 @@ def test_one_large_order_in_a_quiet_slice_is_not_a_gmv_spike() -> None:
     assert big.p_up > 1e-3
     many = detector.score(state, Observation(10 * 60.0, 10, 10 * 60.0**2, 5))
     assert many.p_up < 1e-6
+
+
+def weekly_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
+    """Windows of five minutes; weekends (days 5, 6) see half the weekday traffic."""
+    hour, weekday = (i // 12) % 24, (i // 288) % 7
+    mean = 100 * (1.5 + math.sin(hour / 24 * 2 * math.pi)) * (0.5 if weekday >= 5 else 1.0)
+    x = float(rng.poisson(mean * level))
+    return Observation(x, sumsq=x, hour=hour, weekday=weekday)
+
+
+@pytest.mark.parametrize(("days", "quiet"), [(1000, False), (144, True)])
+def test_counts_know_the_day_of_the_week(days: int, quiet: bool) -> None:
+    """Saturday's first hours are normal at half Friday's traffic, once weekdays are known."""
+    detector = CountDetector(day_min_windows=days)
+    rng = np.random.default_rng(8)
+    state = detector.init_state()
+    for i in range(288 * 26):  # three weeks and five days: up to the end of a Friday
+        state = detector.learn(state, weekly_obs(rng, i, 1.0))
+    smallest = 1.0
+    for i in range(288 * 26, 288 * 26 + 24):  # Saturday, 00:00 to 02:00
+        obs = weekly_obs(rng, i, 1.0)
+        smallest = min(smallest, detector.score(state, obs).p_down)
+        state = detector.learn(state, obs)
+    assert (smallest > 1e-6) is quiet

@@ -34,14 +34,15 @@ class Observation:
 
     ``x`` is the numerator (ratio), the count or sum (count, sum) or the sum of
     values (mean); ``n`` the denominator (ratio) or number of values (sum, mean);
-    ``sumsq`` the sum of squared values (mean); ``hour`` the hour of day of the
-    window start in the business timezone.
+    ``sumsq`` the sum of squared values (mean); ``hour`` and ``weekday`` those
+    of the window start in the business timezone.
     """
 
     x: float
     n: float = 1.0
     sumsq: float = 0.0
     hour: int = 0
+    weekday: int = 0  # Monday 0, in the business timezone
 
     @property
     def value(self) -> float:
@@ -270,6 +271,7 @@ class RatioDetector(_JsonState[RatioState]):
 
 
 HOURS = 24
+DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,25 @@ class CountState:
     lin: float = 0.0
     windows: int = 0
     events: float = 0.0  # sums: the number of values in ``lin``
+    # per weekday: observations and what the hour profile said of them, and windows seen
+    day_seen: tuple[float, ...] = (0.0,) * DAYS
+    day_base: tuple[float, ...] = (0.0,) * DAYS
+    day_windows: tuple[int, ...] = (0,) * DAYS
+
+    def day_factor(self, weekday: int, min_windows: int) -> float:
+        """How a weekday runs against the hour profile, relative to the other
+        weekdays seen: 1 until at least two weekdays have ``min_windows`` each."""
+        seen = [
+            self.day_seen[d] / self.day_base[d]
+            for d in range(DAYS)
+            if self.day_windows[d] >= min_windows and self.day_base[d] > 0
+        ]
+        mine = self.day_windows[weekday] >= min_windows and self.day_base[weekday] > 0
+        if len(seen) < 2 or not mine:
+            return 1.0
+        mean = sum(seen) / len(seen)
+        ratio = self.day_seen[weekday] / self.day_base[weekday]
+        return min(4.0, max(0.25, ratio / mean)) if mean > 0 else 1.0
 
     @property
     def level(self) -> float:
@@ -320,17 +341,23 @@ class CountDetector(_JsonState[CountState]):
     floor_share: float = 0.15
     band_z: float = 3.0
     sums: bool = False
+    day_half_life: float = 576.0  # windows of one weekday: two weeks of 5-minute windows
+    day_min_windows: int = 144  # half a day of 5-minute windows
 
     def init_state(self) -> CountState:
         return CountState()
 
-    def expected(self, state: CountState, hour: int) -> float:
+    def expected(self, state: CountState, hour: int, weekday: int = 0) -> float:
         filled = [p for p, w in zip(state.profile, state.weight, strict=True) if w > 0]
         if not filled:
             return 0.0
-        daily = sum(filled) / len(filled)
-        base = state.profile[hour] if state.weight[hour] > 0 else daily
+        daily = sum(filled) / len(filled) * state.day_factor(weekday, self.day_min_windows)
+        base = self._base(state, hour, weekday) if state.weight[hour] > 0 else daily
         return max(base * state.level, self.floor_share * daily, 1.0 / max(state.windows, 1))
+
+    def _base(self, state: CountState, hour: int, weekday: int) -> float:
+        """The seasonal profile alone: hour of day times day of week."""
+        return state.profile[hour] * state.day_factor(weekday, self.day_min_windows)
 
     @staticmethod
     def _scale(state: CountState) -> float:
@@ -340,7 +367,7 @@ class CountDetector(_JsonState[CountState]):
         return state.windows >= self.warmup and state.weight[hour] > 0.5
 
     def score(self, state: CountState, obs: Observation) -> Verdict:
-        mu = self.expected(state, obs.hour)
+        mu = self.expected(state, obs.hour, obs.weekday)
         if not self._warm(state, obs.hour):
             return quiet(obs.x, mu, obs.x, True)
         scale = self._scale(state) * max(state.phi, 1.0)
@@ -364,8 +391,8 @@ class CountDetector(_JsonState[CountState]):
         )
 
     def learn(self, state: CountState, obs: Observation) -> CountState:
-        h = obs.hour
-        mu = self.expected(state, h)
+        h, wd = obs.hour, obs.weekday
+        mu = self.expected(state, h, wd)
         phi = state.phi
         level = state.level
         seen, base_sum = state.seen, state.base
@@ -376,18 +403,37 @@ class CountDetector(_JsonState[CountState]):
         if state.weight[h] > 0.5 and mu > 0:
             scale = sq / lin if lin > 0 else 1.0
             phi = d_phi * phi + (1.0 - d_phi) * min((obs.x - mu) ** 2 / (mu * scale), 100.0)
-        base = state.profile[h] if state.weight[h] > 0 else 0.0
+        base = self._base(state, h, wd) if state.weight[h] > 0 else 0.0
         if base > 0:
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
+        day_seen, day_base = list(state.day_seen), list(state.day_base)
+        if state.weight[h] > 0:
+            d_day = _decay(self.day_half_life)
+            day_seen[wd] = d_day * day_seen[wd] + obs.x
+            day_base[wd] = d_day * day_base[wd] + state.profile[h]
+        day_windows = list(state.day_windows)
+        day_windows[wd] += 1
         a = self.profile_alpha
-        target = obs.x / level if state.weight[h] > 0 else obs.x
+        factor = state.day_factor(wd, self.day_min_windows)
+        target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
         profile = list(state.profile)
         weight = list(state.weight)
         profile[h] = target if weight[h] <= 0 else (1 - a) * profile[h] + a * target
         weight[h] = min(1.0, weight[h] + 0.1)
         return CountState(
-            tuple(profile), tuple(weight), seen, base_sum, phi, sq, lin, state.windows + 1, events
+            tuple(profile),
+            tuple(weight),
+            seen,
+            base_sum,
+            phi,
+            sq,
+            lin,
+            state.windows + 1,
+            events,
+            tuple(day_seen),
+            tuple(day_base),
+            tuple(day_windows),
         )
 
 

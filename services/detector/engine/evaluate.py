@@ -86,19 +86,19 @@ class SliceState:
     cusums: dict[str, Cusum] = field(default_factory=dict)
 
 
-def observation(metric: CompiledMetric, acc: Acc, hour: int) -> Observation:
+def observation(metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0) -> Observation:
     def read(index: int, distinct: bool) -> float:
         return float(len(acc.distinct[index])) if distinct else acc.counts[index]
 
     x = read(metric.num, metric.num_distinct)
     if metric.kind == "ratio":
         assert metric.den is not None
-        return Observation(x, read(metric.den, metric.den_distinct), hour=hour)
+        return Observation(x, read(metric.den, metric.den_distinct), hour=hour, weekday=weekday)
     if metric.sumsq is None:
-        return Observation(x, sumsq=x, hour=hour)
+        return Observation(x, sumsq=x, hour=hour, weekday=weekday)
     sumsq = acc.counts[metric.sumsq]
     assert metric.n is not None
-    return Observation(x, acc.counts[metric.n], sumsq, hour)
+    return Observation(x, acc.counts[metric.n], sumsq, hour, weekday)
 
 
 def severity(verdict: Verdict, p: float) -> str:
@@ -236,7 +236,8 @@ class Evaluator:
         return reports
 
     def _judge(self, start: int, partials: Mapping[str, Acc]) -> Report:
-        hour = datetime.fromtimestamp(start, self._tz).hour
+        local = datetime.fromtimestamp(start, self._tz)  # DST-safe: the zone's own clock
+        hour, weekday = local.hour, local.weekday()
         report = Report(start + self.settings.window_s, start)
         nothing = Acc.empty(self.catalog)
         self.warming = dict.fromkeys(self.catalog.names, 0)
@@ -246,7 +247,7 @@ class Evaluator:
             if state is None:
                 continue
             for metric in self.catalog.metrics:
-                obs = observation(metric, acc, hour)
+                obs = observation(metric, acc, hour, weekday)
                 candidate = self._judge_metric(state, key, metric, obs, report)
                 if candidate is not None:
                     report.candidates.append(candidate)

@@ -117,6 +117,17 @@ class Driver(BaseModel):
 AlertSlice = dict[Literal["region", "channel", "platform"], str]
 
 
+class Breakdown(BaseModel):
+    """A ratio's excess numerator split along one dimension's sub-slices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dimension: Literal["region", "channel", "platform"]
+    within_rates: float
+    mix: float
+    cause: Literal["rates", "mix"]
+
+
 class Alert(BaseModel):
     """One alert as published on opswatch.alerts and served by GET /v1/alerts."""
 
@@ -145,3 +156,4 @@ class Alert(BaseModel):
     baseline: str | None = None
     config_version: str | None = None
     drivers: list[Driver] | None = None
+    breakdown: Breakdown | None = None

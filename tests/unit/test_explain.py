@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.detector.engine.evaluate import EngineSettings, Report
-from services.detector.engine.explain import AlertBook, benjamini_hochberg, explain
+from services.detector.engine.explain import AlertBook, benjamini_hochberg, breakdown, explain
 
 W = 300
 T = 1772445600
@@ -94,3 +94,34 @@ def test_one_alert_per_anomaly_updated_then_resolved_with_a_stable_id() -> None:
     assert resolved["resolved_at"] is not None
     replayed = window(book(), T, {"0": [cand("region=eu", -5)]})
     assert replayed[0]["id"] == fired[0]["id"]
+
+
+def all_up_drop() -> dict[str, Any]:
+    """All-up conversion at 3.5% on 1,000 sessions where its baseline expects 5%."""
+    return {**cand("*", -15.0), "observed": 0.035, "expected": 0.05, "n": 1000.0}
+
+
+def test_a_shift_of_traffic_towards_a_low_converting_channel_is_called_mix() -> None:
+    census = {  # (sessions, paid orders the channel's own baseline expects)
+        "channel=web": (300.0, 24.0),  # web converts at 8%, but lost traffic ...
+        "channel=app": (700.0, 11.0),  # ... to app, at 1.6%, where rates held
+        "region=eu": (1000.0, 50.0),
+    }
+    split = breakdown(all_up_drop(), census)
+    assert split is not None
+    assert split["dimension"] == "channel"
+    assert split["cause"] == "mix"
+    assert round(split["mix"], 6) == -15.0
+    assert round(split["within_rates"], 6) == 0.0
+
+
+def test_a_rate_that_fell_inside_a_channel_is_called_rates() -> None:
+    census = {"channel=web": (600.0, 36.0), "channel=app": (400.0, 14.0)}
+    split = breakdown(all_up_drop(), census)
+    assert split is not None
+    assert split["cause"] == "rates"
+    assert round(split["within_rates"], 6) == -15.0
+
+
+def test_no_breakdown_when_a_sub_slice_is_not_tracked() -> None:
+    assert breakdown(all_up_drop(), {"channel=web": (600.0, 36.0)}) is None

@@ -11,7 +11,7 @@ from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
 from services.detector.engine.slices import ALL_UP
-from tests.factories import T0, event, traffic
+from tests.factories import T0, event, outage, traffic
 
 CATALOG = load_catalog()
 RETURNING = next(m for m in CATALOG.metrics if m.name == "returning_user_rate")
@@ -130,3 +130,16 @@ def test_a_slice_is_tracked_once_it_has_shown_enough_volume() -> None:
     assert not any("mars" in key for key in tracked)
     assert any("mars" in key for key in engine.evaluator.untracked)
     assert engine.evaluator.unjudged["low_volume"] > 0
+
+
+def test_a_ratio_alert_says_the_rate_fell_within_its_sub_slices() -> None:
+    incident = outage({"region": "eu", "channel": "web"}, timedelta(hours=17), timedelta(hours=1))
+    alerts = alerts_of(traffic(19, rate=100, incidents=[incident]))
+    pair = [
+        a
+        for a in alerts
+        if a["slice"] == {"region": "eu", "channel": "web"} and a["metric"] == "conversion_rate"
+    ]
+    assert pair
+    assert pair[0]["breakdown"]["cause"] == "rates"
+    assert pair[0]["breakdown"]["dimension"] == "platform"

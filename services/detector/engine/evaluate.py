@@ -117,20 +117,34 @@ class Report:
     ``tests`` counts the (slice, metric) pairs judged per metric, the
     denominator of the false discovery rate; ``candidates`` are the pairs that
     look anomalous on their own; ``until`` is the event time up to which this
-    source has judged every window.
+    source has judged every window. ``census`` gives, per ratio metric and
+    slice judged, the denominator and the numerator the slice's own baseline
+    expected: what stage three needs to split a ratio's change between rates
+    within sub-slices and the traffic mix across them.
     """
 
     until: int
     start: int | None = None
     tests: dict[str, int] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    census: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"until": self.until, "w": self.start, "t": self.tests, "c": self.candidates}
+        return {
+            "until": self.until,
+            "w": self.start,
+            "t": self.tests,
+            "c": self.candidates,
+            "m": self.census,
+        }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Report:
-        return cls(raw["until"], raw["w"], dict(raw["t"]), list(raw["c"]))
+        census = {
+            metric: {key: (float(n), float(x)) for key, (n, x) in slices.items()}
+            for metric, slices in raw.get("m", {}).items()
+        }
+        return cls(raw["until"], raw["w"], dict(raw["t"]), list(raw["c"]), census)
 
 
 @dataclass
@@ -275,6 +289,9 @@ class Evaluator:
             state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
+        if metric.kind == "ratio" and verdict.n > 0:
+            expected_x = round(verdict.expected * verdict.n, 6)
+            report.census.setdefault(metric.name, {})[key] = (verdict.n, expected_x)
         p = verdict.p_value(metric.alert_on)
         delta = abs(verdict.observed - verdict.expected)
         effect = delta / max(abs(verdict.expected), 1e-9)

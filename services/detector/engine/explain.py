@@ -9,7 +9,10 @@ Per metric and window it
    flagged sub-slice accounts for (``explain_share`` of its excess) gives way
    to that sub-slice; a flagged slice with a flagged ancestor left standing
    becomes a driver of it, with its share of the ancestor's excess;
-3. keeps the lifecycle: one alert per fingerprint (metric + slice), updated
+3. for a ratio, splits the change of the alerting slice between rates within
+   its sub-slices and the traffic mix across them (``breakdown``), from every
+   sub-slice's denominator and baseline;
+4. keeps the lifecycle: one alert per fingerprint (metric + slice), updated
    while it fires, resolved after ``resolve_after`` windows without it.
 
 Alert ids derive from the fingerprint and the window the anomaly started in,
@@ -66,6 +69,42 @@ def benjamini_hochberg(
 
 def _is_ancestor(parent: dict[str, str], child: dict[str, str]) -> bool:
     return len(parent) < len(child) and all(child.get(k) == v for k, v in parent.items())
+
+
+DIMENSIONS = ("region", "channel", "platform")
+
+
+def breakdown(
+    cand: Mapping[str, Any], census: Mapping[str, tuple[float, float]]
+) -> dict[str, Any] | None:
+    """How a ratio's excess numerator splits, along the dimension that shows it
+    best: ``mix`` is what the sub-slices' own baselines expect of this window's
+    traffic beyond what the slice's baseline expects of it (traffic moved
+    between sub-slices of different rates); ``within_rates`` is the rest (the
+    rates moved inside the sub-slices). None when the sub-slices are unknown."""
+    here = parse_slice_key(cand["slice"])
+    n, observed, expected = cand["n"], cand["observed"] * cand["n"], cand["expected"] * cand["n"]
+    best: dict[str, Any] | None = None
+    for dim in DIMENSIONS:
+        if dim in here:
+            continue
+        children = [
+            census[key]
+            for key in census
+            if (kids := parse_slice_key(key)).keys() == {*here, dim}
+            and all(kids[k] == v for k, v in here.items())
+        ]
+        covered = sum(c[0] for c in children)
+        if not children or abs(covered - n) > 0.01 * max(n, 1.0):
+            continue  # a sub-slice not tracked: the split would not add up
+        mix = sum(c[1] for c in children) - expected
+        within = observed - expected - mix
+        if best is None or abs(mix) > abs(best["mix"]):
+            best = {"dimension": dim, "within_rates": within, "mix": mix}
+    if best is not None:
+        excess = observed - expected
+        best["cause"] = "mix" if best["mix"] * excess > 0.5 * excess * excess else "rates"
+    return best
 
 
 def explain(
@@ -134,9 +173,12 @@ class AlertBook:
     def _decide(self, start: int, reports: list[Report]) -> list[dict[str, Any]]:
         tests: dict[str, int] = defaultdict(int)
         by_metric: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        census: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
         for report in reports:
             for metric, count in report.tests.items():
                 tests[metric] += count
+            for metric, slices in report.census.items():
+                census[metric].update(slices)
             for cand in report.candidates:
                 by_metric[cand["metric"]].append(cand)
         firing: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -164,7 +206,12 @@ class AlertBook:
                         cand,
                     )
                 self.open[key] = current
-                alerts.append(self._alert(current, cand, drivers, start, "firing", None))
+                alert = self._alert(current, cand, drivers, start, "firing", None)
+                if metric in census:
+                    split = breakdown(cand, census[metric])
+                    if split is not None:
+                        alert["breakdown"] = split
+                alerts.append(alert)
                 continue
             assert current is not None
             current = replace(current, normal_streak=current.normal_streak + 1)

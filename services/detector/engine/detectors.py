@@ -348,16 +348,16 @@ class CountDetector(_JsonState[CountState]):
         return CountState()
 
     def expected(self, state: CountState, hour: int, weekday: int = 0) -> float:
+        return self._expected(state, hour, state.day_factor(weekday, self.day_min_windows))
+
+    def _expected(self, state: CountState, hour: int, factor: float) -> float:
+        """The seasonal profile (hour of day times the weekday's ``factor``) at the recent level."""
         filled = [p for p, w in zip(state.profile, state.weight, strict=True) if w > 0]
         if not filled:
             return 0.0
-        daily = sum(filled) / len(filled) * state.day_factor(weekday, self.day_min_windows)
-        base = self._base(state, hour, weekday) if state.weight[hour] > 0 else daily
+        daily = sum(filled) / len(filled) * factor
+        base = state.profile[hour] * factor if state.weight[hour] > 0 else daily
         return max(base * state.level, self.floor_share * daily, 1.0 / max(state.windows, 1))
-
-    def _base(self, state: CountState, hour: int, weekday: int) -> float:
-        """The seasonal profile alone: hour of day times day of week."""
-        return state.profile[hour] * state.day_factor(weekday, self.day_min_windows)
 
     @staticmethod
     def _scale(state: CountState) -> float:
@@ -392,7 +392,8 @@ class CountDetector(_JsonState[CountState]):
 
     def learn(self, state: CountState, obs: Observation) -> CountState:
         h, wd = obs.hour, obs.weekday
-        mu = self.expected(state, h, wd)
+        factor = state.day_factor(wd, self.day_min_windows)
+        mu = self._expected(state, h, factor)
         phi = state.phi
         level = state.level
         seen, base_sum = state.seen, state.base
@@ -403,7 +404,7 @@ class CountDetector(_JsonState[CountState]):
         if state.weight[h] > 0.5 and mu > 0:
             scale = sq / lin if lin > 0 else 1.0
             phi = d_phi * phi + (1.0 - d_phi) * min((obs.x - mu) ** 2 / (mu * scale), 100.0)
-        base = self._base(state, h, wd) if state.weight[h] > 0 else 0.0
+        base = state.profile[h] * factor if state.weight[h] > 0 else 0.0
         if base > 0:
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
@@ -415,7 +416,6 @@ class CountDetector(_JsonState[CountState]):
         day_windows = list(state.day_windows)
         day_windows[wd] += 1
         a = self.profile_alpha
-        factor = state.day_factor(wd, self.day_min_windows)
         target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
         profile = list(state.profile)
         weight = list(state.weight)

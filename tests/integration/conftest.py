@@ -109,8 +109,24 @@ def wait_for(
         if check():
             return
         time.sleep(0.5)
-    logs = "".join(f"\n--- {s.name} log:\n{s.tail()}" for s in services)
+    logs = "".join(
+        f"\n--- {s.name} metrics:\n{_opswatch_metrics(s)}\n--- {s.name} log:\n{s.tail()}"
+        for s in services
+    )
     pytest.fail(f"timed out after {timeout_s:.0f} s{logs}")
+
+
+def _opswatch_metrics(service: Service) -> str:
+    """The service's own non-zero metrics, to tell which stage a stuck pipeline is stuck in."""
+    try:
+        text = httpx.get(service.url + "/metrics", timeout=2).text
+    except httpx.HTTPError as exc:
+        return f"(no metrics: {exc})"
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if line.startswith("opswatch_") and not line.endswith((" 0.0", " 0"))
+    )
 
 
 @pytest.fixture

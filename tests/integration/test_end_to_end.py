@@ -45,6 +45,9 @@ def run_pipeline(stack: Stack, with_incident: bool) -> tuple[list[dict[str, Any]
 
 def test_an_injected_conversion_drop_raises_an_alert_for_its_slice(stack: Stack) -> None:
     _, url = run_pipeline(stack, with_incident=True)
+    detector = next(s for s in stack.services if s.name == "detector")
+    past_incident = (START + timedelta(hours=6, minutes=10)).timestamp()
+    stack.wait(lambda: judged_until(detector.url) >= past_incident, 180)
 
     def alerted() -> bool:
         return any(

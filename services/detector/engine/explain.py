@@ -88,9 +88,9 @@ def breakdown(
     for dim in DIMENSIONS:
         if dim in here:
             continue
-        children = [
+        children = [  # in key order: the sum must not depend on which partition reported first
             census[key]
-            for key in census
+            for key in sorted(census)
             if (kids := parse_slice_key(key)).keys() == {*here, dim}
             and all(kids[k] == v for k, v in here.items())
         ]
@@ -100,7 +100,7 @@ def breakdown(
         mix = sum(c[1] for c in children) - expected
         within = observed - expected - mix
         if best is None or abs(mix) > abs(best["mix"]):
-            best = {"dimension": dim, "within_rates": within, "mix": mix}
+            best = {"dimension": dim, "within_rates": round(within, 6), "mix": round(mix, 6)}
     if best is not None:
         excess = observed - expected
         best["cause"] = "mix" if best["mix"] * excess > 0.5 * excess * excess else "rates"

@@ -161,6 +161,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             p = str(partition)
             metrics.evaluated_until.labels(p).set(judged)
             metrics.tracked_slices.labels(p).set(len(evaluator.slices))
+            metrics.late_partials.labels(p).set(evaluator.late_partials)
             for reason, count in evaluator.unjudged.items():
                 metrics.unjudged.labels(p, reason).set(count)
             for metric, count in evaluator.warming.items():

@@ -23,6 +23,7 @@ class Metrics:
     restore_seconds: Histogram
     evaluated_until: Gauge
     tracked_slices: Gauge
+    late_partials: Gauge
     unjudged: Gauge
     warming: Gauge
 
@@ -70,6 +71,13 @@ class Metrics:
             tracked_slices=Gauge(
                 "opswatch_detector_tracked_slices",
                 "Slices stage two tracks (has baselines for), by partition.",
+                ["partition"],
+                registry=registry,
+            ),
+            late_partials=Gauge(
+                "opswatch_detector_late_partials",
+                "Partial aggregates that reached stage two after their window was judged"
+                " (a source partition was taken for idle too early), by partition.",
                 ["partition"],
                 registry=registry,
             ),

@@ -342,6 +342,7 @@ class Evaluator:
             "slices": {key: self.slice_snapshot(key) for key in self.slices},
             "untracked": self.untracked,
             "unjudged": self.unjudged,
+            "late_partials": self.late_partials,
         }
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
@@ -371,5 +372,6 @@ class Evaluator:
         self.evaluated_until = snap["evaluated_until"]
         self.untracked = dict(snap["untracked"])
         self.unjudged = {**self.unjudged, **snap["unjudged"]}
+        self.late_partials = snap["late_partials"]
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

@@ -280,8 +280,13 @@ class Evaluator:
             det_state = detector.init_state()
         verdict = detector.score(det_state, obs)
         h = self.settings.cusum_threshold
-        cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
-        state.cusums[metric.name] = cusum
+        # Evidence accumulated over windows, for ratios only so far: for counts the
+        # seasonal profile is not yet unbiased enough in small slices, and a CUSUM
+        # turns a small bias into alarms.
+        cusum = None
+        if metric.kind == "ratio":
+            cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
+            state.cusums[metric.name] = cusum
         if verdict.warming_up:
             self.warming[metric.name] += 1
         # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
@@ -295,11 +300,9 @@ class Evaluator:
         p = verdict.p_value(metric.alert_on)
         delta = abs(verdict.observed - verdict.expected)
         effect = delta / max(abs(verdict.expected), 1e-9)
-        # Evidence accumulated over windows counts while this window leans the same
-        # way. Only for ratios so far: for counts the seasonal profile is not yet
-        # unbiased enough in small slices, and a CUSUM turns a small bias into alarms.
+        # accumulated evidence counts while this window leans the same way
         sustained = (
-            metric.kind == "ratio"
+            cusum is not None
             and cusum.level(metric.alert_on) >= h
             and metric.alert_on in (verdict.direction(), "both")
             and p <= 0.25
@@ -311,7 +314,7 @@ class Evaluator:
         if not anomalous:
             state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
-        if sustained:
+        if sustained and cusum is not None:
             p = min(p, math.exp(-cusum.level(metric.alert_on)))
         scale = verdict.n if metric.kind in ("ratio", "mean") else 1.0
         return {

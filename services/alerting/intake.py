@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -19,15 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class AlertIntake:
-    def __init__(
-        self,
-        store: AlertStore,
-        metrics: Metrics,
-        on_new: Callable[[Mapping[str, Any]], None] | None = None,
-    ) -> None:
+    def __init__(self, store: AlertStore, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
-        self.on_new = on_new
 
     def handle(self, alert: Mapping[str, Any]) -> str:
         try:
@@ -40,8 +34,6 @@ class AlertIntake:
             self.metrics.updates.labels("duplicate").inc()
             return "duplicate"
         self.metrics.updates.labels("stored").inc()
-        if self.on_new is not None:
-            self.on_new(alert)
         return "stored"
 
     def handle_bytes(self, value: bytes) -> str:

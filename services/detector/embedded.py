@@ -67,7 +67,6 @@ def run_embedded(
     store = AlertStore(settings.database_url)
     app = create_app(store, registry)
     intake: AlertIntake = app.state.intake
-    intake.on_new = on_alert
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.alerting_host, port=settings.alerting_port, log_level="warning"
@@ -105,7 +104,9 @@ def run_embedded(
             count += 1
             if count % 2048 == 0 or caught_up:
                 for alert in engine.poll():
-                    intake.handle(alert)
+                    # shown even when an earlier run stored it already (same id)
+                    if intake.handle(alert) != "invalid":
+                        on_alert(alert)
     finally:
         server.should_exit = True
         api.join(timeout=5)

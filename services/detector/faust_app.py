@@ -38,12 +38,11 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         raise ValueError("the detector needs OPSWATCH_KAFKA_BOOTSTRAP")
     catalog = settings.catalog()
     engine_settings = settings.engine()
+    n = settings.kafka_partitions
     # each partition of stage two tracks its share of the slices
     stage_two_settings = replace(
-        engine_settings,
-        max_slices=math.ceil(engine_settings.max_slices / settings.kafka_partitions),
+        engine_settings, max_slices=math.ceil(engine_settings.max_slices / n)
     )
-    n = settings.kafka_partitions
     metrics = Metrics.create(registry, catalog.names)
     app = faust.App(
         settings.detector_app_id,

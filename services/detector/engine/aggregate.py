@@ -222,12 +222,12 @@ class Aggregator:
         """Close every window the watermark has passed (all of them when ``flush``)."""
         wm = self.watermark
         w = self.window_s
+        passed = None if wm is None else int(wm // w) * w  # windows before this have ended
         if flush:
             starts = sorted(self.windows)
-        elif wm is None:
+        elif passed is None:
             return []
         else:
-            passed = int(wm // w) * w  # every window starting before this has ended
             due = {start for start in self.windows if start < passed}
             if self._lapses and self.history and self.closed_until is not None:
                 due.update(range(self.closed_until, passed, w))
@@ -240,10 +240,12 @@ class Aggregator:
             if leaves:
                 closed.append(ClosedWindow(start, self._roll_up(leaves)))
             self.closed_until = start + w
-        if wm is not None and not flush:
-            passed = int(wm // w) * w
-            if self.closed_until is None or passed > self.closed_until:
-                self.closed_until = passed
+        if (
+            passed is not None
+            and not flush
+            and (self.closed_until is None or passed > self.closed_until)
+        ):
+            self.closed_until = passed
         return closed
 
     def _apply_history(self, start: int, leaves: dict[Leaf, Acc]) -> None:
@@ -312,5 +314,5 @@ class Aggregator:
         self.stats = AggregatorStats(*snap["stats"])
         self.history = {
             ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw)
-            for leaf, base, raw in snap.get("history", [])
+            for leaf, base, raw in snap["history"]
         }

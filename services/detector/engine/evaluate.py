@@ -261,6 +261,9 @@ class Evaluator:
             if state is None:
                 continue
             for metric in self.catalog.metrics:
+                if start < state.since + metric.history_s:
+                    self.warming[metric.name] += 1  # the users' history is too short yet
+                    continue
                 obs = observation(metric, acc, hour, weekday)
                 candidate = self._judge_metric(state, key, metric, obs, report)
                 if candidate is not None:
@@ -270,10 +273,6 @@ class Evaluator:
     def _judge_metric(
         self, state: SliceState, key: str, metric: CompiledMetric, obs: Observation, report: Report
     ) -> dict[str, Any] | None:
-        start = report.start if report.start is not None else state.since
-        if start < state.since + metric.history_s:
-            self.warming[metric.name] += 1
-            return None  # the users' history does not reach back far enough yet
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
         if det_state is None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from .evaluate import EngineSettings, Report
 from .marks import Marks
-from .slices import parse_slice_key
+from .slices import DIMENSIONS, parse_slice_key
 
 
 def fingerprint(metric: str, slice_key: str) -> str:
@@ -71,9 +71,6 @@ def _is_ancestor(parent: dict[str, str], child: dict[str, str]) -> bool:
     return len(parent) < len(child) and all(child.get(k) == v for k, v in parent.items())
 
 
-DIMENSIONS = ("region", "channel", "platform")
-
-
 def breakdown(
     cand: Mapping[str, Any], census: Mapping[str, tuple[float, float]]
 ) -> dict[str, Any] | None:
@@ -84,16 +81,17 @@ def breakdown(
     rates moved inside the sub-slices). None when the sub-slices are unknown."""
     here = parse_slice_key(cand["slice"])
     n, observed, expected = cand["n"], cand["observed"] * cand["n"], cand["expected"] * cand["n"]
+    # sub-slices one dimension below, in key order: the sums must not depend on
+    # which partition reported first
+    below: dict[str, list[tuple[float, float]]] = {}
+    for key in sorted(census):
+        there = parse_slice_key(key)
+        if len(there) == len(here) + 1 and _is_ancestor(here, there):
+            (dim,) = there.keys() - here.keys()
+            below.setdefault(dim, []).append(census[key])
     best: dict[str, Any] | None = None
     for dim in DIMENSIONS:
-        if dim in here:
-            continue
-        children = [  # in key order: the sum must not depend on which partition reported first
-            census[key]
-            for key in sorted(census)
-            if (kids := parse_slice_key(key)).keys() == {*here, dim}
-            and all(kids[k] == v for k, v in here.items())
-        ]
+        children = below.get(dim, [])
         covered = sum(c[0] for c in children)
         if not children or abs(covered - n) > 0.01 * max(n, 1.0):
             continue  # a sub-slice not tracked: the split would not add up

@@ -32,6 +32,7 @@ from services.common.simulator import Family, Incident, Simulator
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
+from services.detector.engine.explain import iso
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 INCIDENT_AT = START + timedelta(days=2, hours=13)
@@ -158,14 +159,12 @@ def run_scenario(
     first: dict[str, dict[str, Any]] = {}
     for alert in updates:
         first.setdefault(alert["id"], alert)
-    judged_from = (START + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    judged_from = iso((START + timedelta(days=2)).timestamp())
     alerts = [a for a in first.values() if a["started_at"] >= judged_from]
     slices = len(engine.evaluator.slices)
-    start = INCIDENT_AT.isoformat().replace("+00:00", "Z")
-    end = (INCIDENT_AT + scenario.duration).isoformat().replace("+00:00", "Z")
-    grace = (
-        (INCIDENT_AT + scenario.duration + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
-    )
+    start = iso(INCIDENT_AT.timestamp())
+    end = iso((INCIDENT_AT + scenario.duration).timestamp())
+    grace = iso((INCIDENT_AT + scenario.duration + timedelta(hours=1)).timestamp())
 
     def related(a: dict[str, Any]) -> bool:
         return (

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.events import Topics
@@ -28,6 +28,7 @@ class OpswatchSettings(BaseSettings):
     """Everything opswatch reads from the environment, in one frozen object."""
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    _catalog: Catalog | None = PrivateAttr(None)
 
     kafka_bootstrap: str | None = Field(None, validation_alias=env("OPSWATCH_KAFKA_BOOTSTRAP"))
     kafka_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
@@ -101,4 +102,8 @@ class OpswatchSettings(BaseSettings):
         return Topics(self.topic_namespace)
 
     def catalog(self) -> Catalog:
-        return load_catalog(self.metrics_file) if self.metrics_file else load_catalog()
+        """The metric catalog, read and validated once per settings object."""
+        if self._catalog is None:
+            path = self.metrics_file
+            self._catalog = load_catalog(path) if path else load_catalog()
+        return self._catalog

@@ -139,7 +139,6 @@ class AlertBook:
     pending: dict[int, list[Report]] = field(default_factory=dict)
     marks: Marks = field(default_factory=Marks)
     open: dict[str, OpenAlert] = field(default_factory=dict)  # "metric|slice" -> alert
-    decided_until: int | None = None
 
     def add(self, source: str, report: Report) -> list[dict[str, Any]]:
         if report.start is not None:
@@ -218,7 +217,6 @@ class AlertBook:
                 continue
             del self.open[key]
             alerts.append(self._alert(current, current.last, [], start, "resolved", iso(end)))
-        self.decided_until = end
         return alerts
 
     def _stick(
@@ -293,7 +291,6 @@ class AlertBook:
             "pending": {str(s): [r.to_json() for r in rs] for s, rs in self.pending.items()},
             "marks": self.marks.to_json(),
             "open": {k: a.__dict__ for k, a in self.open.items()},
-            "decided_until": self.decided_until,
         }
 
     def restore(self, snap: Mapping[str, Any]) -> None:
@@ -302,4 +299,3 @@ class AlertBook:
         }
         self.marks = Marks.from_json(snap["marks"])
         self.open = {k: OpenAlert(**a) for k, a in snap["open"].items()}
-        self.decided_until = snap["decided_until"]

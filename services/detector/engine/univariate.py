@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .detectors import norm_cdf
 
@@ -89,21 +89,4 @@ class UnivariateDetector:
             squares -= old * old
         return SeriesState(
             (*state.values, value)[-self.recent :], distances, total, squares, cooldown
-        )
-
-    @staticmethod
-    def state_to_json(state: SeriesState) -> dict[str, object]:
-        return asdict(state)
-
-    @staticmethod
-    def state_from_json(raw: dict[str, object]) -> SeriesState:
-        values = raw["values"]
-        distances = raw["distances"]
-        assert isinstance(values, list) and isinstance(distances, list)
-        return SeriesState(
-            tuple(values),
-            tuple(distances),
-            float(str(raw["total"])),
-            float(str(raw["squares"])),
-            int(str(raw["cooldown"])),
         )

@@ -171,3 +171,29 @@ def test_counts_know_the_day_of_the_week(days: int, quiet: bool) -> None:
         smallest = min(smallest, detector.score(state, obs).p_down)
         state = detector.learn(state, obs)
     assert (smallest > 1e-6) is quiet
+
+
+def test_a_sparse_count_that_climbs_is_caught_by_the_evidence_of_many_windows() -> None:
+    from services.detector.engine.evaluate import Cusum, EngineSettings
+
+    h = EngineSettings().cusum_threshold
+    detector = CountDetector()
+    rng = np.random.default_rng(7)
+    state, cusum = detector.init_state(), Cusum()
+
+    def window(i: int, mean: float) -> tuple[float, float]:
+        nonlocal state, cusum
+        x = float(rng.poisson(mean))
+        obs = Observation(x, sumsq=x, hour=(i // 12) % 24)
+        verdict = detector.score(state, obs)
+        cusum = cusum.update(verdict, h)
+        state = detector.learn(state, obs)
+        return obs.x, cusum.level("up")
+
+    # three days of a cancellation every hour or so: never an alarm
+    assert max(window(i, 0.1)[1] for i in range(3 * 288)) < h
+    # then one every five minutes, a rise few single windows show with any
+    # confidence: the evidence of the windows together crosses the threshold
+    # within two hours
+    climb = [window(i, 1.0) for i in range(3 * 288, 3 * 288 + 24)]
+    assert any(level >= h for _, level in climb)

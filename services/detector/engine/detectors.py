@@ -25,7 +25,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 SQRT2 = math.sqrt(2.0)
-SHIFTS = (0.2, 0.5)  # relative shifts the cumulative (CUSUM) statistics look for
+SHIFTS = (0.2, 0.5)  # relative shifts of a rate the cumulative (CUSUM) statistics look for
+# ... and of a count: only upward and large, so a seasonal profile's bias of a few
+# per cent cannot add up to an alarm while a trickle that triples in a sparse
+# slice (one cancellation a window where one an hour is usual) does
+COUNT_SHIFTS = (2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,9 @@ class Verdict:
     p_up: float
     p_down: float
     n: float
-    # log-likelihood ratios of a shift by each of SHIFTS against no shift
-    llr_up: tuple[float, ...] = (0.0, 0.0)
-    llr_down: tuple[float, ...] = (0.0, 0.0)
+    # log-likelihood ratios of a shift by each of the detector's shifts against none
+    llr_up: tuple[float, ...] = ()
+    llr_down: tuple[float, ...] = ()
 
     def p_value(self, alert_on: str) -> float:
         if alert_on == "up":
@@ -230,7 +234,9 @@ class RatioDetector(_JsonState[RatioState]):
         return RatioState()
 
     def _rate(self, state: RatioState) -> float:
-        return (state.num + 0.5) / (state.den + 1.0)
+        # below 1 even where a window's numerator may exceed its denominator
+        # (cancellations of orders paid in earlier windows)
+        return min((state.num + 0.5) / (state.den + 1.0), 0.999)
 
     def score(self, state: RatioState, obs: Observation) -> Verdict:
         n = obs.n
@@ -272,12 +278,13 @@ class RatioDetector(_JsonState[RatioState]):
 
 HOURS = 24
 DAYS = 7
+LEVEL_PRIOR = 10.0
 
 
 @dataclass(frozen=True)
 class CountState:
     profile: tuple[float, ...] = (0.0,) * HOURS
-    weight: tuple[float, ...] = (0.0,) * HOURS
+    weight: tuple[float, ...] = (0.0,) * HOURS  # hours behind each hour's profile
     seen: float = 0.0  # recent observations, exponentially weighted ...
     base: float = 0.0  # ... and what the profile said of the same windows
     phi: float = 1.0
@@ -289,6 +296,10 @@ class CountState:
     day_seen: tuple[float, ...] = (0.0,) * DAYS
     day_base: tuple[float, ...] = (0.0,) * DAYS
     day_windows: tuple[int, ...] = (0,) * DAYS
+    # the hour being observed, not yet in the profile: its hour, sum and windows
+    hour: int = -1
+    hour_sum: float = 0.0
+    hour_windows: int = 0
 
     def day_factor(self, weekday: int, min_windows: int) -> float:
         """How a weekday runs against the hour profile, relative to the other
@@ -308,10 +319,12 @@ class CountState:
     @property
     def level(self) -> float:
         """The recent level against the profile: a ratio of sums, so the sparse
-        night hours cannot swing it, kept within [1/2, 2]."""
+        night hours cannot swing it, with LEVEL_PRIOR events of no change added
+        to both, so a sparse slice's handful of events cannot either; kept within
+        [1/2, 2]."""
         if self.base <= 0:
             return 1.0
-        return min(2.0, max(0.5, self.seen / self.base))
+        return min(2.0, max(0.5, (self.seen + LEVEL_PRIOR) / (self.base + LEVEL_PRIOR)))
 
 
 @dataclass(frozen=True)
@@ -330,12 +343,18 @@ class CountDetector(_JsonState[CountState]):
     A sum (``sums``) is only as surprising as the number of values behind it:
     its p-values are at least those of that number under Poisson, so one large
     order in a slice that sees an order a day is not a GMV spike.
+
+    The profile learns whole hours: an hour's windows join it once the hour
+    is over, as a running mean of the days seen, then a moving one over
+    ``profile_days``. An incident cannot teach the profile while it lasts, so a
+    trickle of extra events keeps adding up in the CUSUM instead of becoming
+    the new normal within the hour.
     """
 
     name: ClassVar[str] = "seasonal-quasi-poisson"
     state_cls: ClassVar[type[Any]] = CountState
-    profile_alpha: float = 0.08
-    level_half_life: float = 12.0
+    profile_days: float = 7.0
+    level_half_life: float = 72.0
     dispersion_half_life: float = 288.0
     warmup: int = 288
     floor_share: float = 0.15
@@ -356,15 +375,28 @@ class CountDetector(_JsonState[CountState]):
         if not filled:
             return 0.0
         daily = sum(filled) / len(filled) * factor
-        base = state.profile[hour] * factor if state.weight[hour] > 0 else daily
+        base = self._hour_base(state, hour) * factor if state.weight[hour] > 0 else daily
         return max(base * state.level, self.floor_share * daily, 1.0 / max(state.windows, 1))
+
+    @staticmethod
+    def _hour_base(state: CountState, hour: int) -> float:
+        """The hour's profile smoothed with its neighbours' (weights 1, 2, 1 times
+        the days behind each), so a sparse slice's few events in one hour of
+        two days do not set its expectation alone."""
+        total = weights = 0.0
+        for offset, k in ((-1, 1.0), (0, 2.0), (1, 1.0)):
+            h = (hour + offset) % HOURS
+            w = k * state.weight[h]
+            total += w * state.profile[h]
+            weights += w
+        return total / weights if weights > 0 else 0.0
 
     @staticmethod
     def _scale(state: CountState) -> float:
         return state.sq / state.lin if state.lin > 0 else 1.0
 
     def _warm(self, state: CountState, hour: int) -> bool:
-        return state.windows >= self.warmup and state.weight[hour] > 0.5
+        return state.windows >= self.warmup and state.weight[hour] > 0
 
     def score(self, state: CountState, obs: Observation) -> Verdict:
         mu = self.expected(state, obs.hour, obs.weekday)
@@ -386,8 +418,7 @@ class CountDetector(_JsonState[CountState]):
             p_up,
             p_down,
             obs.x,
-            tuple(poisson_llr(x, m, m * (1 + d)) for d in SHIFTS),
-            tuple(poisson_llr(x, m, m * (1 - d)) for d in SHIFTS),
+            tuple(poisson_llr(x, m, m * (1 + d)) for d in COUNT_SHIFTS),
         )
 
     def learn(self, state: CountState, obs: Observation) -> CountState:
@@ -401,10 +432,10 @@ class CountDetector(_JsonState[CountState]):
         sq = d_phi * state.sq + obs.sumsq
         lin = d_phi * state.lin + obs.x
         events = d_phi * state.events + obs.n if self.sums else 0.0
-        if state.weight[h] > 0.5 and mu > 0:
+        if state.weight[h] > 0 and mu > 0:
             scale = sq / lin if lin > 0 else 1.0
             phi = d_phi * phi + (1.0 - d_phi) * min((obs.x - mu) ** 2 / (mu * scale), 100.0)
-        base = state.profile[h] * factor if state.weight[h] > 0 else 0.0
+        base = self._hour_base(state, h) * factor if state.weight[h] > 0 else 0.0
         if base > 0:
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
@@ -415,12 +446,17 @@ class CountDetector(_JsonState[CountState]):
             day_base[wd] = d_day * day_base[wd] + state.profile[h]
         day_windows = list(state.day_windows)
         day_windows[wd] += 1
-        a = self.profile_alpha
         target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
         profile = list(state.profile)
         weight = list(state.weight)
-        profile[h] = target if weight[h] <= 0 else (1 - a) * profile[h] + a * target
-        weight[h] = min(1.0, weight[h] + 0.1)
+        hour_sum, hour_windows = state.hour_sum + target, state.hour_windows + 1
+        if h != state.hour:  # the previous hour is over: into the profile with it
+            if state.hour >= 0:
+                done = state.hour
+                weight[done] += 1.0
+                a = max(1.0 / weight[done], 1.0 / self.profile_days)
+                profile[done] += a * (state.hour_sum / state.hour_windows - profile[done])
+            hour_sum, hour_windows = target, 1
         return CountState(
             tuple(profile),
             tuple(weight),
@@ -434,6 +470,9 @@ class CountDetector(_JsonState[CountState]):
             tuple(day_seen),
             tuple(day_base),
             tuple(day_windows),
+            h,
+            hour_sum,
+            hour_windows,
         )
 
 

@@ -55,14 +55,16 @@ class Cusum:
     the shift instead of lingering on while the sum drains.
     """
 
-    up: tuple[float, ...] = (0.0, 0.0)
-    down: tuple[float, ...] = (0.0, 0.0)
+    up: tuple[float, ...] = ()
+    down: tuple[float, ...] = ()
 
     def update(self, verdict: Verdict, h: float) -> Cusum:
-        if verdict.warming_up or verdict.n <= 0:
+        if verdict.warming_up:
             return self
 
         def step(sums: tuple[float, ...], llrs: tuple[float, ...]) -> tuple[float, ...]:
+            if len(sums) != len(llrs):
+                sums = (0.0,) * len(llrs)
             return tuple(
                 0.0 if s >= h and x < 0 else min(1.1 * h, max(0.0, s + x))
                 for s, x in zip(sums, llrs, strict=True)
@@ -71,7 +73,7 @@ class Cusum:
         return Cusum(step(self.up, verdict.llr_up), step(self.down, verdict.llr_down))
 
     def level(self, alert_on: str) -> float:
-        up, down = max(self.up), max(self.down)
+        up, down = max(self.up, default=0.0), max(self.down, default=0.0)
         if alert_on == "up":
             return up
         if alert_on == "down":
@@ -279,11 +281,9 @@ class Evaluator:
             det_state = detector.init_state()
         verdict = detector.score(det_state, obs)
         h = self.settings.cusum_threshold
-        # Evidence accumulated over windows, for ratios only so far: for counts the
-        # seasonal profile is not yet unbiased enough in small slices, and a CUSUM
-        # turns a small bias into alarms.
+        # Evidence accumulated over windows, for the kinds whose detectors give it
         cusum = None
-        if metric.kind == "ratio":
+        if verdict.llr_up or verdict.llr_down:  # none without a denominator
             cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
             state.cusums[metric.name] = cusum
         if verdict.warming_up:
@@ -306,7 +306,7 @@ class Evaluator:
             and metric.alert_on in (verdict.direction(), "both")
             and p <= 0.25
         )
-        big_enough = metric.kind != "count" or delta >= self.settings.min_count_delta
+        big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
         )

@@ -253,6 +253,13 @@ def eval_nab(
     output: Annotated[
         Path, typer.Option(help="where results/<detector>/<category>/... are written")
     ] = Path("results"),
+    streaming: Annotated[
+        bool,
+        typer.Option(
+            help="take each file's input range from its probationary rows only, "
+            "as a live series would (NAB's runner gives the whole file's)"
+        ),
+    ] = False,
 ) -> None:
     """Score the univariate detector on the Numenta Anomaly Benchmark (all three profiles)."""
     from services.detector.evaluation import nab
@@ -261,10 +268,10 @@ def eval_nab(
         err.print(f"[red]{data_dir}[/] has no data/ and labels/ (NAB's layout)")
         raise typer.Exit(2)
     with err.status("scoring") as status:
-        results = nab.run(data_dir, output, progress=status.update)
+        results = nab.run(data_dir, output, progress=status.update, streaming=streaming)
     for r in results:
         out.print(
-            f"{r.profile} {r.score:.1f} (raw {r.raw:.2f}, threshold {r.threshold:.4f})",
+            f"{r.profile} {r.score:.2f} (raw {r.raw:.2f}, threshold {r.threshold:.4f})",
             highlight=False,
         )
 

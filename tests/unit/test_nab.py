@@ -75,21 +75,26 @@ def test_the_corpus_loads_windows_as_row_indices(tmp_path: Path) -> None:
     assert math.isclose(loaded.values[59], 59.0)
 
 
-def test_the_univariate_detector_flags_a_level_shift_once_and_is_quiet_on_noise() -> None:
+def test_the_univariate_detector_learns_a_daily_shape_and_flags_a_break_from_it_once() -> None:
     import numpy as np
 
     from services.detector.engine.univariate import UnivariateDetector
 
     rng = np.random.default_rng(42)
-    values = list(rng.normal(100, 5, size=1200)) + list(rng.normal(160, 5, size=200))
+    day = [100 + 30 * math.sin(2 * math.pi * h / 24) for h in range(24)]
+    values = [v + float(rng.normal(0, 2)) for _ in range(60) for v in day]
+    values += [160.0 + float(rng.normal(0, 2)) for _ in range(100)]
     detector = UnivariateDetector()
-    state = detector.init_state()
-    scores = []
-    for v in values:
-        verdict = detector.score(state, float(v))
-        scores.append(verdict.score)
-        state = detector.learn(state, float(v), verdict)
-    quiet, shifted = scores[200:1200], scores[1200:]
-    assert max(quiet) < 0.5
-    assert max(shifted[:20]) >= detector.alarm
-    assert sum(s >= detector.alarm for s in shifted) == 1
+    state = detector.init_state(min(values), max(values), rest_period=100)
+    scores = [detector.step(state, v) for v in values]
+    learned, broken = scores[700:1440], scores[1440:]
+    assert max(learned) < detector.alarm
+    assert broken[0] >= detector.alarm
+    assert sum(s >= detector.alarm for s in broken) == 1
+
+
+def test_the_univariate_detector_rejects_an_empty_range() -> None:
+    from services.detector.engine.univariate import UnivariateDetector
+
+    with pytest.raises(ValueError, match="empty"):
+        UnivariateDetector().init_state(2.0, 1.0, rest_period=10)

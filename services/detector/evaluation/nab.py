@@ -89,14 +89,15 @@ def load_profiles(root: Path) -> list[Profile]:
     ]
 
 
-def detect(series: Series, detector: UnivariateDetector) -> list[float]:
-    state = detector.init_state()
-    scores = []
-    for value in series.values:
-        verdict = detector.score(state, value)
-        scores.append(verdict.score)
-        state = detector.learn(state, value, verdict)
-    return scores
+def detect(series: Series, detector: UnivariateDetector, streaming: bool = False) -> list[float]:
+    """The detector's score for every row, set up as NAB's runner does: the
+    input range is the file's minimum and maximum (so for every detector), the
+    rest after a detection a fifth of the probationary period. ``streaming``
+    takes the range from the probationary rows only, as a live series would."""
+    values = series.values
+    known = values[: max(series.probation, 1)] if streaming else values
+    state = detector.init_state(min(known), max(known), max(1, series.probation // 5))
+    return [detector.step(state, value) for value in values]
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,13 @@ def run(
     out: Path,
     detector: UnivariateDetector | None = None,
     progress: Callable[[str], None] | None = None,
+    streaming: bool = False,
 ) -> list[ProfileResult]:
     corpus = load_corpus(root)
     detector = detector or UnivariateDetector()
     scores = []
     for series in corpus:
-        scores.append(detect(series, detector))
+        scores.append(detect(series, detector, streaming))
         if progress is not None:
             progress(series.name)
     write_results(out, corpus, scores)

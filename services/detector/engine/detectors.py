@@ -341,8 +341,9 @@ class CountDetector(_JsonState[CountState]):
     slice look impossible.
 
     A sum (``sums``) is only as surprising as the number of values behind it:
-    its p-values are at least those of that number under Poisson, so one large
-    order in a slice that sees an order a day is not a GMV spike.
+    its p-values are at least those of that number under Poisson, and its
+    evidence for a shift at most that number's, so one large order in a slice
+    that sees an order a day is not a GMV spike.
 
     The profile learns whole hours: an hour's windows join it once the hour
     is over, as a running mean of the days seen, then a moving one over
@@ -405,9 +406,15 @@ class CountDetector(_JsonState[CountState]):
         scale = self._scale(state) * max(state.phi, 1.0)
         x, m = obs.x / scale, mu / scale
         p_up, p_down = count_tails(x, m)
+        llr_up = tuple(poisson_llr(x, m, m * (1 + d)) for d in COUNT_SHIFTS)
         if self.sums and state.events > 0 and state.lin > 0:
-            e_up, e_down = count_tails(obs.n, mu * state.events / state.lin)
+            events = mu * state.events / state.lin
+            e_up, e_down = count_tails(obs.n, events)
             p_up, p_down = max(p_up, e_up), max(p_down, e_down)
+            llr_up = tuple(
+                min(llr, poisson_llr(obs.n, events, events * (1 + d)))
+                for llr, d in zip(llr_up, COUNT_SHIFTS, strict=True)
+            )
         half = self.band_z * math.sqrt(scale * mu)
         return Verdict(
             False,
@@ -418,7 +425,7 @@ class CountDetector(_JsonState[CountState]):
             p_up,
             p_down,
             obs.x,
-            tuple(poisson_llr(x, m, m * (1 + d)) for d in COUNT_SHIFTS),
+            llr_up,
         )
 
     def learn(self, state: CountState, obs: Observation) -> CountState:

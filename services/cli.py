@@ -267,8 +267,12 @@ def eval_nab(
     if not (data_dir / "data").is_dir() or not (data_dir / "labels").is_dir():
         err.print(f"[red]{data_dir}[/] has no data/ and labels/ (NAB's layout)")
         raise typer.Exit(2)
-    with err.status("scoring") as status:
-        results = nab.run(data_dir, output, progress=status.update, streaming=streaming)
+    try:
+        with err.status("scoring") as status:
+            results = nab.run(data_dir, output, progress=status.update, streaming=streaming)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]cannot score {data_dir}:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     for r in results:
         out.print(
             f"{r.profile} {r.score:.2f} (raw {r.raw:.2f}, threshold {r.threshold:.4f})",

@@ -55,22 +55,35 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.strip())
 
 
+def _read_rows(path: Path, name: str) -> tuple[list[str], list[float], dict[datetime, int]]:
+    """Timestamps, values and row index by time; a bad row is named (rows count from 1)."""
+    stamps: list[str] = []
+    values: list[float] = []
+    index: dict[datetime, int] = {}
+    with path.open(newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            try:
+                index[_parse(row["timestamp"])] = i
+                values.append(float(row["value"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{name} row {i + 1}: not a timestamp,value row ({exc})") from None
+            stamps.append(row["timestamp"])
+    return stamps, values, index
+
+
 def load_corpus(root: Path) -> list[Series]:
     labels = json.loads((root / "labels" / "combined_windows.json").read_text())
     corpus = []
     for path in sorted((root / "data").glob("*/*.csv")):
         name = f"{path.parent.name}/{path.name}"
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        stamps = [r["timestamp"] for r in rows]
-        index = {_parse(t): i for i, t in enumerate(stamps)}
+        stamps, values, index = _read_rows(path, name)
         windows = []
         for start, end in labels.get(name, []):
             try:
                 windows.append((index[_parse(start)], index[_parse(end)]))
             except KeyError as exc:
                 raise ValueError(f"{name}: window bound {exc} is not a row's timestamp") from None
-        corpus.append(Series(name, stamps, [float(r["value"]) for r in rows], windows))
+        corpus.append(Series(name, stamps, values, windows))
     if not corpus:
         raise ValueError(f"no data/<category>/<file>.csv under {root}")
     return corpus

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any
 
 from services.common.events import event_time, leaf_of
@@ -220,15 +222,25 @@ def run_suite(
     rate: float = 60.0,
     seed: int = 42,
     progress: Callable[[Outcome], None] | None = None,
+    jobs: int = 1,
 ) -> Summary:
     outcomes: list[Outcome] = []
     slices = 0
-    for scenario in (*SUITE, *CLEAN):
-        outcome, seen = run_scenario(scenario, catalog, settings, rate, seed)
-        slices = max(slices, seen)
-        outcomes.append(outcome)
-        if progress is not None:
-            progress(outcome)
+    suite = (*SUITE, *CLEAN)
+    with ProcessPoolExecutor(max(1, jobs)) as pool:  # each scenario is independent
+        runs = pool.map(
+            run_scenario,
+            suite,
+            repeat(catalog),
+            repeat(settings),
+            repeat(rate),
+            repeat(seed),
+        )
+        for outcome, seen in runs:  # in the suite's order
+            slices = max(slices, seen)
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
     judged = [o for o in outcomes if o.detected is not None]
     total_alerts = sum(o.alerts for o in outcomes)
     total_false = sum(o.false_alerts for o in outcomes)

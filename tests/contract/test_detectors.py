@@ -197,3 +197,20 @@ def test_a_sparse_count_that_climbs_is_caught_by_the_evidence_of_many_windows() 
     # within two hours
     climb = [window(i, 1.0) for i in range(3 * 288, 3 * 288 + 24)]
     assert any(level >= h for _, level in climb)
+
+
+def test_a_busy_slice_keeps_a_sharp_daily_edge() -> None:
+    """A shop that opens at eight: 4 orders a window before, 200 after."""
+    detector = CountDetector()
+    rng = np.random.default_rng(3)
+    state = detector.init_state()
+
+    def level(hour: int) -> float:
+        return 200.0 if 8 <= hour < 20 else 4.0
+
+    for i in range(3 * 288):
+        hour = (i // 12) % 24
+        x = float(rng.poisson(level(hour)))
+        state = detector.learn(state, Observation(x, sumsq=x, hour=hour))
+    for hour in (7, 8, 19, 20):
+        assert detector.expected(state, hour) == pytest.approx(level(hour), rel=0.25)

@@ -158,14 +158,17 @@ def test_eval_nab_refuses_a_directory_without_nab_layout(tmp_path: Path) -> None
     assert "NAB's layout" in done.stderr
 
 
-def test_eval_nab_names_the_file_and_row_of_a_bad_timestamp(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "row", ["yesterday,100.0", "2014-04-01 02:00:00,nan"], ids=["timestamp", "value"]
+)
+def test_eval_nab_names_the_file_and_row_of_a_bad_row(tmp_path: Path, row: str) -> None:
     import subprocess
     import sys
 
     tiny_corpus(tmp_path)
     csv_path = tmp_path / "data" / "cat" / "a.csv"
     lines = csv_path.read_text().splitlines()
-    lines[3] = "yesterday," + lines[3].split(",")[1]
+    lines[3] = row
     csv_path.write_text("\n".join(lines) + "\n")
     command = [sys.executable, "-m", "services.cli", "eval", "nab", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)

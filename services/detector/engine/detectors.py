@@ -278,7 +278,10 @@ class RatioDetector(_JsonState[RatioState]):
 
 HOURS = 24
 DAYS = 7
-LEVEL_PRIOR = 10.0
+LEVEL_PRIOR = 10.0  # events of no change in the recent level
+# an hour whose expected count per window, summed over the days behind it, is
+# below this borrows from its neighbours (the sparser, the more)
+SPARSE_HOUR = 2.0
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,16 @@ class CountState:
         [1/2, 2]."""
         if self.base <= 0:
             return 1.0
-        return min(2.0, max(0.5, (self.seen + LEVEL_PRIOR) / (self.base + LEVEL_PRIOR)))
+        # in the units of what is counted: for a sum, events at the mean value
+        prior = LEVEL_PRIOR * (self.lin / self.events if self.events > 0 else 1.0)
+        return min(2.0, max(0.5, (self.seen + prior) / (self.base + prior)))
+
+
+def _sparseness(state: CountState, hour: int) -> float:
+    """1 for an hour of the profile with no events behind it, down to 0 at SPARSE_HOUR."""
+    if state.weight[hour] <= 0:
+        return 1.0
+    return max(0.0, 1.0 - state.profile[hour] * state.weight[hour] / SPARSE_HOUR)
 
 
 @dataclass(frozen=True)
@@ -335,10 +347,10 @@ class CountDetector(_JsonState[CountState]):
     the mean, ``scale``, is E[amount^2] / E[amount], learned from the windows'
     sums of squares (exactly 1 for plain counts). The test is quasi-Poisson
     on the sum divided by that scale, with extra dispersion ``phi`` >= 1
-    learned online. The expectation has a floor at a fraction of the slice's
-    daily mean, and at one event over all the windows seen, so an hour that
-    happened to be empty so far does not make the first order of a small
-    slice look impossible.
+    learned online. A sparse hour's expectation has a floor at a fraction of
+    the slice's daily mean, and every one at one event over all the windows
+    seen, so an hour that happened to be empty so far does not make the first
+    order of a small slice look impossible.
 
     A sum (``sums``) is only as surprising as the number of values behind it:
     its p-values are at least those of that number under Poisson, and its
@@ -377,15 +389,18 @@ class CountDetector(_JsonState[CountState]):
             return 0.0
         daily = sum(filled) / len(filled) * factor
         base = self._hour_base(state, hour) * factor if state.weight[hour] > 0 else daily
-        return max(base * state.level, self.floor_share * daily, 1.0 / max(state.windows, 1))
+        floor = self.floor_share * daily * _sparseness(state, hour)
+        return max(base * state.level, floor, 1.0 / max(state.windows, 1))
 
     @staticmethod
     def _hour_base(state: CountState, hour: int) -> float:
-        """The hour's profile smoothed with its neighbours' (weights 1, 2, 1 times
-        the days behind each), so a sparse slice's few events in one hour of
-        two days do not set its expectation alone."""
+        """The hour's profile, smoothed with its neighbours' as far as it is
+        sparse: a sparse slice's few events in one hour of two days do not set
+        its expectation alone, while a busy slice keeps its own hour (a sharp
+        daily edge, a shop opening at eight, stays sharp)."""
+        borrow = _sparseness(state, hour)
         total = weights = 0.0
-        for offset, k in ((-1, 1.0), (0, 2.0), (1, 1.0)):
+        for offset, k in ((-1, borrow), (0, 2.0), (1, borrow)):
             h = (hour + offset) % HOURS
             w = k * state.weight[h]
             total += w * state.profile[h]

@@ -63,6 +63,8 @@ class Cusum:
             return self
 
         def step(sums: tuple[float, ...], llrs: tuple[float, ...]) -> tuple[float, ...]:
+            if not llrs:  # no evidence either way (a ratio without a denominator)
+                return sums
             if len(sums) != len(llrs):
                 sums = (0.0,) * len(llrs)
             return tuple(
@@ -283,7 +285,7 @@ class Evaluator:
         h = self.settings.cusum_threshold
         # Evidence accumulated over windows, for the kinds whose detectors give it
         cusum = None
-        if verdict.llr_up or verdict.llr_down:  # none without a denominator
+        if verdict.llr_up or verdict.llr_down:
             cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
             state.cusums[metric.name] = cusum
         if verdict.warming_up:

@@ -64,10 +64,15 @@ def _read_rows(path: Path, name: str) -> tuple[list[str], list[float], dict[date
         for i, row in enumerate(csv.DictReader(fh)):
             try:
                 index[_parse(row["timestamp"])] = i
-                values.append(float(row["value"]))
+                value = float(row["value"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{name} row {i + 1}: not a timestamp,value row ({exc})") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{name} row {i + 1}: the value {row['value']!r} is not finite")
             stamps.append(row["timestamp"])
+            values.append(value)
+    if not values:
+        raise ValueError(f"{name}: no rows")
     return stamps, values, index
 
 

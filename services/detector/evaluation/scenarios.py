@@ -22,8 +22,9 @@ metric the catalog does not have yet count as missed.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -227,15 +228,13 @@ def run_suite(
     outcomes: list[Outcome] = []
     slices = 0
     suite = (*SUITE, *CLEAN)
-    with ProcessPoolExecutor(max(1, jobs)) as pool:  # each scenario is independent
-        runs = pool.map(
-            run_scenario,
-            suite,
-            repeat(catalog),
-            repeat(settings),
-            repeat(rate),
-            repeat(seed),
-        )
+    args = (suite, repeat(catalog), repeat(settings), repeat(rate), repeat(seed))
+    with ExitStack() as stack:
+        if jobs > 1:  # each scenario is independent: one process each
+            pool = stack.enter_context(ProcessPoolExecutor(min(jobs, len(suite))))
+            runs: Iterable[tuple[Outcome, int]] = pool.map(run_scenario, *args)
+        else:
+            runs = map(run_scenario, *args)
         for outcome, seen in runs:  # in the suite's order
             slices = max(slices, seen)
             outcomes.append(outcome)

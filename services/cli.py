@@ -287,12 +287,15 @@ def eval_scenarios(
     ] = None,
     rate: Annotated[float, typer.Option(help="sessions per minute all-up at peak")] = 60.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 42,
-    jobs: Annotated[int, typer.Option(min=1, help="scenarios run at once, one process each")] = len(
-        os.sched_getaffinity(0)
-    ),
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="scenarios run at once, one process each [default: CPUs]"),
+    ] = None,
 ) -> None:
     """The fixed incident suite through the engine: detection, delay, false alerts."""
     from services.detector.evaluation import scenarios
+
+    jobs = jobs or os.cpu_count() or 1
 
     settings = _settings()
 

@@ -78,11 +78,13 @@ class Verdict:
         return "up" if self.observed >= self.expected else "down"
 
     def score(self, alert_on: str) -> float:
-        """Evidence in [0, 1]: 0 during warm-up, 1 at p <= 1e-10."""
-        if self.warming_up:
-            return 0.0
-        p = max(self.p_value(alert_on), 1e-300)
-        return min(1.0, max(0.0, -math.log10(p) / 10.0))
+        """Evidence in [0, 1]: 0 during warm-up, else ``evidence`` of the p-value."""
+        return 0.0 if self.warming_up else evidence(self.p_value(alert_on))
+
+
+def evidence(p: float) -> float:
+    """A p-value as a score in [0, 1]: 0 at p = 1, 1 at p <= 1e-10."""
+    return min(1.0, max(0.0, -math.log10(max(p, 1e-300)) / 10.0))
 
 
 def quiet(observed: float, expected: float, n: float, warming_up: bool) -> Verdict:

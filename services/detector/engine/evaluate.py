@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
 from .catalog import Catalog, CompiledMetric
-from .detectors import Observation, Verdict, detector_for
+from .detectors import Observation, Verdict, detector_for, evidence
 from .marks import Marks
 
 UNJUDGED = ("low_volume", "max_slices")
@@ -302,12 +302,8 @@ class Evaluator:
         delta = abs(verdict.observed - verdict.expected)
         effect = delta / max(abs(verdict.expected), 1e-9)
         # accumulated evidence counts while this window leans the same way
-        sustained = (
-            cusum is not None
-            and cusum.level(metric.alert_on) >= h
-            and metric.alert_on in (verdict.direction(), "both")
-            and p <= 0.25
-        )
+        level = 0.0 if cusum is None else cusum.level(metric.alert_on)
+        sustained = level >= h and metric.alert_on in (verdict.direction(), "both") and p <= 0.25
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
@@ -315,8 +311,8 @@ class Evaluator:
         if not anomalous:
             state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
-        if sustained and cusum is not None:
-            p = min(p, math.exp(-cusum.level(metric.alert_on)))
+        if sustained:
+            p = min(p, math.exp(-level))
         scale = verdict.n if metric.kind in ("ratio", "mean") else 1.0
         return {
             "metric": metric.name,
@@ -329,9 +325,7 @@ class Evaluator:
             "low": verdict.low,
             "high": verdict.high,
             "n": verdict.n,
-            "score": verdict.score(metric.alert_on)
-            if not sustained
-            else max(verdict.score(metric.alert_on), min(1.0, -math.log10(max(p, 1e-300)) / 10.0)),
+            "score": evidence(p),  # p is the window's, or lower where evidence accumulated
             "severity": severity(verdict, p),
             "baseline": detector.name,
         }

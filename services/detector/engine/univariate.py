@@ -40,7 +40,6 @@ deterministic (hashes of integer tuples do not depend on ``PYTHONHASHSEED``).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 NEURON_BASE = 2**31
@@ -152,7 +151,8 @@ class SeriesState:
 
     low: float
     level_width: float
-    recent: deque[float]  # the last rest_period raw scores
+    rest_period: int
+    resting: int  # rows still to score 0, after a detection
     memory: ContextMemory = field(default_factory=ContextMemory)
     group: Facts = ()
     # left semi-contexts the group has been crossed with: the crossing of one
@@ -176,10 +176,9 @@ class UnivariateDetector:
             raise ValueError(f"the range [{low}, {high}] is empty")
         levels = 2**self.value_bits - 1
         span = high - low
-        # the history starts with a detection, so the first rest_period rows are quiet
-        return SeriesState(
-            low, (span if span else float(levels)) / levels, deque([1.0], rest_period)
-        )
+        # the series starts at rest, so the first rest_period rows are quiet
+        width = (span if span else float(levels)) / levels
+        return SeriesState(low, width, rest_period, resting=rest_period)
 
     def encode(self, state: SeriesState, value: float) -> Facts:
         top = 2**self.value_bits - 1
@@ -189,8 +188,8 @@ class UnivariateDetector:
     def step(self, state: SeriesState, value: float) -> float:
         """Learn the value; its anomaly score in [0, 1] (0 while resting after a detection)."""
         raw = self._learn(state, self.encode(state, value))
-        quiet = max(state.recent) < self.alarm
-        state.recent.append(raw)
+        quiet = state.resting == 0
+        state.resting = state.rest_period if raw >= self.alarm else max(state.resting - 1, 0)
         return raw if quiet else 0.0
 
     def _learn(self, state: SeriesState, sensed: Facts) -> float:

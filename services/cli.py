@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -19,6 +19,9 @@ from rich.console import Console
 from services.common import logs
 from services.common.config import OpswatchSettings
 from services.detector.engine.catalog import CatalogError
+
+if TYPE_CHECKING:
+    from services.alerting.runtime import Runtime
 
 app = typer.Typer(
     help="opswatch: streaming anomaly detection for orders, activity and feedback.",
@@ -51,6 +54,19 @@ def _settings() -> OpswatchSettings:
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     return settings
+
+
+def _alerting(settings: OpswatchSettings) -> Runtime:
+    """The alerting parts, or exit 2 with one clear message on a bad configuration."""
+    from services.alerting.routing import ConfigError
+    from services.alerting.runtime import build
+    from services.alerting.store import SchemaError
+
+    try:
+        return build(settings)
+    except (ConfigError, SchemaError, ValueError) as exc:
+        err.print(f"[red]alerting configuration error[/]: {exc}")
+        raise typer.Exit(2) from None
 
 
 def _duration(text: str | None) -> timedelta | None:
@@ -97,7 +113,11 @@ def run(
 
         try:
             run_embedded(
-                settings, on_alert, lambda m: out.print(f"[dim]{m}[/]"), _duration(run_for)
+                settings,
+                _alerting(settings),
+                on_alert,
+                lambda m: out.print(f"[dim]{m}[/]"),
+                _duration(run_for),
             )
         except KeyboardInterrupt:
             out.print("stopped")
@@ -115,7 +135,7 @@ def run(
     elif service is Service.alerting:
         from services.alerting.__main__ import serve as serve_alerting
 
-        serve_alerting(settings)
+        serve_alerting(settings, _alerting(settings))
     else:
         from services.detector.__main__ import serve as serve_detector
 

@@ -55,3 +55,65 @@ def outage(
     return Incident(
         family="conversion", slice=slice_, start=T0 + at, duration=duration, magnitude=magnitude
     )
+
+
+class FakeClock:
+    """A wall clock that moves only when told."""
+
+    def __init__(self, now: datetime = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def detector_update(
+    metric: str = "conversion_rate",
+    slice_: dict[str, str] | None = None,
+    start: datetime = datetime(2026, 3, 2, 17, 0, tzinfo=UTC),
+    window: int = 0,
+    status: str = "firing",
+    windows: int | None = None,
+    window_s: int = 300,
+    **over: Any,
+) -> dict[str, Any]:
+    """An update as the detector publishes it: the episode that started at ``start``,
+    in its ``window``-th window (0 is the first); resolved ones close that window."""
+    from services.detector.engine.explain import alert_id, fingerprint
+
+    slice_ = {"region": "eu", "channel": "web"} if slice_ is None else slice_
+    key = ",".join(f"{k}={v}" for k, v in slice_.items()) or "*"
+    fp = fingerprint(metric, key)
+    w_start = start + timedelta(seconds=window * window_s)
+    w_end = w_start + timedelta(seconds=window_s)
+    body: dict[str, Any] = {
+        "id": alert_id(fp, int(start.timestamp())),
+        "fingerprint": fp,
+        "metric": metric,
+        "slice": slice_,
+        "window_start": iso(w_start),
+        "window_end": iso(w_end),
+        "direction": "down",
+        "observed": 0.01,
+        "expected": 0.07,
+        "expected_low": 0.05,
+        "expected_high": 0.09,
+        "n": 400.0,
+        "p_value": 1e-9,
+        "score": 0.9,
+        "severity": "critical",
+        "status": status,
+        "started_at": iso(start),
+        "updated_at": iso(w_end),
+        "resolved_at": iso(w_end) if status == "resolved" else None,
+        "windows": windows if windows is not None else window + 1,
+    }
+    body.update(over)
+    return body

@@ -1,4 +1,5 @@
-"""``python -m services.alerting``: the alert store and API, consuming opswatch.alerts."""
+"""``python -m services.alerting``: the alert store, notifications and API,
+consuming opswatch.alerts."""
 
 from __future__ import annotations
 
@@ -6,17 +7,20 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from services.alerting.app import create_app
-from services.alerting.store import AlertStore
+from services.alerting.runtime import Runtime
 from services.common.config import OpswatchSettings
 from services.common.kafka import ensure_topics
 
 
-def serve(settings: OpswatchSettings) -> None:
+def serve(settings: OpswatchSettings, runtime: Runtime) -> None:
     assert settings.kafka_bootstrap
     ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
     app = create_app(
-        AlertStore(settings.database_url),
+        runtime.book,
         CollectorRegistry(),
+        senders=runtime.senders,
+        auth=runtime.auth,
+        slack_signing_secret=settings.secret("slack_signing_secret"),
         kafka_bootstrap=settings.kafka_bootstrap,
         topics=settings.topics(),
     )

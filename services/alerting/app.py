@@ -7,25 +7,37 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
-from services.alerting.api import alerts
+from services.alerting.api import alerts, incidents, slack, stats
+from services.alerting.api.deps import Auth
+from services.alerting.book import AlertBook
 from services.alerting.intake import AlertIntake, KafkaAlertConsumer
-from services.alerting.metrics import Metrics
-from services.alerting.store import AlertStore
+from services.alerting.metrics import Metrics, StoreCollector
+from services.alerting.notify import Dispatcher, Sender
 from services.common import health, problems
 from services.common.events import Topics
 
 
 def create_app(
-    store: AlertStore,
+    book: AlertBook,
     registry: CollectorRegistry,
-    metrics: Metrics | None = None,
+    *,
+    senders: dict[str, Sender] | None = None,
+    auth: Auth | None = None,
+    slack_signing_secret: SecretStr | None = None,
     kafka_bootstrap: str | None = None,
     topics: Topics | None = None,
+    dispatch_interval_s: float = 1.0,
 ) -> FastAPI:
-    """The alert API; with a Kafka bootstrap it also consumes opswatch.alerts."""
-    metrics = metrics or Metrics.create(registry)
-    intake = AlertIntake(store, metrics)
+    """The alert API; with senders it also notifies, with a Kafka bootstrap it also
+    consumes opswatch.alerts."""
+    metrics = Metrics.create(registry, list(senders or ()))
+    registry.register(StoreCollector(book.store))
+    intake = AlertIntake(book, metrics)
+    dispatcher = (
+        Dispatcher(book, senders, metrics, dispatch_interval_s) if senders is not None else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -36,15 +48,24 @@ def create_app(
         )
         if consumer is not None:
             consumer.start()
+        if dispatcher is not None:
+            dispatcher.start()
         yield
         if consumer is not None:
             consumer.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
 
     app = FastAPI(title="opswatch alerting", version="1", lifespan=lifespan)
-    app.state.store = store
+    app.state.book = book
     app.state.registry = registry
     app.state.intake = intake
+    app.state.metrics = metrics
+    app.state.dispatcher = dispatcher
+    app.state.auth = auth or Auth()
+    app.state.slack_signing_secret = slack_signing_secret
     problems.install(app)
-    app.include_router(alerts.router)
+    for module in (alerts, incidents, stats, slack):
+        app.include_router(module.router)
     app.include_router(health.router)
     return app

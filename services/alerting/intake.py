@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from services.alerting.book import AlertBook
 from services.alerting.metrics import Metrics
-from services.alerting.store import AlertStore
 from services.common.contracts import Alert
 from services.common.events import Topics
 
@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class AlertIntake:
-    def __init__(self, store: AlertStore, metrics: Metrics) -> None:
-        self.store = store
+    """Validates detector updates and hands them to the book; counts the outcomes."""
+
+    def __init__(self, book: AlertBook, metrics: Metrics) -> None:
+        self.book = book
         self.metrics = metrics
 
     def handle(self, alert: Mapping[str, Any]) -> str:
@@ -30,7 +32,7 @@ class AlertIntake:
             log.warning("invalid alert update dropped: %s", exc.errors()[0]["msg"])
             self.metrics.updates.labels("invalid").inc()
             return "invalid"
-        if not self.store.upsert(alert):
+        if self.book.ingest(alert) == "duplicate":
             self.metrics.updates.labels("duplicate").inc()
             return "duplicate"
         self.metrics.updates.labels("stored").inc()

@@ -2,27 +2,100 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.alerting.store import AlertStore
 
 OUTCOMES = ("stored", "duplicate", "invalid")
+NOTIFY_OUTCOMES = ("sent", "retried", "failed")
+STATUSES = ("firing", "acknowledged", "resolved")
+LABELS = ("true_positive", "false_positive", "expected")
+
+
+def precision(labels: dict[str, int]) -> float | None:
+    """Share of labelled alerts that were real (true positives and expected ones)."""
+    real = labels.get("true_positive", 0) + labels.get("expected", 0)
+    judged = real + labels.get("false_positive", 0)
+    return real / judged if judged else None
+
+
+class StoreCollector(Collector):
+    """Alerts by status and label, and label-based precision, read at scrape time."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self.store.counts()
+        by_status = GaugeMetricFamily(
+            "opswatch_alerting_alerts_by_status", "Stored alerts by status.", labels=["status"]
+        )
+        for status in STATUSES:
+            by_status.add_metric([status], counts["status"].get(status, 0))
+        yield by_status
+        labelled = GaugeMetricFamily(
+            "opswatch_alerting_labelled_alerts",
+            "Alerts people labelled, by label.",
+            labels=["label"],
+        )
+        for label in LABELS:
+            labelled.add_metric([label], counts["label"].get(label, 0))
+        yield labelled
+        value = precision(counts["label"])
+        yield GaugeMetricFamily(
+            "opswatch_alerting_label_precision_ratio",
+            "True positives and expected anomalies over all labelled alerts (NaN: none).",
+            value=float("nan") if value is None else value,
+        )
 
 
 @dataclass(frozen=True)
 class Metrics:
     updates: Counter
+    notifications: Counter
+    latency: Histogram
+    outbox_depth: Gauge
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> Metrics:
+    def create(cls, registry: CollectorRegistry, receivers: Sequence[str] = ()) -> Metrics:
         m = cls(
             updates=Counter(
                 "opswatch_alerting_alert_updates_total",
                 "Alert updates consumed, by outcome (stored, duplicate, invalid).",
                 ["outcome"],
                 registry=registry,
-            )
+            ),
+            notifications=Counter(
+                "opswatch_alerting_notifications_total",
+                "Notification attempts by receiver and outcome (sent, retried, failed).",
+                ["receiver", "outcome"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "opswatch_alerting_notification_latency_seconds",
+                "From a notification's acceptance into the outbox to its delivery.",
+                ["receiver"],
+                buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+                registry=registry,
+            ),
+            outbox_depth=Gauge(
+                "opswatch_alerting_outbox_depth",
+                "Notifications accepted and not yet sent or given up.",
+                registry=registry,
+            ),
         )
         for outcome in OUTCOMES:
             m.updates.labels(outcome)
+        m.add_receivers(receivers)
         return m
+
+    def add_receivers(self, receivers: Iterable[str]) -> None:
+        for receiver in receivers:
+            for outcome in NOTIFY_OUTCOMES:
+                self.notifications.labels(receiver, outcome)
+            self.latency.labels(receiver)

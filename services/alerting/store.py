@@ -1,21 +1,24 @@
-"""The alert store: one row per alert id, upserted, queried with filters and cursors.
+"""The alert store: alerts, incidents, the notification outbox, in one database.
 
-SQLite by default, PostgreSQL through ``OPSWATCH_DATABASE_URL``. Every update
-of an alert carries the same deterministic id, so replays and redeliveries
-land on the same row; an update older than the stored one is ignored, so an
-out-of-order redelivery never winds an alert back.
+SQLite by default, PostgreSQL through ``OPSWATCH_DATABASE_URL``. Rows keep the
+lifecycle state as JSON beside the columns that queries filter on; the logic
+that moves them lives in ``lifecycle`` and ``incidents`` and in ``book``,
+which calls these methods inside one transaction per change.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     Index,
@@ -26,14 +29,29 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    func,
+    inspect,
     or_,
     select,
+    update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
+from services.alerting import incidents as inc
+from services.alerting import lifecycle
+from services.alerting.lifecycle import AlertState, iso
 from services.common.contracts import DIMENSIONS
 
+SCHEMA_VERSION = "2"
+
 metadata = MetaData()
+meta = Table(
+    "opswatch_meta",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", String(64)),
+)
 alerts = Table(
     "alerts",
     metadata,
@@ -48,9 +66,50 @@ alerts = Table(
     Column("score", Float, nullable=False),
     Column("started_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
-    Column("windows", Integer),
+    Column("incident_id", String(32), index=True),
+    Column("label", String(16)),
     Column("body", JSON, nullable=False),
+    Column("state", JSON, nullable=False),
     Index("ix_alerts_started", "started_at", "id"),
+)
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("family", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("opened_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("resolved_at", String(32)),
+    Column("active", Boolean, nullable=False, index=True),
+    Column("body", JSON, nullable=False),
+    Column("state", JSON, nullable=False),
+    Index("ix_incidents_opened", "opened_at", "id"),
+)
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe", String(200), nullable=False, unique=True),
+    Column("receiver", String(64), nullable=False),
+    Column("incident_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("due_at", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_until", String(32)),
+    Column("done", Boolean, nullable=False, default=False, index=True),
+    Column("outcome", String(16)),
+    Column("detail", String(500)),
+)
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("receiver", String(64), primary_key=True),
+    Column("incident_id", String(32), primary_key=True),
+    Column("ref", JSON, nullable=False),
 )
 
 
@@ -64,24 +123,50 @@ class AlertFilter:
     platform: str | None = None
     since: str | None = None
     until: str | None = None
+    incident_id: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    status: str | None = None
+    severity: str | None = None
+    family: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    receiver: str
+    incident_id: str
+    kind: str
+    payload: Mapping[str, Any]
+    created_at: str
+    attempts: int
 
 
 class CursorError(ValueError):
     pass
 
 
-def encode_cursor(started_at: str, alert_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([started_at, alert_id])).decode()
+class SchemaError(RuntimeError):
+    pass
+
+
+def encode_cursor(started_at: str, row_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([started_at, row_id])).decode()
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        started_at, alert_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        started_at, row_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError):
         raise CursorError("page token is not one this API issued") from None
-    if not isinstance(started_at, str) or not isinstance(alert_id, str):
+    if not isinstance(started_at, str) or not isinstance(row_id, str):
         raise CursorError("page token is not one this API issued")
-    return started_at, alert_id
+    return started_at, row_id
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -90,55 +175,115 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur = conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
+
+
+def _page(
+    conn: Connection,
+    table: Table,
+    order: str,
+    conds: list[Any],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first by ``order`` then id; the token continues after the last item."""
+    col = table.c[order]
+    if cursor is not None:
+        at, row_id = decode_cursor(cursor)
+        conds.append(or_(col < at, and_(col == at, table.c.id < row_id)))
+    query = (
+        select(table.c.body, col, table.c.id)
+        .where(*conds)
+        .order_by(col.desc(), table.c.id.desc())
+        .limit(limit + 1)
+    )
+    rows = conn.execute(query).all()
+    token = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        token = encode_cursor(last[1], last.id)
+    return [dict(r.body) for r in rows[:limit]], token
 
 
 class AlertStore:
     def __init__(self, url: str) -> None:
+        self.url = url
         self.engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
+        self._check_schema()
         metadata.create_all(self.engine)
-
-    def upsert(self, alert: Mapping[str, Any]) -> bool:
-        """Store an alert update; False when it was a duplicate or older than the stored one."""
-        row = {
-            "id": alert["id"],
-            "fingerprint": alert["fingerprint"],
-            "metric": alert["metric"],
-            **{d: alert["slice"].get(d) for d in DIMENSIONS},
-            "status": alert["status"],
-            "severity": alert["severity"],
-            "score": alert["score"],
-            "started_at": alert["started_at"],
-            "updated_at": alert["updated_at"],
-            "windows": alert.get("windows"),
-            "body": dict(alert),
-        }
         with self.engine.begin() as conn:
-            stored = conn.execute(
-                select(alerts.c.updated_at).where(alerts.c.id == row["id"])
-            ).scalar()
-            if stored is None:
-                conn.execute(alerts.insert().values(**row))
-                return True
-            if stored >= row["updated_at"]:
-                return False
-            conn.execute(alerts.update().where(alerts.c.id == row["id"]).values(**row))
-            return True
+            if conn.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar() is None:
+                conn.execute(meta.insert().values(key="schema", value=SCHEMA_VERSION))
+
+    def _check_schema(self) -> None:
+        names = inspect(self.engine).get_table_names()
+        if "alerts" in names and "opswatch_meta" not in names:
+            raise SchemaError(
+                f"the database {self.engine.url.render_as_string(hide_password=True)} holds "
+                "alerts of an older opswatch (no incidents or lifecycle); point "
+                "OPSWATCH_DATABASE_URL at a new database or delete this one"
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # alerts
+
+    def latest_for(self, conn: Connection, fingerprint: str) -> tuple[AlertState, str] | None:
+        row = conn.execute(
+            select(alerts.c.state, alerts.c.incident_id)
+            .where(alerts.c.fingerprint == fingerprint)
+            .order_by(alerts.c.started_at.desc(), alerts.c.id.desc())
+            .limit(1)
+        ).first()
+        return (lifecycle.load(row.state), row.incident_id) if row else None
+
+    def alert_state(self, conn: Connection, alert_id: str) -> tuple[AlertState, str] | None:
+        row = conn.execute(
+            select(alerts.c.state, alerts.c.incident_id).where(alerts.c.id == alert_id)
+        ).first()
+        return (lifecycle.load(row.state), row.incident_id) if row else None
+
+    def alert_states(self, conn: Connection, ids: Sequence[str]) -> list[AlertState]:
+        rows = conn.execute(select(alerts.c.state).where(alerts.c.id.in_(list(ids)))).all()
+        return [lifecycle.load(r.state) for r in rows]
+
+    def save_alert(
+        self, conn: Connection, state: AlertState, incident_id: str, body: Mapping[str, Any]
+    ) -> None:
+        row = {
+            "fingerprint": state.latest["fingerprint"],
+            "metric": state.latest["metric"],
+            **{d: state.latest["slice"].get(d) for d in DIMENSIONS},
+            "status": state.status,
+            "severity": state.peak_severity,
+            "score": state.peak_score,
+            "started_at": iso(state.started_at),
+            "updated_at": iso(state.updated_at),
+            "incident_id": incident_id,
+            "label": state.label,
+            "body": dict(body),
+            "state": lifecycle.dump(state),
+        }
+        done = conn.execute(alerts.update().where(alerts.c.id == state.id).values(**row))
+        if done.rowcount == 0:
+            conn.execute(alerts.insert().values(id=state.id, **row))
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             body = conn.execute(select(alerts.c.body).where(alerts.c.id == alert_id)).scalar()
         return dict(body) if body is not None else None
 
-    def list(
+    def list_alerts(
         self, flt: AlertFilter, limit: int, cursor: str | None = None
-    ) -> tuple[Sequence[dict[str, Any]], str | None]:
-        """Newest first (by start, then id); the token continues after the last item."""
-        query = select(alerts.c.body, alerts.c.started_at, alerts.c.id)
-        conds = []
-        for column in ("status", "severity", "metric", *DIMENSIONS):
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        conds: list[Any] = []
+        for column in ("status", "severity", "metric", *DIMENSIONS, "incident_id", "label"):
             value = getattr(flt, column)
             if value is not None:
                 conds.append(alerts.c[column] == value)
@@ -146,24 +291,226 @@ class AlertStore:
             conds.append(alerts.c.updated_at >= flt.since)
         if flt.until is not None:
             conds.append(alerts.c.started_at <= flt.until)
-        if cursor is not None:
-            started_at, alert_id = decode_cursor(cursor)
-            conds.append(
-                or_(
-                    alerts.c.started_at < started_at,
-                    and_(alerts.c.started_at == started_at, alerts.c.id < alert_id),
+        with self.engine.connect() as conn:
+            return _page(conn, alerts, "started_at", conds, limit, cursor)
+
+    # incidents
+
+    def candidate_incidents(self, conn: Connection, family: str) -> list[inc.IncidentState]:
+        rows = conn.execute(
+            select(incidents.c.state)
+            .where(incidents.c.family == family)
+            .order_by(incidents.c.opened_at.desc())
+            .limit(50)
+        ).all()
+        return [inc.load(r.state) for r in rows]
+
+    def incident_state(self, conn: Connection, incident_id: str) -> inc.IncidentState | None:
+        state = conn.execute(
+            select(incidents.c.state).where(incidents.c.id == incident_id)
+        ).scalar()
+        return inc.load(state) if state is not None else None
+
+    def active_incidents(self, conn: Connection) -> list[inc.IncidentState]:
+        rows = conn.execute(select(incidents.c.state).where(incidents.c.active)).all()
+        return [inc.load(r.state) for r in rows]
+
+    def save_incident(
+        self,
+        conn: Connection,
+        state: inc.IncidentState,
+        summary: inc.Summary,
+        body: Mapping[str, Any],
+    ) -> None:
+        told = (state.notified_status, state.pushed_status)
+        row = {
+            "family": state.family,
+            "status": summary.status,
+            "severity": summary.severity,
+            "opened_at": iso(state.opened_at),
+            "updated_at": body["updated_at"],
+            "resolved_at": body["resolved_at"],
+            "active": summary.status != "resolved"
+            or any(t in ("firing", "acknowledged") for t in told),
+            "body": dict(body),
+            "state": inc.dump(state),
+        }
+        done = conn.execute(incidents.update().where(incidents.c.id == state.id).values(**row))
+        if done.rowcount == 0:
+            conn.execute(incidents.insert().values(id=state.id, **row))
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            body = conn.execute(
+                select(incidents.c.body).where(incidents.c.id == incident_id)
+            ).scalar()
+        return dict(body) if body is not None else None
+
+    def list_incidents(
+        self, flt: IncidentFilter, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        conds: list[Any] = []
+        for column in ("status", "severity", "family"):
+            value = getattr(flt, column)
+            if value is not None:
+                conds.append(incidents.c[column] == value)
+        if flt.since is not None:
+            conds.append(incidents.c.updated_at >= flt.since)
+        if flt.until is not None:
+            conds.append(incidents.c.opened_at <= flt.until)
+        with self.engine.connect() as conn:
+            return _page(conn, incidents, "opened_at", conds, limit, cursor)
+
+    def incidents_between(self, since: str, until: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(incidents.c.body)
+                .where(incidents.c.updated_at >= since, incidents.c.opened_at <= until)
+                .order_by(incidents.c.opened_at)
+            ).all()
+        return [dict(r.body) for r in rows]
+
+    # outbox
+
+    def enqueue(
+        self,
+        conn: Connection,
+        dedupe: str,
+        receiver: str,
+        incident_id: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        now: datetime,
+    ) -> bool:
+        """Accept a notification; False when the same one was accepted before."""
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    outbox.insert().values(
+                        dedupe=dedupe,
+                        receiver=receiver,
+                        incident_id=incident_id,
+                        kind=kind,
+                        payload=dict(payload),
+                        created_at=iso(now),
+                        due_at=iso(now),
+                        attempts=0,
+                        done=False,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def claim(self, now: datetime, lease_s: float, limit: int = 50) -> list[OutboxRow]:
+        """Due rows, oldest first, leased to this process so another replica skips them.
+
+        Only the oldest pending row of each (receiver, incident) is handed out, so
+        a message's update never overtakes the message itself."""
+        stamp = iso(now)
+        until = iso(datetime.fromtimestamp(now.timestamp() + lease_s, now.tzinfo))
+        with self.engine.begin() as conn:
+            heads = (
+                select(func.min(outbox.c.id))
+                .where(~outbox.c.done)
+                .group_by(outbox.c.receiver, outbox.c.incident_id)
+            )
+            rows = conn.execute(
+                select(outbox)
+                .where(
+                    outbox.c.id.in_(heads),
+                    outbox.c.due_at <= stamp,
+                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp),
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            ).all()
+            claimed = []
+            for r in rows:
+                got = conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.id == r.id,
+                        or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp),
+                    )
+                    .values(claimed_until=until)
+                )
+                if got.rowcount:
+                    claimed.append(
+                        OutboxRow(
+                            r.id,
+                            r.receiver,
+                            r.incident_id,
+                            r.kind,
+                            r.payload,
+                            r.created_at,
+                            r.attempts,
+                        )
+                    )
+        return claimed
+
+    def finish(self, row_id: int, outcome: str, detail: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row_id)
+                .values(done=True, outcome=outcome, detail=detail, attempts=outbox.c.attempts + 1)
+            )
+
+    def retry_at(self, row_id: int, due: datetime, detail: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row_id)
+                .values(
+                    due_at=iso(due),
+                    claimed_until=None,
+                    detail=detail,
+                    attempts=outbox.c.attempts + 1,
                 )
             )
-        query = (
-            query.where(*conds)
-            .order_by(alerts.c.started_at.desc(), alerts.c.id.desc())
-            .limit(limit + 1)
-        )
+
+    def outbox_depth(self) -> int:
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        items = [dict(r.body) for r in rows[:limit]]
-        token = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            token = encode_cursor(last.started_at, last.id)
-        return items, token
+            return int(conn.execute(select(func.count()).where(~outbox.c.done)).scalar() or 0)
+
+    def outbox_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(outbox).order_by(outbox.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def delivery(self, receiver: str, incident_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            ref = conn.execute(
+                select(deliveries.c.ref).where(
+                    deliveries.c.receiver == receiver, deliveries.c.incident_id == incident_id
+                )
+            ).scalar()
+        return dict(ref) if ref is not None else None
+
+    def remember_delivery(self, receiver: str, incident_id: str, ref: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.receiver == receiver, deliveries.c.incident_id == incident_id)
+                .values(ref=dict(ref))
+            )
+            if done.rowcount == 0:
+                conn.execute(
+                    deliveries.insert().values(
+                        receiver=receiver, incident_id=incident_id, ref=dict(ref)
+                    )
+                )
+
+    # figures
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Alerts by status, by severity and by label (unlabelled as "none")."""
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for column in ("status", "severity", "label"):
+                rows = conn.execute(
+                    select(alerts.c[column], func.count()).group_by(alerts.c[column])
+                ).all()
+                out[column] = {(k if k is not None else "none"): int(n) for k, n in rows}
+        return out

@@ -6,12 +6,12 @@ argument; nothing below the composition roots reads the environment.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, PrivateAttr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.events import Topics
@@ -22,6 +22,17 @@ from services.detector.engine.evaluate import EngineSettings
 def env(name: str) -> AliasChoices:
     """The environment variable of a setting, exactly as documented (no prefixing)."""
     return AliasChoices(name)
+
+
+def known_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
+    return value
+
+
+PLACEHOLDERS = frozenset({"changeme", "change-me-please", "secret", "password", "token"})
 
 
 class OpswatchSettings(BaseSettings):
@@ -66,19 +77,50 @@ class OpswatchSettings(BaseSettings):
     min_slice_volume: Annotated[float, Field(ge=0)] = Field(
         30.0, validation_alias=env("OPSWATCH_MIN_SLICE_VOLUME")
     )
+    resolve_after: Annotated[int, Field(ge=1, le=288)] = Field(
+        3, validation_alias=env("OPSWATCH_RESOLVE_AFTER")
+    )
+    alerting_config: Path | None = Field(None, validation_alias=env("OPSWATCH_ALERTING_CONFIG"))
+    api_write_token: SecretStr | None = Field(
+        None, validation_alias=env("OPSWATCH_API_WRITE_TOKEN")
+    )
+    api_write_token_file: Path | None = Field(
+        None, validation_alias=env("OPSWATCH_API_WRITE_TOKEN_FILE")
+    )
+    api_read_token: SecretStr | None = Field(None, validation_alias=env("OPSWATCH_API_READ_TOKEN"))
+    api_read_token_file: Path | None = Field(
+        None, validation_alias=env("OPSWATCH_API_READ_TOKEN_FILE")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=env("OPSWATCH_SLACK_SIGNING_SECRET")
+    )
+    slack_signing_secret_file: Path | None = Field(
+        None, validation_alias=env("OPSWATCH_SLACK_SIGNING_SECRET_FILE")
+    )
+    alert_cooldown: timedelta = Field(
+        timedelta(minutes=30), validation_alias=env("OPSWATCH_ALERT_COOLDOWN")
+    )
+    flap_window: timedelta = Field(timedelta(hours=2), validation_alias=env("OPSWATCH_FLAP_WINDOW"))
+    flap_count: Annotated[int, Field(ge=2)] = Field(3, validation_alias=env("OPSWATCH_FLAP_COUNT"))
+    group_wait: timedelta = Field(
+        timedelta(seconds=30), validation_alias=env("OPSWATCH_GROUP_WAIT")
+    )
+    group_interval: timedelta = Field(
+        timedelta(minutes=5), validation_alias=env("OPSWATCH_GROUP_INTERVAL")
+    )
+    repeat_interval: timedelta = Field(
+        timedelta(hours=4), validation_alias=env("OPSWATCH_REPEAT_INTERVAL")
+    )
+    incident_window: timedelta = Field(
+        timedelta(minutes=30), validation_alias=env("OPSWATCH_INCIDENT_WINDOW")
+    )
+    digest_at: time | None = Field(None, validation_alias=env("OPSWATCH_DIGEST_AT"))
     log_level: str = Field("INFO", validation_alias=env("OPSWATCH_LOG_LEVEL"))
     topic_namespace: str = Field(
         "opswatch", pattern=r"^[A-Za-z0-9_-]+$", validation_alias=env("OPSWATCH_TOPIC_NAMESPACE")
     )
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (KeyError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
-        return value
+    _known_timezone = field_validator("timezone")(known_timezone)
 
     @field_validator("window")
     @classmethod
@@ -86,6 +128,27 @@ class OpswatchSettings(BaseSettings):
         seconds = value.total_seconds()
         if seconds < 60 or seconds % 60 or 86400 % seconds:
             raise ValueError("must be whole minutes that divide a day, e.g. PT5M")
+        return value
+
+    @field_validator("api_write_token", "api_read_token", "slack_signing_secret")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (
+            len(value.get_secret_value()) < 16 or value.get_secret_value() in PLACEHOLDERS
+        ):
+            raise ValueError("must be a real secret of at least 16 characters")
+        return value
+
+    def secret(self, name: str) -> SecretStr | None:
+        """A secret from its variable or, failing that, from the file its _FILE names."""
+        value: SecretStr | None = getattr(self, name)
+        path: Path | None = getattr(self, f"{name}_file")
+        if value is None and path is not None:
+            try:
+                text = path.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read the {name} file {path}: {exc.strerror}") from None
+            value = self._no_placeholder(SecretStr(text))
         return value
 
     def engine(self) -> EngineSettings:
@@ -96,6 +159,7 @@ class OpswatchSettings(BaseSettings):
             timezone=self.timezone,
             max_slices=self.max_slices,
             min_slice_volume=self.min_slice_volume,
+            resolve_after=self.resolve_after,
         )
 
     def topics(self) -> Topics:

@@ -157,3 +157,38 @@ class Alert(BaseModel):
     config_version: str | None = None
     drivers: list[Driver] | None = None
     breakdown: Breakdown | None = None
+    # the lifecycle, as the alert API serves an alert (the detector leaves them out)
+    last_seen: Timestamp | None = None
+    peak_score: Annotated[float, Field(ge=0, le=1)] | None = None
+    peak_severity: Literal["critical", "warning", "info"] | None = None
+    acknowledged_at: Timestamp | None = None
+    snoozed_until: Timestamp | None = None
+    snoozed_until_resolved: bool | None = None
+    label: Literal["true_positive", "false_positive", "expected"] | None = None
+    flapping: bool | None = None
+    reopens: Annotated[int, Field(ge=0)] | None = None
+    incident_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
+
+
+class Incident(BaseModel):
+    """Alerts that share a cause, as GET /v1/incidents serves them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    family: str
+    status: Literal["firing", "acknowledged", "resolved"]
+    severity: Literal["critical", "warning", "info"]
+    title: str
+    metric: str
+    slice: AlertSlice
+    alert_ids: list[str]
+    alerts: Annotated[int, Field(ge=1)]
+    opened_at: Timestamp
+    started_at: Timestamp
+    updated_at: Timestamp
+    acknowledged_at: Timestamp | None
+    resolved_at: Timestamp | None
+    snoozed: bool
+    flapping: bool
+    notified_status: Literal["firing", "acknowledged", "resolved"] | None

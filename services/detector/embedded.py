@@ -10,6 +10,7 @@ the end, then keeps going in real time.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,10 +20,12 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
+from services.alerting.api.deps import Auth
 from services.alerting.app import create_app
 from services.alerting.intake import AlertIntake
-from services.alerting.store import AlertStore
+from services.alerting.runtime import Runtime
 from services.common.config import OpswatchSettings
 from services.common.events import event_time, leaf_of
 from services.common.simulator import Incident, Simulator
@@ -55,6 +58,7 @@ class DemoPlan:
 
 def run_embedded(
     settings: OpswatchSettings,
+    alerting: Runtime,
     on_alert: Callable[[Mapping[str, Any]], None],
     on_progress: Callable[[str], None],
     run_for: timedelta | None = None,
@@ -63,9 +67,14 @@ def run_embedded(
 ) -> None:
     now = datetime.now(UTC)
     plan = DemoPlan.around(now)
-    registry = CollectorRegistry()
-    store = AlertStore(settings.database_url)
-    app = create_app(store, registry)
+    write_token = alerting.auth.write_token or SecretStr(secrets.token_urlsafe(24))
+    app = create_app(
+        alerting.book,
+        CollectorRegistry(),
+        senders=alerting.senders,
+        auth=Auth(write_token, alerting.auth.read_token),
+        slack_signing_secret=settings.secret("slack_signing_secret"),
+    )
     intake: AlertIntake = app.state.intake
     server = uvicorn.Server(
         uvicorn.Config(
@@ -79,6 +88,12 @@ def run_embedded(
         f"replaying traffic from {plan.start:%Y-%m-%d %H:%M} UTC with a payment incident in "
         f"region=na,channel=web from {plan.incident.start:%H:%M} UTC for 1h, then live"
     )
+    if alerting.auth.write_token is None:
+        on_progress(
+            "acknowledge, resolve, snooze and label with "
+            f"'Authorization: Bearer {write_token.get_secret_value()}' "
+            "(a token for this run; set OPSWATCH_API_WRITE_TOKEN for your own)"
+        )
     engine = Engine(settings.catalog(), settings.engine())
     sim = Simulator(
         plan.start,

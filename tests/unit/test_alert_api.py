@@ -1,56 +1,56 @@
-"""The alert store and GET /v1/alerts over a real SQLite database."""
+"""The alert API over a real SQLite database: reads, writes, tokens, Slack buttons."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
+from services.alerting.api.deps import Auth
 from services.alerting.app import create_app
+from services.alerting.book import AlertBook
+from services.alerting.routing import AlertingConfig, Routing
+from services.alerting.runtime import wall_clock
 from services.alerting.store import AlertStore
-from services.detector.engine.explain import alert_id, fingerprint
+from tests.factories import detector_update
+
+WRITE = "w" * 24
+READ = "r" * 24
+SIGNING = "s" * 32
 
 
 def alert(
     metric: str = "conversion_rate", slice_: dict[str, str] | None = None, **over: Any
 ) -> dict[str, Any]:
-    slice_ = {"region": "eu", "channel": "web"} if slice_ is None else slice_
-    key = ",".join(f"{k}={v}" for k, v in slice_.items()) or "*"
-    fp = fingerprint(metric, key)
-    started = over.pop("started", 1772470800)
-    body = {
-        "id": alert_id(fp, started),
-        "fingerprint": fp,
-        "metric": metric,
-        "slice": slice_,
-        "window_start": "2026-03-02T17:00:00Z",
-        "window_end": "2026-03-02T17:05:00Z",
-        "direction": "down",
-        "observed": 0.01,
-        "expected": 0.07,
-        "expected_low": 0.05,
-        "expected_high": 0.09,
-        "n": 400.0,
-        "p_value": 1e-9,
-        "score": 0.9,
-        "severity": "critical",
-        "status": "firing",
-        "started_at": f"2026-03-02T17:{started % 3600 // 60:02d}:00Z",
-        "updated_at": "2026-03-02T17:05:00Z",
-        "resolved_at": None,
-        "windows": 1,
-    }
-    body.update(over)
-    return body
+    return detector_update(metric, slice_, **over)
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
-    return TestClient(create_app(store, CollectorRegistry()))
+    families = {"conversion_rate": "conversion", "gmv": "orders"}
+    book = AlertBook(
+        AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}"),
+        families,
+        Routing(AlertingConfig(), families),
+        wall_clock,
+    )
+    return TestClient(
+        create_app(
+            book,
+            CollectorRegistry(),
+            auth=Auth(SecretStr(WRITE)),
+            slack_signing_secret=SecretStr(SIGNING),
+        )
+    )
 
 
 def intake(client: TestClient, body: dict[str, Any]) -> str:
@@ -95,8 +95,8 @@ def test_filters_by_status_metric_and_slice_dimension(client: TestClient) -> Non
 
 
 def test_pages_cover_every_alert_once(client: TestClient) -> None:
-    for minute in range(23):
-        intake(client, alert(started=1772470800 + 60 * minute))
+    for n in range(23):
+        intake(client, alert(slice_={"region": f"r{n}"}))
     seen: list[str] = []
     token = None
     while True:
@@ -126,3 +126,127 @@ def test_errors_are_problem_details(client: TestClient, path: str, status: int) 
     assert resp.status_code == status
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["status"] == status
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_writes_need_the_write_token(client: TestClient) -> None:
+    body = alert()
+    intake(client, body)
+    for headers in ({}, bearer("x" * 24), bearer(READ)):
+        resp = client.post(f"/v1/alerts/{body['id']}/acknowledge", headers=headers)
+        assert resp.status_code == 401
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert resp.headers["content-type"] == "application/problem+json"
+    resp = client.post(f"/v1/alerts/{body['id']}/acknowledge", headers=bearer(WRITE))
+    assert resp.status_code == 200 and resp.json()["status"] == "acknowledged"
+
+
+def test_a_read_token_guards_reads_when_set(tmp_path: Path) -> None:
+    book = AlertBook(
+        AlertStore(f"sqlite:///{tmp_path / 'r.db'}"), {}, Routing(AlertingConfig(), {}), wall_clock
+    )
+    app = create_app(book, CollectorRegistry(), auth=Auth(SecretStr(WRITE), SecretStr(READ)))
+    with TestClient(app) as c:
+        assert c.get("/v1/alerts").status_code == 401
+        assert c.get("/v1/alerts", headers=bearer(READ)).status_code == 200
+        assert c.get("/v1/incidents", headers=bearer(WRITE)).status_code == 200
+
+
+def test_lifecycle_over_http_with_409_for_illegal_moves(client: TestClient) -> None:
+    body = alert()
+    intake(client, body)
+    url = f"/v1/alerts/{body['id']}"
+    snoozed = client.post(f"{url}/snooze", json={}, headers=bearer(WRITE)).json()
+    assert snoozed["snoozed_until_resolved"] is True
+    assert client.post(f"{url}/resolve", headers=bearer(WRITE)).json()["status"] == "resolved"
+    for action in ("resolve", "acknowledge"):
+        resp = client.post(f"{url}/{action}", headers=bearer(WRITE))
+        assert resp.status_code == 409
+        assert resp.json()["title"] == "Illegal transition"
+    resp = client.post(
+        f"{url}/snooze", json={"until": "2020-01-01T00:00:00Z"}, headers=bearer(WRITE)
+    )
+    assert resp.status_code == 409
+    resp = client.post(f"{url}/label", json={"label": "nonsense"}, headers=bearer(WRITE))
+    assert resp.status_code == 422
+    missing = client.post("/v1/alerts/" + "0" * 32 + "/resolve", headers=bearer(WRITE))
+    assert missing.status_code == 404
+
+
+def test_labels_feed_precision_in_stats_and_metrics(client: TestClient) -> None:
+    bodies = [alert(slice_={"region": f"r{n}"}) for n in range(4)]
+    for body in bodies:
+        intake(client, body)
+    for body, label in zip(bodies, ["true_positive", "expected", "false_positive"], strict=False):
+        resp = client.post(
+            f"/v1/alerts/{body['id']}/label", json={"label": label}, headers=bearer(WRITE)
+        )
+        assert resp.json()["label"] == label
+    stats = client.get("/v1/stats").json()
+    assert stats["labelled"] == 3 and stats["precision"] == pytest.approx(2 / 3)
+    assert stats["alerts_by_status"] == {"firing": 4}
+    assert "opswatch_alerting_label_precision_ratio 0.666" in client.get("/metrics").text
+    labelled = client.get("/v1/alerts", params={"label": "false_positive"}).json()["items"]
+    assert [a["id"] for a in labelled] == [bodies[2]["id"]]
+
+
+def test_incidents_are_listed_and_served_one_by_one(client: TestClient) -> None:
+    intake(client, alert(slice_={}))
+    intake(client, alert(slice_={"region": "na"}))
+    intake(client, alert(metric="gmv", slice_={"region": "na"}))
+    page = client.get("/v1/incidents", params={"limit": 1}).json()
+    assert len(page["items"]) == 1 and page["next_page_token"]
+    every = client.get("/v1/incidents").json()["items"]
+    assert sorted(i["alerts"] for i in every) == [1, 2]
+    one = client.get(f"/v1/incidents/{every[0]['id']}").json()
+    assert one == every[0]
+    assert client.get("/v1/incidents/" + "0" * 32).status_code == 404
+    alerts = client.get("/v1/alerts", params={"incident_id": one["id"]}).json()["items"]
+    assert len(alerts) == one["alerts"]
+
+
+def slack_request(payload: dict[str, Any], secret: str = SIGNING, skew: int = 0) -> dict[str, Any]:
+    body = urlencode({"payload": orjson.dumps(payload).decode()})
+    stamp = str(int(time.time()) + skew)
+    sig = hmac.new(secret.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "content": body,
+        "headers": {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": stamp,
+            "x-slack-signature": f"v0={sig}",
+        },
+    }
+
+
+def button(action: str, incident_id: str) -> dict[str, Any]:
+    return {
+        "type": "block_actions",
+        "user": {"id": "U1", "username": "alice"},
+        "actions": [{"action_id": action, "value": incident_id, "type": "button"}],
+    }
+
+
+def test_slack_buttons_act_on_the_incident_only_when_signed(client: TestClient) -> None:
+    intake(client, alert(slice_={}))
+    intake(client, alert(slice_={"region": "na"}))
+    [incident] = client.get("/v1/incidents").json()["items"]
+    url = "/v1/slack/interactions"
+    for bad in (
+        slack_request(button("acknowledge", incident["id"]), secret="t" * 32),
+        slack_request(button("acknowledge", incident["id"]), skew=-301),
+    ):
+        assert client.post(url, **bad).status_code == 401
+    assert client.get(f"/v1/incidents/{incident['id']}").json()["status"] == "firing"
+    resp = client.post(url, **slack_request(button("acknowledge", incident["id"])))
+    assert resp.status_code == 200 and resp.json()["alerts"] == 2
+    assert client.get(f"/v1/incidents/{incident['id']}").json()["status"] == "acknowledged"
+    resp = client.post(url, **slack_request(button("false_alarm", incident["id"])))
+    assert resp.status_code == 200
+    after = client.get("/v1/alerts").json()["items"]
+    assert {(a["status"], a["label"]) for a in after} == {("resolved", "false_positive")}
+    gone = client.post(url, **slack_request(button("snooze", "0" * 32)))
+    assert gone.status_code == 404

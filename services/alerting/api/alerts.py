@@ -1,18 +1,23 @@
-"""GET /v1/alerts and GET /v1/alerts/{id}."""
+"""/v1/alerts: list, get one, and people's actions on one."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from services.alerting.store import AlertFilter, AlertStore, CursorError
+from services.alerting.api.deps import BookDep, ReadAuth, StoreDep, WriteAuth
+from services.alerting.book import NotFoundError
+from services.alerting.lifecycle import IllegalTransitionError
+from services.alerting.store import AlertFilter, CursorError
 from services.common.contracts import Alert
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+READ_ERRORS = problem_responses(401)
+WRITE_ERRORS = problem_responses(401, 404, 409, 422)
 
 
 class AlertPage(BaseModel):
@@ -20,20 +25,36 @@ class AlertPage(BaseModel):
     next_page_token: str | None
 
 
-def get_store(request: Request) -> AlertStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+class SnoozeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    until: AwareDatetime | None = Field(
+        None, description="when the snooze ends; leave out to snooze until the alert resolves"
+    )
 
 
-StoreDep = Annotated[AlertStore, Depends(get_store)]
+class LabelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal["true_positive", "false_positive", "expected"]
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@router.get("", response_model=AlertPage, responses=problem_responses(400, 422))
+def page_error(exc: CursorError) -> ProblemError:
+    return ProblemError(400, "Invalid page token", str(exc))
+
+
+@router.get(
+    "",
+    response_model=AlertPage,
+    dependencies=[ReadAuth],
+    responses=problem_responses(400, 401, 422),
+)
 def list_alerts(
     store: StoreDep,
     status: Literal["firing", "acknowledged", "resolved"] | None = None,
@@ -42,6 +63,8 @@ def list_alerts(
     region: str | None = None,
     channel: str | None = None,
     platform: str | None = None,
+    incident_id: str | None = None,
+    label: Literal["true_positive", "false_positive", "expected"] | None = None,
     since: Annotated[AwareDatetime | None, Query(description="updated at or after")] = None,
     until: Annotated[AwareDatetime | None, Query(description="started at or before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -49,17 +72,88 @@ def list_alerts(
 ) -> AlertPage:
     """Alerts, newest first. A slice dimension filter matches alerts of slices that fix
     that dimension to the value (region=eu finds eu, eu/web, eu/web/ios, ...)."""
-    flt = AlertFilter(status, severity, metric, region, channel, platform, _iso(since), _iso(until))
+    flt = AlertFilter(
+        status,
+        severity,
+        metric,
+        region,
+        channel,
+        platform,
+        iso(since),
+        iso(until),
+        incident_id,
+        label,
+    )
     try:
-        items, token = store.list(flt, limit, page_token)
+        items, token = store.list_alerts(flt, limit, page_token)
     except CursorError as exc:
-        raise ProblemError(400, "Invalid page token", str(exc)) from None
+        raise page_error(exc) from None
     return AlertPage(items=[Alert.model_validate(i) for i in items], next_page_token=token)
 
 
-@router.get("/{alert_id}", response_model=Alert, responses=problem_responses(404))
+@router.get(
+    "/{alert_id}",
+    response_model=Alert,
+    dependencies=[ReadAuth],
+    responses=problem_responses(401, 404),
+)
 def get_alert(alert_id: str, store: StoreDep) -> Alert:
     body = store.get(alert_id)
     if body is None:
         raise ProblemError(404, "Alert not found", f"no alert with id {alert_id!r}")
     return Alert.model_validate(body)
+
+
+def _act(book: BookDep, alert_id: str, action: str, **kwargs: object) -> Alert:
+    try:
+        body = book.act(alert_id, action, **kwargs)  # type: ignore[arg-type]
+    except NotFoundError:
+        raise ProblemError(404, "Alert not found", f"no alert with id {alert_id!r}") from None
+    except IllegalTransitionError as exc:
+        raise ProblemError(409, "Illegal transition", str(exc)) from None
+    return Alert.model_validate(body)
+
+
+@router.post(
+    "/{alert_id}/acknowledge",
+    response_model=Alert,
+    dependencies=[WriteAuth],
+    responses=WRITE_ERRORS,
+)
+def acknowledge(alert_id: str, book: BookDep) -> Alert:
+    """Someone is on it: stops reminders; 409 if the alert is resolved."""
+    return _act(book, alert_id, "acknowledge")
+
+
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=Alert,
+    dependencies=[WriteAuth],
+    responses=WRITE_ERRORS,
+)
+def resolve(alert_id: str, book: BookDep) -> Alert:
+    """Close the alert by hand; 409 if it is resolved already."""
+    return _act(book, alert_id, "resolve")
+
+
+@router.post(
+    "/{alert_id}/snooze",
+    response_model=Alert,
+    dependencies=[WriteAuth],
+    responses=WRITE_ERRORS,
+)
+def snooze(alert_id: str, request: SnoozeRequest, book: BookDep) -> Alert:
+    """No notifications until ``until`` (or until the alert resolves, whose resolve is
+    still announced); 409 if resolved or if ``until`` is not in the future."""
+    return _act(book, alert_id, "snooze", until=request.until)
+
+
+@router.post(
+    "/{alert_id}/label",
+    response_model=Alert,
+    dependencies=[WriteAuth],
+    responses=WRITE_ERRORS,
+)
+def label(alert_id: str, request: LabelRequest, book: BookDep) -> Alert:
+    """Whether the alert was right: feeds the precision in /v1/stats and the metrics."""
+    return _act(book, alert_id, "label", label=request.label)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# alertmanager.sh — run a real Prometheus Alertmanager (Debian's prometheus-alertmanager,
+# 0.25 on bookworm) on 127.0.0.1 for the tests, its cluster listener off.
+#
+#   usage: alertmanager.sh up|down|status
+#
+# Environment:
+#   OPSWATCH_CACHE               cache dir (default: <repo>/.cache)
+#   ALERTMANAGER_PORT            API port (default 9095; Kafka's controller has 9093)
+#   ALERTMANAGER_WEBHOOK_URL     where it routes every alert (default http://127.0.0.1:9099/hook)
+#
+# The package is installed with apt-get when missing, with its service kept from
+# starting. `up` writes a config routing everything to the webhook (group_wait 1s,
+# send_resolved), starts on a fresh storage dir and waits for /-/ready.
+# Exit codes: 0 ok / running, 1 error, 3 stopped (status).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
+PORT="${ALERTMANAGER_PORT:-9095}"
+WEBHOOK="${ALERTMANAGER_WEBHOOK_URL:-http://127.0.0.1:9099/hook}"
+DIR="${OPSWATCH_CACHE:-$REPO/.cache}/alertmanager-$PORT"
+BIN=/usr/bin/prometheus-alertmanager
+PID_FILE="$DIR/alertmanager.pid"
+URL="http://127.0.0.1:$PORT"
+
+die() { echo "alertmanager.sh: $*" >&2; exit 1; }
+
+running() { [[ -f "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
+
+ready() { python3 -c "import urllib.request,sys; urllib.request.urlopen('$URL/-/ready', timeout=2)" 2>/dev/null; }
+
+install() {
+  [[ -x "$BIN" ]] && return
+  [[ "$(id -u)" == 0 ]] || die "prometheus-alertmanager is not installed and this is not root: apt-get install prometheus-alertmanager"
+  echo "installing prometheus-alertmanager from Debian's packages"
+  local policy=/usr/sbin/policy-rc.d created=0 rc=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+  fi
+  mkdir -p "$DIR"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager \
+      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager; }
+  } >"$DIR/apt.log" 2>&1 || rc=$?
+  ((created)) && rm -f "$policy"
+  ((rc == 0)) || die "apt-get install failed; see $DIR/apt.log"
+}
+
+up() {
+  if running; then echo "alertmanager already running on $URL"; return; fi
+  install
+  rm -rf "$DIR/data" && mkdir -p "$DIR/data"
+  cat >"$DIR/alertmanager.yml" <<YAML
+route:
+  receiver: opswatch-test
+  group_by: ['...']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: opswatch-test
+    webhook_configs:
+      - url: '$WEBHOOK'
+        send_resolved: true
+YAML
+  "$BIN" --config.file="$DIR/alertmanager.yml" --storage.path="$DIR/data" \
+    --web.listen-address="127.0.0.1:$PORT" --web.external-url="$URL" \
+    --cluster.listen-address= >"$DIR/alertmanager.log" 2>&1 &
+  echo $! >"$PID_FILE"
+  for _ in $(seq 1 60); do
+    if ready; then echo "alertmanager $("$BIN" --version 2>&1 | awk 'NR==1{print $3}') up on $URL"; return; fi
+    running || die "exited during start-up; see $DIR/alertmanager.log"
+    sleep 0.5
+  done
+  die "not ready after 30 s; see $DIR/alertmanager.log"
+}
+
+down() {
+  if running; then kill "$(cat "$PID_FILE")"; echo "alertmanager on $URL stopped"; fi
+  rm -f "$PID_FILE"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) if running; then echo "running on $URL"; else echo stopped; exit 3; fi ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 1 ;;
+esac

@@ -1,0 +1,246 @@
+"""What each receiver is sent for an incident notice. Pure: notice in, payload out.
+
+A notice is what the outbox keeps: the kind (trigger, update, acknowledge,
+repeat, resolve, push), the incident and its alerts as the API shows them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+COLOURS = {"critical": "#E01E5A", "warning": "#ECB22E", "info": "#36C5F0", "resolved": "#2EB67D"}
+PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
+_MENTION = re.compile(r"@(?=\w)")
+
+
+@dataclass(frozen=True)
+class Links:
+    public_url: str
+    grafana_url: str | None = None
+    runbook_url: str | None = None
+
+    def alert(self, alert_id: str) -> str:
+        return f"{self.public_url.rstrip('/')}/v1/alerts/{alert_id}"
+
+    def incident(self, incident_id: str) -> str:
+        return f"{self.public_url.rstrip('/')}/v1/incidents/{incident_id}"
+
+    def dashboard(self, alert: Mapping[str, Any]) -> str | None:
+        if not self.grafana_url:
+            return None
+        query = {"var-metric": alert["metric"]}
+        query.update({f"var-{k}": v for k, v in alert["slice"].items()})
+        sep = "&" if "?" in self.grafana_url else "?"
+        return f"{self.grafana_url}{sep}{urlencode(query)}"
+
+    def runbook(self, metric: str) -> str | None:
+        return self.runbook_url.format(metric=metric) if self.runbook_url else None
+
+
+def escape(text: str) -> str:
+    """Text from events and configuration, made inert for Slack: no markup, no
+    links and no mentions (``<!channel>``, ``@channel``, ``<@U123>``)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub("@\u200b", text)
+
+
+def where(slice_: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in slice_.items()) or "all-up"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def headline(notice: Mapping[str, Any]) -> str:
+    incident = notice["incident"]
+    lead = notice["alerts"][0]
+    state = {
+        "resolved": "RESOLVED",
+        "acknowledged": "ACKNOWLEDGED",
+    }.get(incident["status"], incident["severity"].upper())
+    return (
+        f"[{state}] {lead['metric']} {'dropped' if lead['direction'] == 'down' else 'rose'} "
+        f"in {where(lead['slice'])}: observed {_num(lead['observed'])}, expected "
+        f"{_num(lead['expected'])} ({_num(lead['expected_low'])}-{_num(lead['expected_high'])})"
+    )
+
+
+def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
+    """Block Kit in a coloured attachment, with a plain-text fallback."""
+    incident = notice["incident"]
+    alerts: Sequence[Mapping[str, Any]] = notice["alerts"]
+    lead = alerts[0]
+    colour = COLOURS["resolved" if incident["status"] == "resolved" else incident["severity"]]
+    fields = [
+        ("Metric", escape(lead["metric"])),
+        ("Slice", escape(where(lead["slice"]))),
+        ("Observed", f"{_num(lead['observed'])} (n={_num(lead.get('n'))})"),
+        (
+            "Expected",
+            f"{_num(lead['expected'])} [{_num(lead['expected_low'])}, "
+            f"{_num(lead['expected_high'])}]",
+        ),
+        ("Since", lead["started_at"]),
+        ("Status", incident["status"] + (" (snoozed)" if incident.get("snoozed") else "")),
+    ]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*{escape(headline(notice))}*"},
+        },
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields],
+        },
+    ]
+    drivers = lead.get("drivers") or []
+    if drivers:
+        text = "; ".join(
+            f"{escape(where(d['slice']))} {_num(d.get('observed'))} vs {_num(d.get('expected'))}"
+            for d in drivers[:5]
+        )
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Drivers: {text}"}]}
+        )
+    if len(alerts) > 1:
+        more = "; ".join(
+            f"{escape(a['metric'])} in {escape(where(a['slice']))} ({a['status']})"
+            for a in alerts[1:6]
+        )
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"Also in this incident: {more}"}],
+            }
+        )
+    if notice.get("flapping") or incident.get("flapping"):
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": "Flapping: further flips are not notified"}
+                ],
+            }
+        )
+    link_items = [("Alert", links.alert(lead["id"]))]
+    dashboard = links.dashboard(lead)
+    if dashboard:
+        link_items.append(("Dashboard", dashboard))
+    runbook = links.runbook(lead["metric"])
+    if runbook:
+        link_items.append(("Runbook", runbook))
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": " | ".join(f"<{u}|{n}>" for n, u in link_items)}
+            ],
+        }
+    )
+    if incident["status"] != "resolved":
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "opswatch_actions",
+                "elements": [
+                    _button("acknowledge", "Acknowledge", incident["id"], "primary"),
+                    _button("snooze", "Snooze 1h", incident["id"], None),
+                    _button("false_alarm", "False alarm", incident["id"], "danger"),
+                ],
+            }
+        )
+    return {"text": escape(headline(notice)), "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def _button(action: str, text: str, value: str, style: str | None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action,
+        "value": value,
+        "text": {"type": "plain_text", "text": text},
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def slack_reply(notice: Mapping[str, Any]) -> str:
+    incident = notice["incident"]
+    if notice["kind"] == "resolve":
+        return f"Resolved at {incident.get('resolved_at') or notice['accepted_at']}."
+    return f"Acknowledged at {incident.get('acknowledged_at') or notice['accepted_at']}."
+
+
+def alertmanager_alerts(notice: Mapping[str, Any], links: Links) -> list[dict[str, Any]]:
+    """Labels identify (metric, slice, severity), annotations inform."""
+    out = []
+    for alert in notice["alerts"]:
+        labels = {
+            "alertname": "OpswatchAnomaly",
+            "metric": alert["metric"],
+            "severity": alert["peak_severity"],
+            "fingerprint": alert["fingerprint"],
+            **alert["slice"],
+        }
+        annotations = {
+            "summary": f"{alert['metric']} {alert['direction']} in {where(alert['slice'])}",
+            "description": (
+                f"observed {_num(alert['observed'])}, expected {_num(alert['expected'])} "
+                f"[{_num(alert['expected_low'])}, {_num(alert['expected_high'])}], "
+                f"n={_num(alert.get('n'))}, score {alert['score']:.2f}"
+            ),
+            "incident_id": notice["incident"]["id"],
+            "alert_id": alert["id"],
+        }
+        dashboard = links.dashboard(alert)
+        if dashboard:
+            annotations["dashboard"] = dashboard
+        runbook = links.runbook(alert["metric"])
+        if runbook:
+            annotations["runbook_url"] = runbook
+        body: dict[str, Any] = {
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": alert["started_at"],
+            "generatorURL": links.alert(alert["id"]),
+        }
+        if alert["status"] == "resolved":
+            body["endsAt"] = alert["resolved_at"]
+        out.append(body)
+    return out
+
+
+def pagerduty_event(notice: Mapping[str, Any], routing_key: str, links: Links) -> dict[str, Any]:
+    incident = notice["incident"]
+    action = {"acknowledge": "acknowledge", "resolve": "resolve"}.get(notice["kind"], "trigger")
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": incident["id"],
+    }
+    if action == "trigger":
+        lead = notice["alerts"][0]
+        event["payload"] = {
+            "summary": headline(notice)[:1024],
+            "source": "opswatch",
+            "severity": PAGERDUTY_SEVERITY[incident["severity"]],
+            "timestamp": lead["started_at"],
+            "component": lead["metric"],
+            "group": incident["family"],
+            "class": lead["direction"],
+            "custom_details": {
+                "slice": lead["slice"],
+                "observed": lead["observed"],
+                "expected": lead["expected"],
+                "expected_low": lead["expected_low"],
+                "expected_high": lead["expected_high"],
+                "alerts": [a["id"] for a in notice["alerts"]],
+            },
+        }
+        event["links"] = [{"href": links.incident(incident["id"]), "text": "opswatch incident"}]
+    return event

@@ -1,0 +1,347 @@
+"""Sending what the outbox accepted: one sender per receiver, a dispatcher loop.
+
+A sender answers Sent, Retry (after a delay: 429 with its Retry-After, 5xx and
+network failures with exponential backoff) or Failed (any other 4xx: logged,
+counted, not retried). Slack receivers are paced to about one message per
+second each. A row stays in the outbox until it is sent or has failed, so a
+notification accepted before a crash is sent after the restart; rows are
+leased, so several replicas share the outbox without sending a row twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from urllib.error import URLError
+
+import httpx
+import orjson
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
+
+from services.alerting import messages
+from services.alerting.book import AlertBook
+from services.alerting.lifecycle import parse_time
+from services.alerting.metrics import Metrics
+from services.alerting.routing import (
+    AlertingConfig,
+    Alertmanager,
+    PagerDuty,
+    ReceiverConfig,
+    SlackBot,
+    SlackWebhook,
+    Webhook,
+)
+from services.alerting.store import AlertStore, OutboxRow
+
+log = logging.getLogger(__name__)
+
+# slack_sdk logs request bodies and webhook URLs (a secret) at DEBUG, and retries at INFO
+logging.getLogger("slack_sdk").setLevel(logging.WARNING)
+
+MAX_ATTEMPTS = 12
+SLACK_PACE_S = 1.0
+TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Sent:
+    ref: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    detail: str
+    after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    detail: str
+
+
+Result = Sent | Retry | Failed
+
+
+def by_status(status: int, detail: str, retry_after: str | None) -> Result:
+    if 200 <= status < 300:
+        return Sent()
+    if status == 429:
+        return Retry(f"429 {detail}", _seconds(retry_after))
+    if status >= 500:
+        return Retry(f"{status} {detail}")
+    return Failed(f"{status} {detail}")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Sender(Protocol):
+    paced: bool
+
+    def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result: ...
+
+
+class SlackWebhookSender:
+    paced = True
+
+    def __init__(self, config: SlackWebhook, links: messages.Links) -> None:
+        self.client = WebhookClient(
+            config.url.resolve(f"receiver {config.name}").get_secret_value(),
+            timeout=int(TIMEOUT_S),
+            retry_handlers=[],
+        )
+        self.links = links
+
+    def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
+        try:
+            resp = self.client.send_dict(messages.slack_message(row.payload, self.links))
+        except (URLError, TimeoutError, ConnectionError) as exc:
+            return Retry(f"network: {type(exc).__name__}")
+        return by_status(resp.status_code, str(resp.body)[:200], resp.headers.get("Retry-After"))
+
+
+class SlackBotSender:
+    """chat.postMessage for a new incident; chat.update for every change after, and
+    a thread reply when it is acknowledged or resolved."""
+
+    paced = True
+
+    def __init__(self, config: SlackBot, links: messages.Links) -> None:
+        self.client = WebClient(
+            token=config.token.resolve(f"receiver {config.name}").get_secret_value(),
+            base_url=config.api_url,
+            timeout=int(TIMEOUT_S),
+            retry_handlers=[],
+        )
+        self.channel = config.channel
+        self.links = links
+
+    def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
+        message = messages.slack_message(row.payload, self.links)
+        try:
+            if ref is None:
+                resp = self.client.chat_postMessage(channel=self.channel, **message)
+                ref = {"channel": resp["channel"], "ts": resp["ts"]}
+            else:
+                self.client.chat_update(channel=ref["channel"], ts=ref["ts"], **message)
+            if row.kind in ("acknowledge", "resolve"):
+                self.client.chat_postMessage(
+                    channel=ref["channel"],
+                    thread_ts=ref["ts"],
+                    text=messages.slack_reply(row.payload),
+                )
+        except SlackApiError as exc:
+            resp = exc.response
+            result = by_status(
+                resp.status_code if resp.status_code != 200 else 400,
+                str(resp.get("error")),
+                resp.headers.get("Retry-After"),
+            )
+            # a message posted before the failure is kept, so a retry updates it
+            return result if ref is None else _keeping(result, ref)
+        except (URLError, TimeoutError, ConnectionError) as exc:
+            return Retry(f"network: {type(exc).__name__}")
+        return Sent(ref)
+
+
+@dataclass(frozen=True)
+class RetryWithRef(Retry):
+    ref: Mapping[str, Any] | None = None
+
+
+def _keeping(result: Result, ref: Mapping[str, Any]) -> Result:
+    if isinstance(result, Retry):
+        return RetryWithRef(result.detail, result.after_s, ref)
+    return result
+
+
+class HttpSender:
+    paced = False
+
+    def __init__(self) -> None:
+        self.client = httpx.Client(timeout=TIMEOUT_S)
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Result:
+        try:
+            resp = self.client.post(
+                url, content=body, headers={"content-type": "application/json", **headers}
+            )
+        except httpx.TransportError as exc:
+            return Retry(f"network: {type(exc).__name__}")
+        return by_status(resp.status_code, resp.text[:200], resp.headers.get("retry-after"))
+
+
+class AlertmanagerSender(HttpSender):
+    """Every alert of the incident to every configured Alertmanager (API v2)."""
+
+    def __init__(self, config: Alertmanager, links: messages.Links) -> None:
+        super().__init__()
+        self.urls = [u.rstrip("/") + "/api/v2/alerts" for u in config.urls]
+        self.links = links
+
+    def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
+        body = orjson.dumps(messages.alertmanager_alerts(row.payload, self.links))
+        results = [self.post(url, body, {}) for url in self.urls]
+        for result in results:
+            if not isinstance(result, Sent):
+                return result
+        return Sent()
+
+
+class PagerDutySender(HttpSender):
+    def __init__(self, config: PagerDuty, links: messages.Links) -> None:
+        super().__init__()
+        self.url = config.url
+        self.key = config.routing_key.resolve(f"receiver {config.name}")
+        self.links = links
+
+    def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
+        event = messages.pagerduty_event(row.payload, self.key.get_secret_value(), self.links)
+        return self.post(self.url, orjson.dumps(event), {})
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=`` + hex HMAC-SHA256 of ``{timestamp}.{body}`` with the shared secret."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookSender(HttpSender):
+    def __init__(self, config: Webhook, clock: Callable[[], datetime]) -> None:
+        super().__init__()
+        self.url = config.url.resolve(f"receiver {config.name}")
+        self.secret = config.secret.resolve(f"receiver {config.name}")
+        self.clock = clock
+
+    def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
+        body = orjson.dumps(row.payload)
+        stamp = str(int(self.clock().timestamp()))
+        headers = {
+            "X-Opswatch-Timestamp": stamp,
+            "X-Opswatch-Signature": webhook_signature(self.secret.get_secret_value(), stamp, body),
+        }
+        return self.post(self.url.get_secret_value(), body, headers)
+
+
+def build_senders(config: AlertingConfig, clock: Callable[[], datetime]) -> dict[str, Sender]:
+    links = messages.Links(config.public_url, config.grafana_url, config.runbook_url)
+    out: dict[str, Sender] = {}
+    for receiver in config.receivers:
+        out[receiver.name] = _sender(receiver, links, clock)
+    return out
+
+
+def _sender(
+    receiver: ReceiverConfig, links: messages.Links, clock: Callable[[], datetime]
+) -> Sender:
+    if isinstance(receiver, SlackWebhook):
+        return SlackWebhookSender(receiver, links)
+    if isinstance(receiver, SlackBot):
+        return SlackBotSender(receiver, links)
+    if isinstance(receiver, Alertmanager):
+        return AlertmanagerSender(receiver, links)
+    if isinstance(receiver, PagerDuty):
+        return PagerDutySender(receiver, links)
+    return WebhookSender(receiver, clock)
+
+
+class Dispatcher:
+    """Plans incident notifications into the outbox and sends what is due."""
+
+    def __init__(
+        self,
+        book: AlertBook,
+        senders: Mapping[str, Sender],
+        metrics: Metrics,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.book = book
+        self.store: AlertStore = book.store
+        self.senders = senders
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self._next_slot: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("notification round failed; trying again")
+            self._stop.wait(self.interval_s)
+
+    def step(self) -> int:
+        """One round: plan, then send every due row; how many were sent."""
+        self.book.plan()
+        sent = 0
+        for row in self.store.claim(self.book.clock(), lease_s=60.0):
+            if self._stop.is_set():
+                break
+            sent += self._deliver(row)
+        self.metrics.outbox_depth.set(self.store.outbox_depth())
+        return sent
+
+    def _deliver(self, row: OutboxRow) -> int:
+        sender = self.senders.get(row.receiver)
+        if sender is None:
+            self.store.finish(row.id, "failed", "receiver no longer configured")
+            self.metrics.notifications.labels(row.receiver, "failed").inc()
+            return 0
+        if sender.paced:
+            wait = self._next_slot.get(row.receiver, 0.0) - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+            self._next_slot[row.receiver] = time.monotonic() + SLACK_PACE_S
+        ref = self.store.delivery(row.receiver, row.incident_id)
+        result = sender.send(row, ref)
+        now = self.book.clock()
+        if isinstance(result, Sent):
+            if result.ref is not None:
+                self.store.remember_delivery(row.receiver, row.incident_id, result.ref)
+            self.store.finish(row.id, "sent")
+            self.metrics.notifications.labels(row.receiver, "sent").inc()
+            self.metrics.latency.labels(row.receiver).observe(
+                max(0.0, (now - parse_time(row.created_at)).total_seconds())
+            )
+            return 1
+        if isinstance(result, RetryWithRef) and result.ref is not None:
+            self.store.remember_delivery(row.receiver, row.incident_id, result.ref)
+        if isinstance(result, Retry) and row.attempts + 1 < MAX_ATTEMPTS:
+            delay = result.after_s if result.after_s is not None else min(2.0**row.attempts, 300)
+            if result.after_s is not None:
+                self._next_slot[row.receiver] = time.monotonic() + delay
+            self.store.retry_at(row.id, now + timedelta(seconds=delay), result.detail)
+            self.metrics.notifications.labels(row.receiver, "retried").inc()
+            log.warning(
+                "notification to %s not sent (%s); retrying in %.1fs",
+                row.receiver,
+                result.detail,
+                delay,
+            )
+            return 0
+        self.store.finish(row.id, "failed", result.detail)
+        self.metrics.notifications.labels(row.receiver, "failed").inc()
+        log.warning("notification to %s failed for good: %s", row.receiver, result.detail)
+        return 0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 
@@ -67,6 +68,17 @@ def _alerting(settings: OpswatchSettings) -> Runtime:
     except (ConfigError, SchemaError, ValueError) as exc:
         err.print(f"[red]alerting configuration error[/]: {exc}")
         raise typer.Exit(2) from None
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        err.print(f"[red]not a time with an offset[/]: {text!r} (try 2026-03-02T17:00:00Z)")
+        raise typer.Exit(2)
+    return moment.astimezone(UTC)
 
 
 def _duration(text: str | None) -> timedelta | None:
@@ -155,6 +167,49 @@ def _run_all() -> None:
             child.terminate()
         for child in children:
             child.wait(timeout=30)
+
+
+@app.command()
+def digest(
+    hours: Annotated[float, typer.Option(min=1, max=24 * 31, help="how far back")] = 24.0,
+    until: Annotated[
+        str | None, typer.Option(help="end of the period, RFC 3339 (default: now)")
+    ] = None,
+    post: Annotated[
+        bool, typer.Option("--post", help="also post it to the digest receivers of the config")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown file")] = None,
+) -> None:
+    """The daily digest as Markdown: incidents, time to acknowledge and resolve, the KPIs
+    that moved most, label-based precision."""
+    from services.alerting import digest as daily
+    from services.alerting.metrics import Metrics
+    from services.alerting.notify import Dispatcher
+
+    settings = _settings()
+    runtime = _alerting(settings)
+    now = runtime.book.clock() if until is None else _moment(until)
+    text = daily.markdown(daily.build(runtime.book.store, now, hours))
+    if output:
+        output.write_text(text)
+    else:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+    if not post:
+        return
+    if runtime.config.digest is None:
+        err.print(
+            "[red]--post[/] needs a `digest:` section naming receivers in the alerting config"
+        )
+        raise typer.Exit(2)
+    day = f"{now:%Y-%m-%dT%H:%M}"  # a digest asked for by hand is never absorbed as a repeat
+    runtime.book.enqueue_digest(day, runtime.config.digest.receivers, text)
+    dispatcher = Dispatcher(runtime.book, runtime.senders, Metrics.create(CollectorRegistry()))
+    dispatcher.send_due(kind="digest")
+    left = runtime.book.store.outbox_depth()
+    err.print(
+        f"digest posted to {', '.join(runtime.config.digest.receivers)}"
+        + (f"; {left} notification(s) still waiting to be retried by the service" if left else "")
+    )
 
 
 @app.command()

@@ -21,6 +21,7 @@ def serve(settings: OpswatchSettings, runtime: Runtime) -> None:
         senders=runtime.senders,
         auth=runtime.auth,
         slack_signing_secret=settings.secret("slack_signing_secret"),
+        digest=runtime.config.digest,
         kafka_bootstrap=settings.kafka_bootstrap,
         topics=settings.topics(),
     )

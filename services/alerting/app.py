@@ -12,9 +12,11 @@ from pydantic import SecretStr
 from services.alerting.api import alerts, incidents, slack, stats
 from services.alerting.api.deps import Auth
 from services.alerting.book import AlertBook
+from services.alerting.digest import scheduler
 from services.alerting.intake import AlertIntake, KafkaAlertConsumer
 from services.alerting.metrics import Metrics, StoreCollector
 from services.alerting.notify import Dispatcher, Sender
+from services.alerting.routing import DigestConfig
 from services.common import health, problems
 from services.common.events import Topics
 
@@ -29,14 +31,18 @@ def create_app(
     kafka_bootstrap: str | None = None,
     topics: Topics | None = None,
     dispatch_interval_s: float = 1.0,
+    digest: DigestConfig | None = None,
 ) -> FastAPI:
     """The alert API; with senders it also notifies, with a Kafka bootstrap it also
     consumes opswatch.alerts."""
     metrics = Metrics.create(registry, list(senders or ()))
     registry.register(StoreCollector(book.store))
     intake = AlertIntake(book, metrics)
+    rounds = [scheduler(book, digest)] if digest else []
     dispatcher = (
-        Dispatcher(book, senders, metrics, dispatch_interval_s) if senders is not None else None
+        Dispatcher(book, senders, metrics, dispatch_interval_s, rounds)
+        if senders is not None
+        else None
     )
 
     @asynccontextmanager

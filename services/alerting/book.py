@@ -192,6 +192,18 @@ class AlertBook:
 
     # notifications
 
+    def enqueue_digest(self, day: str, receivers: Sequence[str], markdown: str) -> int:
+        """Accept a day's digest for each receiver, once per day and receiver."""
+        now = self.clock()
+        payload = {"kind": "digest", "day": day, "markdown": markdown, "accepted_at": iso(now)}
+        with self.store.transaction() as conn:
+            return sum(
+                self.store.enqueue(
+                    conn, f"{r}|digest|{day}", r, f"digest-{day}", "digest", payload, now
+                )
+                for r in receivers
+            )
+
     def plan(self) -> int:
         """Accept the notifications that incidents need now into the outbox; how many."""
         now = self.clock()

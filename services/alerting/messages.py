@@ -244,3 +244,17 @@ def pagerduty_event(notice: Mapping[str, Any], routing_key: str, links: Links) -
         }
         event["links"] = [{"href": links.incident(incident["id"]), "text": "opswatch incident"}]
     return event
+
+
+def slack_digest(notice: Mapping[str, Any]) -> dict[str, Any]:
+    """The digest's Markdown as a preformatted block (its tables stay aligned)."""
+    text = notice["markdown"]
+    first = text.splitlines()[0].lstrip("# ")
+    body = text if len(text) <= 2900 else text[:2880] + "\n[...]"
+    return {
+        "text": escape(first),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": first[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{escape(body)}```"}},
+        ],
+    }

@@ -15,7 +15,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -50,6 +50,7 @@ logging.getLogger("slack_sdk").setLevel(logging.WARNING)
 MAX_ATTEMPTS = 12
 SLACK_PACE_S = 1.0
 TIMEOUT_S = 10.0
+LEASE_S = 30.0  # longer than any one send (a timeout is 10 s); a crashed sender's rows wait this
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,12 @@ class Sender(Protocol):
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result: ...
 
 
+def _slack_body(row: OutboxRow, links: messages.Links) -> dict[str, Any]:
+    if row.kind == "digest":
+        return messages.slack_digest(row.payload)
+    return messages.slack_message(row.payload, links)
+
+
 class SlackWebhookSender:
     paced = True
 
@@ -107,7 +114,7 @@ class SlackWebhookSender:
 
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
         try:
-            resp = self.client.send_dict(messages.slack_message(row.payload, self.links))
+            resp = self.client.send_dict(_slack_body(row, self.links))
         except (URLError, TimeoutError, ConnectionError) as exc:
             return Retry(f"network: {type(exc).__name__}")
         return by_status(resp.status_code, str(resp.body)[:200], resp.headers.get("Retry-After"))
@@ -130,8 +137,11 @@ class SlackBotSender:
         self.links = links
 
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
-        message = messages.slack_message(row.payload, self.links)
+        message = _slack_body(row, self.links)
         try:
+            if row.kind == "digest":
+                self.client.chat_postMessage(channel=self.channel, **message)
+                return Sent()
             if ref is None:
                 resp = self.client.chat_postMessage(channel=self.channel, **message)
                 ref = {"channel": resp["channel"], "ts": resp["ts"]}
@@ -267,8 +277,10 @@ class Dispatcher:
         senders: Mapping[str, Sender],
         metrics: Metrics,
         interval_s: float = 1.0,
+        rounds: Sequence[Callable[[], int]] = (),
     ) -> None:
         self.book = book
+        self.rounds = rounds
         self.store: AlertStore = book.store
         self.senders = senders
         self.metrics = metrics
@@ -293,10 +305,17 @@ class Dispatcher:
             self._stop.wait(self.interval_s)
 
     def step(self) -> int:
-        """One round: plan, then send every due row; how many were sent."""
+        """One round: plan (and any scheduled work), then send every due row; how many
+        were sent."""
+        for extra in self.rounds:
+            extra()
         self.book.plan()
+        return self.send_due()
+
+    def send_due(self, kind: str | None = None) -> int:
+        """Send the due rows (of one kind only, if given); how many were sent."""
         sent = 0
-        for row in self.store.claim(self.book.clock(), lease_s=60.0):
+        for row in self.store.claim(self.book.clock(), lease_s=LEASE_S, kind=kind):
             if self._stop.is_set():
                 break
             sent += self._deliver(row)

@@ -28,6 +28,7 @@ from services.common.contracts import DIMENSIONS
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DIGEST_KINDS = ("slack_webhook", "slack_bot", "webhook")
 MATCH_KEYS = ("severity", "metric", "family", *DIMENSIONS)
 
 
@@ -135,6 +136,14 @@ class MuteWindow(_Base):
         )
 
 
+class DigestConfig(_Base):
+    at: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "08:00"
+    timezone: str = "UTC"
+    receivers: Annotated[list[str], Field(min_length=1)]
+
+    _known_timezone = field_validator("timezone")(known_timezone)
+
+
 class AlertingConfig(_Base):
     public_url: str = "http://127.0.0.1:8080"
     grafana_url: str | None = None
@@ -144,6 +153,9 @@ class AlertingConfig(_Base):
     receivers: list[ReceiverConfig] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     mute_windows: list[MuteWindow] = Field(default_factory=list)
+    digest: DigestConfig | None = Field(
+        None, description="post the daily digest to these Slack or webhook receivers"
+    )
 
     @field_validator("routes")
     @classmethod
@@ -154,6 +166,15 @@ class AlertingConfig(_Base):
             if missing:
                 raise ValueError(f"route {i} names unknown receivers {missing}")
         return routes
+
+    @field_validator("digest")
+    @classmethod
+    def _digest_receivers(cls, digest: DigestConfig | None, info: Any) -> DigestConfig | None:
+        kinds = {r.name: r.type for r in info.data.get("receivers", [])}
+        for name in digest.receivers if digest else ():
+            if kinds.get(name) not in DIGEST_KINDS:
+                raise ValueError(f"digest receiver {name!r} must be a Slack or webhook receiver")
+        return digest
 
 
 def load_config(path: Path | None) -> AlertingConfig:

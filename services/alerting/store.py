@@ -279,6 +279,16 @@ class AlertStore:
             body = conn.execute(select(alerts.c.body).where(alerts.c.id == alert_id)).scalar()
         return dict(body) if body is not None else None
 
+    def alerts_between(self, flt: AlertFilter) -> list[dict[str, Any]]:
+        """Every alert the filter's time range and fields select, oldest first."""
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            items, token = self.list_alerts(flt, 500, token)
+            out.extend(items)
+            if token is None:
+                return out[::-1]
+
     def list_alerts(
         self, flt: AlertFilter, limit: int, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -402,7 +412,9 @@ class AlertStore:
             return False
         return True
 
-    def claim(self, now: datetime, lease_s: float, limit: int = 50) -> list[OutboxRow]:
+    def claim(
+        self, now: datetime, lease_s: float, limit: int = 50, kind: str | None = None
+    ) -> list[OutboxRow]:
         """Due rows, oldest first, leased to this process so another replica skips them.
 
         Only the oldest pending row of each (receiver, incident) is handed out, so
@@ -415,15 +427,15 @@ class AlertStore:
                 .where(~outbox.c.done)
                 .group_by(outbox.c.receiver, outbox.c.incident_id)
             )
+            conds = [
+                outbox.c.id.in_(heads),
+                outbox.c.due_at <= stamp,
+                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp),
+            ]
+            if kind is not None:
+                conds.append(outbox.c.kind == kind)
             rows = conn.execute(
-                select(outbox)
-                .where(
-                    outbox.c.id.in_(heads),
-                    outbox.c.due_at <= stamp,
-                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp),
-                )
-                .order_by(outbox.c.id)
-                .limit(limit)
+                select(outbox).where(*conds).order_by(outbox.c.id).limit(limit)
             ).all()
             claimed = []
             for r in rows:

@@ -6,7 +6,7 @@ argument; nothing below the composition roots reads the environment.
 
 from __future__ import annotations
 
-from datetime import time, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -114,7 +114,6 @@ class OpswatchSettings(BaseSettings):
     incident_window: timedelta = Field(
         timedelta(minutes=30), validation_alias=env("OPSWATCH_INCIDENT_WINDOW")
     )
-    digest_at: time | None = Field(None, validation_alias=env("OPSWATCH_DIGEST_AT"))
     log_level: str = Field("INFO", validation_alias=env("OPSWATCH_LOG_LEVEL"))
     topic_namespace: str = Field(
         "opswatch", pattern=r"^[A-Za-z0-9_-]+$", validation_alias=env("OPSWATCH_TOPIC_NAMESPACE")

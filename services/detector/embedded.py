@@ -74,6 +74,7 @@ def run_embedded(
         senders=alerting.senders,
         auth=Auth(write_token, alerting.auth.read_token),
         slack_signing_secret=settings.secret("slack_signing_secret"),
+        digest=alerting.config.digest,
     )
     intake: AlertIntake = app.state.intake
     server = uvicorn.Server(

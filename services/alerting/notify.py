@@ -44,8 +44,8 @@ from services.alerting.store import AlertStore, OutboxRow
 
 log = logging.getLogger(__name__)
 
-# slack_sdk logs request bodies and webhook URLs (a secret) at DEBUG, and retries at INFO
-logging.getLogger("slack_sdk").setLevel(logging.WARNING)
+# Loggers that write request URLs (webhook URLs are secrets) and bodies below WARNING
+SECRET_LOGGERS = ("slack_sdk", "httpx", "httpcore")
 
 MAX_ATTEMPTS = 12
 SLACK_PACE_S = 1.0
@@ -247,6 +247,8 @@ class WebhookSender(HttpSender):
 
 
 def build_senders(config: AlertingConfig, clock: Callable[[], datetime]) -> dict[str, Sender]:
+    for name in SECRET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     links = messages.Links(config.public_url, config.grafana_url, config.runbook_url)
     out: dict[str, Sender] = {}
     for receiver in config.receivers:

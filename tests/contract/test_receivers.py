@@ -74,7 +74,7 @@ def secrets_env(monkeypatch: pytest.MonkeyPatch, recorder: Recorder) -> None:
     monkeypatch.setenv("T_SLACK_URL", f"{recorder.url}/services/T0/B0/{HOOK_SECRET}")
     monkeypatch.setenv("T_TOKEN", TOKEN)
     monkeypatch.setenv("T_PD_KEY", "pd-routing-key-secret")
-    monkeypatch.setenv("T_HOOK_URL", f"{recorder.url}/hook")
+    monkeypatch.setenv("T_HOOK_URL", f"{recorder.url}/hook/{HOOK_SECRET}")
     monkeypatch.setenv("T_HOOK_SECRET", HOOK_SECRET)
 
 
@@ -217,7 +217,10 @@ def test_pagerduty_events_share_the_incident_as_dedup_key(
 
 
 @pytest.mark.usefixtures("secrets_env")
-def test_generic_webhook_is_signed_with_hmac_sha256(tmp_path: Path, recorder: Recorder) -> None:
+def test_generic_webhook_is_signed_with_hmac_sha256(
+    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     hook = {
         "type": "webhook",
         "name": "hook",
@@ -227,8 +230,9 @@ def test_generic_webhook_is_signed_with_hmac_sha256(tmp_path: Path, recorder: Re
     rig = Rig(tmp_path, [hook])
     rig.book.ingest(detector_update())
     rig.dispatcher.step()
-    [req] = recorder.to("/hook")
+    [req] = recorder.to(f"/hook/{HOOK_SECRET}")
     stamp = req.headers["X-Opswatch-Timestamp"]
     mac = hmac.new(HOOK_SECRET.encode(), stamp.encode() + b"." + req.body, hashlib.sha256)
     assert req.headers["X-Opswatch-Signature"] == "sha256=" + mac.hexdigest()
     assert req.json()["kind"] == "trigger"
+    assert HOOK_SECRET not in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -116,7 +117,8 @@ class AlertBook:
     ) -> None:
         others = [i for i in incident.members if i != changed.id]
         members = [*self.store.alert_states(conn, others), changed]
-        summary = inc.summarize(members, now, self.policy)
+        incident = replace(incident, changed_at=now)
+        summary = inc.summarize(members, now, self.policy, incident.changed_at)
         flapping = changed.flapping_at(changed.last_seen, self.policy)
         self.store.save_alert(conn, changed, incident.id, changed.body(incident.id, flapping))
         self.store.save_incident(
@@ -205,60 +207,60 @@ class AlertBook:
             )
 
     def plan(self) -> int:
-        """Accept the notifications that incidents need now into the outbox; how many."""
+        """Accept the notifications that incidents need now into the outbox; how many.
+
+        Each incident is planned in a savepoint of its own: one that cannot be
+        planned is logged and left for the next round, the others go on."""
         now = self.clock()
         accepted = 0
         with self.store.transaction() as conn:
             for incident in self.store.active_incidents(conn):
-                members = self.store.alert_states(conn, incident.members)
-                summary = inc.summarize(members, now, self.policy)
-                accepted += self._plan_one(conn, incident, summary, now)
+                try:
+                    with conn.begin_nested():
+                        accepted += self._plan_one(conn, incident, now)
+                except Exception:
+                    log.exception("incident %s could not be planned", incident.id)
         return accepted
 
-    def _plan_one(
-        self,
-        conn: Connection,
-        incident: inc.IncidentState,
-        summary: inc.Summary,
-        now: datetime,
-    ) -> int:
-        labels = self.routing.labels(summary.lead.latest, summary.severity)
-        receivers = self.routing.receivers_for(labels)
-        muted = self.routing.muted(labels, now)
+    def _plan_one(self, conn: Connection, incident: inc.IncidentState, now: datetime) -> int:
+        members = self.store.alert_states(conn, incident.members)
+        summary = inc.summarize(members, now, self.policy, incident.changed_at)
+        labels = [self.routing.labels(a.latest, a.peak_severity) for a in members]
+        routed = self.routing.receivers_for(labels)
+        muted = all(self.routing.muted(one, now) for one in labels)
         kind = inc.due(incident, summary, now, self.notify, muted)
         push = inc.push_due(incident, summary, now, self.notify, muted)
-        pushers = self.routing.pushers(receivers)
-        if kind is None and (push is None or not pushers):
+        pushers = [r for r in routed if self.routing.groups_itself(r)]
+        messengers = [r for r in routed if r not in pushers]
+        if kind is not None and kind != "trigger":  # whoever heard of it hears the rest
+            messengers = list(dict.fromkeys((*incident.told, *messengers)))
+        if push is not None:
+            pushers = list(dict.fromkeys((*incident.pushed_to, *pushers)))
+        plan = [(r, kind) for r in messengers if kind] + [(r, push) for r in pushers if push]
+        if not plan:
             return 0
         body = incident_body(incident, summary, summary.flapping)
-        notice = {
-            "kind": kind,
-            "incident": body,
-            "alerts": [a.body(incident.id) for a in _ordered(summary.alerts)],
-            "accepted_at": iso(now),
-        }
+        alerts = [a.body(incident.id, summary.flapping) for a in _ordered(members)]
         accepted = 0
-        for receiver in receivers:
-            pushed = receiver in pushers
-            step = push if pushed else kind
-            if step is None:
-                continue
-            dedupe = f"{receiver}|{incident.id}|{step}|{incident.version}|{iso(now)}"
-            notice["kind"] = step
-            if self.store.enqueue(conn, dedupe, receiver, incident.id, step, notice, now):
-                accepted += 1
+        for receiver, step in plan:
+            last = incident.last_pushed_at if step == "push" else incident.last_notified_at
+            after = iso(last) if last else "first"  # the state it was planned from
+            dedupe = f"{receiver}|{incident.id}|{step}|{incident.version}|{after}"
+            notice = {"kind": step, "incident": body, "alerts": alerts, "accepted_at": iso(now)}
+            if step == "push":
+                self.store.supersede(conn, receiver, incident.id, "push")
+            accepted += self.store.enqueue(conn, dedupe, receiver, incident.id, step, notice, now)
         told = incident
         if kind is not None:
-            told = inc.notified(told, summary, now)
-        if push is not None and pushers:
-            told = inc.pushed(told, summary, now)
+            told = inc.notified(told, summary, now, messengers)
+        if push is not None:
+            told = inc.pushed(told, summary, now, pushers)
         body["notified_status"] = told.notified_status
         self.store.save_incident(conn, told, summary, body)
-        if accepted:
-            log.info(
-                "incident notification accepted",
-                extra={"incident": incident.id, "kind": kind, "receivers": receivers},
-            )
+        log.info(
+            "incident notification accepted",
+            extra={"incident": incident.id, "kind": kind, "push": push, "receivers": plan},
+        )
         return accepted
 
 

@@ -55,8 +55,11 @@ class IncidentState:
     last_event: datetime
     members: tuple[str, ...]
     slices: tuple[Mapping[str, str], ...]
+    changed_at: datetime | None = None  # wall clock of the last change of a member
     version: int = 1
     notified_version: int = 0
+    told: tuple[str, ...] = ()  # receivers sent a message about it
+    pushed_to: tuple[str, ...] = ()  # receivers that group by themselves, pushed its alerts
     notified_status: Status | None = None
     last_notified_at: datetime | None = None
     pushed_status: Status | None = None
@@ -75,9 +78,18 @@ class Summary:
     alerts: Sequence[AlertState] = field(default_factory=tuple)
 
 
-def summarize(alerts: Sequence[AlertState], now: datetime, policy: Policy) -> Summary:
+def summarize(
+    alerts: Sequence[AlertState],
+    now: datetime,
+    policy: Policy,
+    changed_at: datetime | None = None,
+) -> Summary:
     """Firing if any member fires, acknowledged if every open member is, else resolved;
-    the lead is the most severe open member, the shallowest slice first."""
+    the lead is the most severe open member, the shallowest slice first.
+
+    Flapping is judged on event time, at the latest anomalous window of any member
+    (so a replay flaps as production did), and is over once the incident has not
+    changed for a flap window of wall-clock time (so its last state is told)."""
     open_ = [a for a in alerts if a.status != "resolved"]
     pool = open_ or list(alerts)
     lead = max(
@@ -89,6 +101,7 @@ def summarize(alerts: Sequence[AlertState], now: datetime, policy: Policy) -> Su
             -a.started_at.timestamp(),
         ),
     )
+    latest = max(a.last_seen for a in alerts)
     if not open_:
         status: Status = "resolved"
     elif any(a.status == "firing" for a in open_):
@@ -100,7 +113,8 @@ def summarize(alerts: Sequence[AlertState], now: datetime, policy: Policy) -> Su
         severity=max((a.peak_severity for a in pool), key=SEVERITY_RANK.__getitem__),
         lead=lead,
         snoozed=bool(open_) and all(a.snoozed(now) for a in open_),
-        flapping=any(a.flapping_at(now, policy) for a in alerts),
+        flapping=any(a.flapping_at(latest, policy) for a in alerts)
+        and (changed_at is None or now - changed_at < policy.flap_window),
         alerts=tuple(alerts),
     )
 
@@ -110,6 +124,7 @@ def open_incident(alert: AlertState, family: str, now: datetime) -> IncidentStat
         id=incident_id(alert.id),
         family=family,
         opened_at=now,
+        changed_at=now,
         last_event=alert.last_seen,
         members=(alert.id,),
         slices=(dict(alert.latest["slice"]),),
@@ -125,8 +140,6 @@ def accepts(incident: IncidentState, family: str, alert: AlertState, policy: Not
 
 
 def join(incident: IncidentState, alert: AlertState) -> IncidentState:
-    if alert.id in incident.members:
-        return touch(incident, alert)
     return replace(
         incident,
         members=(*incident.members, alert.id),
@@ -177,12 +190,15 @@ def due(
     return None
 
 
-def notified(incident: IncidentState, summary: Summary, now: datetime) -> IncidentState:
+def notified(
+    incident: IncidentState, summary: Summary, now: datetime, receivers: Sequence[str]
+) -> IncidentState:
     return replace(
         incident,
         notified_version=incident.version,
         notified_status=summary.status,
         last_notified_at=now,
+        told=tuple(dict.fromkeys((*incident.told, *receivers))),
     )
 
 
@@ -195,18 +211,27 @@ def push_due(
 ) -> Kind | None:
     """Receivers that group by themselves (Alertmanager) get every alert at once,
     again every ``push_interval`` while it fires (so it does not time out there),
-    and once more when it is over."""
+    and once more when it is over. A flapping incident is pushed as firing until it
+    settles; a snoozed one is still pushed (silences are Alertmanager's own)."""
     if muted:
         return None
-    if summary.status == "resolved":
+    if summary.status == "resolved" and not summary.flapping:
         return "push" if incident.pushed_status not in (None, "resolved") else None
     if incident.last_pushed_at is None or now - incident.last_pushed_at >= policy.push_interval:
         return "push"
     return None
 
 
-def pushed(incident: IncidentState, summary: Summary, now: datetime) -> IncidentState:
-    return replace(incident, pushed_status=summary.status, last_pushed_at=now)
+def pushed(
+    incident: IncidentState, summary: Summary, now: datetime, receivers: Sequence[str]
+) -> IncidentState:
+    status: Status = "firing" if summary.flapping else summary.status
+    return replace(
+        incident,
+        pushed_status=status,
+        last_pushed_at=now,
+        pushed_to=tuple(dict.fromkeys((*incident.pushed_to, *receivers))),
+    )
 
 
 _CODEC: TypeAdapter[IncidentState] = TypeAdapter(IncidentState)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from services.common.contracts import Alert
 from services.common.events import Topics
 
 log = logging.getLogger(__name__)
+RETRIES = 4
 
 
 class AlertIntake:
@@ -26,13 +28,30 @@ class AlertIntake:
         self.metrics = metrics
 
     def handle(self, alert: Mapping[str, Any]) -> str:
+        """Validate, normalise (times in one format) and apply one update. A store
+        that fails is retried a few times, then the update is counted as failed."""
         try:
-            Alert.model_validate(alert)
+            update = Alert.model_validate(alert).model_dump(mode="json")
         except ValidationError as exc:
             log.warning("invalid alert update dropped: %s", exc.errors()[0]["msg"])
             self.metrics.updates.labels("invalid").inc()
             return "invalid"
-        if self.book.ingest(alert) == "duplicate":
+        if update["status"] == "acknowledged":
+            log.warning("alert update dropped: the detector never acknowledges")
+            self.metrics.updates.labels("invalid").inc()
+            return "invalid"
+        for attempt in range(RETRIES + 1):
+            try:
+                change = self.book.ingest(update)
+                break
+            except Exception:
+                if attempt == RETRIES:
+                    log.exception("alert update %s could not be stored; skipped", update["id"])
+                    self.metrics.updates.labels("failed").inc()
+                    return "failed"
+                log.warning("storing alert update failed; retrying", exc_info=True)
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+        if change == "duplicate":
             self.metrics.updates.labels("duplicate").inc()
             return "duplicate"
         self.metrics.updates.labels("stored").inc()
@@ -81,11 +100,15 @@ class KafkaAlertConsumer:
         )
         try:
             while not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        self._intake.handle_bytes(record.value)
-                if batches:
-                    consumer.commit()
+                try:
+                    batches = consumer.poll(timeout_ms=500)
+                    for records in batches.values():
+                        for record in records:
+                            self._intake.handle_bytes(record.value)
+                    if batches:
+                        consumer.commit()
+                except Exception:  # the broker away, a rebalance mid-commit: go on
+                    log.exception("consuming alert updates failed; going on in 5 s")
+                    self._stop.wait(5)
         finally:
             consumer.close()

@@ -121,6 +121,10 @@ def _peaks(state: AlertState, update: Mapping[str, Any]) -> dict[str, Any]:
     return {"peak_score": max(state.peak_score, update["score"]), "peak_severity": severity}
 
 
+def _resolved_at(update: Mapping[str, Any]) -> datetime:
+    return parse_time(update["resolved_at"] or update["updated_at"])
+
+
 def open_alert(update: Mapping[str, Any]) -> AlertState:
     """A new alert from the first update seen of an episode."""
     resolved = update["status"] == "resolved"
@@ -135,7 +139,7 @@ def open_alert(update: Mapping[str, Any]) -> AlertState:
         episode_updated_at=parse_time(update["updated_at"]),
         peak_score=update["score"],
         peak_severity=update["severity"],
-        resolved_at=parse_time(update["resolved_at"]) if resolved else None,
+        resolved_at=_resolved_at(update) if resolved else None,
         resolved_by="detector" if resolved else None,
     )
 
@@ -198,7 +202,7 @@ def _continue(
         return replace(
             base,
             status="resolved",
-            resolved_at=parse_time(update["resolved_at"]),
+            resolved_at=_resolved_at(update),
             resolved_by="detector",
             snoozed_until=None,
             snoozed_until_resolved=False,

@@ -209,7 +209,9 @@ def alertmanager_alerts(notice: Mapping[str, Any], links: Links) -> list[dict[st
             "startsAt": alert["started_at"],
             "generatorURL": links.alert(alert["id"]),
         }
-        if alert["status"] == "resolved":
+        if alert.get("snoozed_until") or alert.get("snoozed_until_resolved"):
+            annotations["snoozed"] = alert.get("snoozed_until") or "until resolved"
+        if alert["status"] == "resolved" and not notice["incident"].get("flapping"):
             body["endsAt"] = alert["resolved_at"]
         out.append(body)
     return out

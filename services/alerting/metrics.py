@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from services.alerting.store import AlertStore
 
-OUTCOMES = ("stored", "duplicate", "invalid")
+OUTCOMES = ("stored", "duplicate", "invalid", "failed")
 NOTIFY_OUTCOMES = ("sent", "retried", "failed")
 STATUSES = ("firing", "acknowledged", "resolved")
 LABELS = ("true_positive", "false_positive", "expected")
@@ -66,7 +66,7 @@ class Metrics:
         m = cls(
             updates=Counter(
                 "opswatch_alerting_alert_updates_total",
-                "Alert updates consumed, by outcome (stored, duplicate, invalid).",
+                "Alert updates consumed, by outcome (stored, duplicate, invalid, failed).",
                 ["outcome"],
                 registry=registry,
             ),

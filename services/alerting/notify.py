@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import threading
-import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +36,7 @@ from services.alerting.routing import (
     Alertmanager,
     PagerDuty,
     ReceiverConfig,
+    Routing,
     SlackBot,
     SlackWebhook,
     Webhook,
@@ -147,11 +148,13 @@ class SlackBotSender:
                 ref = {"channel": resp["channel"], "ts": resp["ts"]}
             else:
                 self.client.chat_update(channel=ref["channel"], ts=ref["ts"], **message)
-            if row.kind in ("acknowledge", "resolve"):
+            if row.kind in ("acknowledge", "resolve", "repeat"):
+                # an edit notifies no one: reminders go to the channel from the thread
                 self.client.chat_postMessage(
                     channel=ref["channel"],
                     thread_ts=ref["ts"],
                     text=messages.slack_reply(row.payload),
+                    reply_broadcast=row.kind == "repeat",
                 )
         except SlackApiError as exc:
             resp = exc.response
@@ -195,20 +198,16 @@ class HttpSender:
 
 
 class AlertmanagerSender(HttpSender):
-    """Every alert of the incident to every configured Alertmanager (API v2)."""
+    """Every alert of the incident to one Alertmanager (API v2)."""
 
-    def __init__(self, config: Alertmanager, links: messages.Links) -> None:
+    def __init__(self, url: str, links: messages.Links) -> None:
         super().__init__()
-        self.urls = [u.rstrip("/") + "/api/v2/alerts" for u in config.urls]
+        self.url = url.rstrip("/") + "/api/v2/alerts"
         self.links = links
 
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
         body = orjson.dumps(messages.alertmanager_alerts(row.payload, self.links))
-        results = [self.post(url, body, {}) for url in self.urls]
-        for result in results:
-            if not isinstance(result, Sent):
-                return result
-        return Sent()
+        return self.post(self.url, body, {})
 
 
 class PagerDutySender(HttpSender):
@@ -252,7 +251,12 @@ def build_senders(config: AlertingConfig, clock: Callable[[], datetime]) -> dict
     links = messages.Links(config.public_url, config.grafana_url, config.runbook_url)
     out: dict[str, Sender] = {}
     for receiver in config.receivers:
-        out[receiver.name] = _sender(receiver, links, clock)
+        if isinstance(receiver, Alertmanager):
+            targets = Routing(config, {}).targets[receiver.name]
+            for target, url in zip(targets, receiver.urls, strict=True):
+                out[target] = AlertmanagerSender(url, links)
+        else:
+            out[receiver.name] = _sender(receiver, links, clock)
     return out
 
 
@@ -263,15 +267,17 @@ def _sender(
         return SlackWebhookSender(receiver, links)
     if isinstance(receiver, SlackBot):
         return SlackBotSender(receiver, links)
-    if isinstance(receiver, Alertmanager):
-        return AlertmanagerSender(receiver, links)
     if isinstance(receiver, PagerDuty):
         return PagerDutySender(receiver, links)
+    assert isinstance(receiver, Webhook)
     return WebhookSender(receiver, clock)
 
 
 class Dispatcher:
-    """Plans incident notifications into the outbox and sends what is due."""
+    """Plans incident notifications into the outbox and sends what is due.
+
+    It never sleeps on a receiver: a row that must wait (pacing, Retry-After)
+    goes back to the outbox with its due time, and the round goes on."""
 
     def __init__(
         self,
@@ -287,7 +293,9 @@ class Dispatcher:
         self.senders = senders
         self.metrics = metrics
         self.interval_s = interval_s
-        self._next_slot: dict[str, float] = {}
+        self.token = uuid.uuid4().hex
+        self._next_slot: dict[str, datetime] = {}
+        self._pruned: datetime | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
 
@@ -307,42 +315,56 @@ class Dispatcher:
             self._stop.wait(self.interval_s)
 
     def step(self) -> int:
-        """One round: plan (and any scheduled work), then send every due row; how many
-        were sent."""
-        for extra in self.rounds:
-            extra()
-        self.book.plan()
+        """One round: scheduled work, plan, send every due row; how many were sent.
+        Sending goes on when planning fails (what was accepted before is owed)."""
+        try:
+            for extra in self.rounds:
+                extra()
+            self.book.plan()
+        except Exception:
+            log.exception("planning notifications failed; sending what is due")
+        now = self.book.clock()
+        if self._pruned is None or now - self._pruned > timedelta(hours=1):
+            self._pruned = now
+            self.store.prune(now)
         return self.send_due()
 
-    def send_due(self, kind: str | None = None) -> int:
+    def send_due(self, kind: str | None = None, most: int = 500) -> int:
         """Send the due rows (of one kind only, if given); how many were sent."""
         sent = 0
-        for row in self.store.claim(self.book.clock(), lease_s=LEASE_S, kind=kind):
+        for _ in range(most):
             if self._stop.is_set():
+                break
+            row = self.store.claim(self.book.clock(), LEASE_S, self.token, kind)
+            if row is None:
                 break
             sent += self._deliver(row)
         self.metrics.outbox_depth.set(self.store.outbox_depth())
         return sent
 
     def _deliver(self, row: OutboxRow) -> int:
+        now = self.book.clock()
         sender = self.senders.get(row.receiver)
         if sender is None:
-            self.store.finish(row.id, "failed", "receiver no longer configured")
-            self.metrics.notifications.labels(row.receiver, "failed").inc()
+            self._finish(row, "failed", "receiver no longer configured")
             return 0
         if sender.paced:
-            wait = self._next_slot.get(row.receiver, 0.0) - time.monotonic()
-            if wait > 0:
-                self._stop.wait(wait)
-            self._next_slot[row.receiver] = time.monotonic() + SLACK_PACE_S
+            slot = self._next_slot.get(row.receiver)
+            if slot is not None and slot > now:
+                self.store.postpone(row, slot)
+                return 0
+            self._next_slot[row.receiver] = now + timedelta(seconds=SLACK_PACE_S)
         ref = self.store.delivery(row.receiver, row.incident_id)
-        result = sender.send(row, ref)
+        try:
+            result = sender.send(row, ref)
+        except Exception as exc:  # a bug or a surprise: counted, retried, then given up
+            log.exception("sending to %s raised", row.receiver)
+            result = Retry(f"error: {type(exc).__name__}")
         now = self.book.clock()
         if isinstance(result, Sent):
             if result.ref is not None:
                 self.store.remember_delivery(row.receiver, row.incident_id, result.ref)
-            self.store.finish(row.id, "sent")
-            self.metrics.notifications.labels(row.receiver, "sent").inc()
+            self._finish(row, "sent")
             self.metrics.latency.labels(row.receiver).observe(
                 max(0.0, (now - parse_time(row.created_at)).total_seconds())
             )
@@ -351,9 +373,11 @@ class Dispatcher:
             self.store.remember_delivery(row.receiver, row.incident_id, result.ref)
         if isinstance(result, Retry) and row.attempts + 1 < MAX_ATTEMPTS:
             delay = result.after_s if result.after_s is not None else min(2.0**row.attempts, 300)
+            due = now + timedelta(seconds=delay)
             if result.after_s is not None:
-                self._next_slot[row.receiver] = time.monotonic() + delay
-            self.store.retry_at(row.id, now + timedelta(seconds=delay), result.detail)
+                self._next_slot[row.receiver] = due
+            if not self.store.retry_at(row, due, result.detail):
+                log.warning("lease on a notification to %s lost while sending", row.receiver)
             self.metrics.notifications.labels(row.receiver, "retried").inc()
             log.warning(
                 "notification to %s not sent (%s); retrying in %.1fs",
@@ -362,7 +386,11 @@ class Dispatcher:
                 delay,
             )
             return 0
-        self.store.finish(row.id, "failed", result.detail)
-        self.metrics.notifications.labels(row.receiver, "failed").inc()
+        self._finish(row, "failed", result.detail)
         log.warning("notification to %s failed for good: %s", row.receiver, result.detail)
         return 0
+
+    def _finish(self, row: OutboxRow, outcome: str, detail: str | None = None) -> None:
+        if not self.store.finish(row, outcome, detail):
+            log.warning("lease on a notification to %s lost while sending", row.receiver)
+        self.metrics.notifications.labels(row.receiver, outcome).inc()

@@ -157,6 +157,16 @@ class AlertingConfig(_Base):
         None, description="post the daily digest to these Slack or webhook receivers"
     )
 
+    @field_validator("runbook_url")
+    @classmethod
+    def _runbook_template(cls, value: str | None) -> str | None:
+        try:
+            if value is not None:
+                value.format(metric="m")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may use {metric} and nothing else in braces") from None
+        return value
+
     @field_validator("routes")
     @classmethod
     def _routes_name_receivers(cls, routes: list[Route], info: Any) -> list[Route]:
@@ -199,12 +209,26 @@ def _matches(match: Mapping[str, Sequence[str]], labels: Mapping[str, str]) -> b
 
 
 class Routing:
-    """Which receivers an incident goes to, and whether it is muted now."""
+    """Which receivers an incident goes to, and whether it is muted now.
+
+    Receivers are named as in the config, except that an Alertmanager receiver
+    with several URLs is one target per URL (``name#0``, ``name#1``...), so one
+    that is down does not hold back the others."""
 
     def __init__(self, config: AlertingConfig, families: Mapping[str, str]) -> None:
         self.config = config
         self.families = families
-        self.kinds = {r.name: r.type for r in config.receivers}
+        self.targets: dict[str, list[str]] = {}
+        self.pushers: set[str] = set()
+        for r in config.receivers:
+            if isinstance(r, Alertmanager):
+                names = (
+                    [r.name] if len(r.urls) == 1 else [f"{r.name}#{i}" for i in range(len(r.urls))]
+                )
+                self.pushers.update(names)
+            else:
+                names = [r.name]
+            self.targets[r.name] = names
 
     def labels(self, alert: Mapping[str, Any], severity: str) -> dict[str, str]:
         return {
@@ -214,15 +238,17 @@ class Routing:
             **alert["slice"],
         }
 
-    def receivers_for(self, labels: Mapping[str, str]) -> list[str]:
+    def receivers_for(self, labels: Sequence[Mapping[str, str]]) -> list[str]:
+        """The targets of every route that matches any of the labels."""
         out: list[str] = []
         for route in self.config.routes:
-            if _matches(route.match, labels):
-                out.extend(r for r in route.receivers if r not in out)
+            if any(_matches(route.match, one) for one in labels):
+                for name in route.receivers:
+                    out.extend(t for t in self.targets[name] if t not in out)
         return out
 
-    def pushers(self, receivers: Sequence[str]) -> set[str]:
-        return {r for r in receivers if self.kinds[r] == "alertmanager"}
+    def groups_itself(self, target: str) -> bool:
+        return target in self.pushers
 
     def muted(self, labels: Mapping[str, str], now: datetime) -> bool:
         return any(w.active(now) and _matches(w.match, labels) for w in self.config.mute_windows)

@@ -17,7 +17,8 @@ from services.common.config import OpswatchSettings
 
 
 def wall_clock() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the second: stored times compare as text, so they share one format."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)

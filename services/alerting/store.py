@@ -12,7 +12,7 @@ import base64
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -28,11 +28,13 @@ from sqlalchemy import (
     Table,
     and_,
     create_engine,
+    delete,
     event,
     func,
     inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -44,6 +46,8 @@ from services.alerting.lifecycle import AlertState, iso
 from services.common.contracts import DIMENSIONS
 
 SCHEMA_VERSION = "2"
+BOOK_LOCK = 0x6F707377  # "opsw": the advisory lock that makes the book's changes serial
+RETENTION_DAYS = 7  # sent or failed outbox rows are kept this long
 
 metadata = MetaData()
 meta = Table(
@@ -100,6 +104,7 @@ outbox = Table(
     Column("due_at", String(32), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("claimed_until", String(32)),
+    Column("claimed_by", String(32)),
     Column("done", Boolean, nullable=False, default=False, index=True),
     Column("outcome", String(16)),
     Column("detail", String(500)),
@@ -145,6 +150,7 @@ class OutboxRow:
     payload: Mapping[str, Any]
     created_at: str
     attempts: int
+    token: str = ""
 
 
 class CursorError(ValueError):
@@ -169,14 +175,24 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return started_at, row_id
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_transactions(engine: Engine) -> None:
+    """Real transactions on SQLite: pysqlite's own begins late (at the first write),
+    so a read-then-write races and a savepoint's release commits. Every transaction
+    here takes the write lock at its start (``BEGIN IMMEDIATE``), so changes are
+    serial, as the advisory lock makes them on PostgreSQL."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(conn: Any, _: Any) -> None:
+        conn.isolation_level = None
         cur = conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _page(
@@ -211,12 +227,18 @@ class AlertStore:
         self.url = url
         self.engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
+            _sqlite_transactions(self.engine)
         self._check_schema()
         metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            if conn.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar() is None:
-                conn.execute(meta.insert().values(key="schema", value=SCHEMA_VERSION))
+        try:
+            with self.engine.begin() as conn:
+                if (
+                    conn.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar()
+                    is None
+                ):
+                    conn.execute(meta.insert().values(key="schema", value=SCHEMA_VERSION))
+        except IntegrityError:
+            pass  # another replica starting at the same moment wrote it
 
     def _check_schema(self) -> None:
         names = inspect(self.engine).get_table_names()
@@ -229,7 +251,10 @@ class AlertStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
+        """One change of the book: serial with every other one, in every replica."""
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOK_LOCK})
             yield conn
 
     # alerts
@@ -325,6 +350,10 @@ class AlertStore:
         rows = conn.execute(select(incidents.c.state).where(incidents.c.active)).all()
         return [inc.load(r.state) for r in rows]
 
+    def active_incidents_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(incidents.c.active)).scalar() or 0)
+
     def save_incident(
         self,
         conn: Connection,
@@ -412,75 +441,80 @@ class AlertStore:
             return False
         return True
 
+    def supersede(self, conn: Connection, receiver: str, incident_id: str, kind: str) -> None:
+        """Drop a receiver's pending rows of a kind for an incident (a newer snapshot
+        replaces them; a row being sent right now is left to finish)."""
+        conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.receiver == receiver,
+                outbox.c.incident_id == incident_id,
+                outbox.c.kind == kind,
+                ~outbox.c.done,
+                outbox.c.claimed_by.is_(None),
+            )
+            .values(done=True, outcome="superseded")
+        )
+
     def claim(
-        self, now: datetime, lease_s: float, limit: int = 50, kind: str | None = None
-    ) -> list[OutboxRow]:
-        """Due rows, oldest first, leased to this process so another replica skips them.
+        self, now: datetime, lease_s: float, token: str, kind: str | None = None
+    ) -> OutboxRow | None:
+        """The oldest due row, leased to ``token`` so that no other sender takes it.
 
         Only the oldest pending row of each (receiver, incident) is handed out, so
         a message's update never overtakes the message itself."""
         stamp = iso(now)
-        until = iso(datetime.fromtimestamp(now.timestamp() + lease_s, now.tzinfo))
-        with self.engine.begin() as conn:
+        until = iso(now + timedelta(seconds=lease_s))
+        free = or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp)
+        with self.transaction() as conn:
             heads = (
                 select(func.min(outbox.c.id))
                 .where(~outbox.c.done)
                 .group_by(outbox.c.receiver, outbox.c.incident_id)
             )
-            conds = [
-                outbox.c.id.in_(heads),
-                outbox.c.due_at <= stamp,
-                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp),
-            ]
+            conds = [outbox.c.id.in_(heads), outbox.c.due_at <= stamp, free]
             if kind is not None:
                 conds.append(outbox.c.kind == kind)
-            rows = conn.execute(
-                select(outbox).where(*conds).order_by(outbox.c.id).limit(limit)
-            ).all()
-            claimed = []
-            for r in rows:
-                got = conn.execute(
-                    update(outbox)
-                    .where(
-                        outbox.c.id == r.id,
-                        or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= stamp),
-                    )
-                    .values(claimed_until=until)
-                )
-                if got.rowcount:
-                    claimed.append(
-                        OutboxRow(
-                            r.id,
-                            r.receiver,
-                            r.incident_id,
-                            r.kind,
-                            r.payload,
-                            r.created_at,
-                            r.attempts,
-                        )
-                    )
-        return claimed
-
-    def finish(self, row_id: int, outcome: str, detail: str | None = None) -> None:
-        with self.engine.begin() as conn:
+            r = conn.execute(select(outbox).where(*conds).order_by(outbox.c.id).limit(1)).first()
+            if r is None:
+                return None
             conn.execute(
                 update(outbox)
-                .where(outbox.c.id == row_id)
-                .values(done=True, outcome=outcome, detail=detail, attempts=outbox.c.attempts + 1)
+                .where(outbox.c.id == r.id)
+                .values(claimed_until=until, claimed_by=token)
             )
+        return OutboxRow(
+            r.id, r.receiver, r.incident_id, r.kind, r.payload, r.created_at, r.attempts, token
+        )
 
-    def retry_at(self, row_id: int, due: datetime, detail: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
+    def _release(self, row: OutboxRow, **values: Any) -> bool:
+        """Update a claimed row if the lease is still ours; False when it was lost."""
+        with self.transaction() as conn:
+            done = conn.execute(
                 update(outbox)
-                .where(outbox.c.id == row_id)
-                .values(
-                    due_at=iso(due),
-                    claimed_until=None,
-                    detail=detail,
-                    attempts=outbox.c.attempts + 1,
-                )
+                .where(outbox.c.id == row.id, outbox.c.claimed_by == row.token)
+                .values(claimed_until=None, claimed_by=None, **values)
             )
+        return bool(done.rowcount)
+
+    def finish(self, row: OutboxRow, outcome: str, detail: str | None = None) -> bool:
+        return self._release(
+            row, done=True, outcome=outcome, detail=detail, attempts=outbox.c.attempts + 1
+        )
+
+    def retry_at(self, row: OutboxRow, due: datetime, detail: str) -> bool:
+        return self._release(row, due_at=iso(due), detail=detail, attempts=outbox.c.attempts + 1)
+
+    def postpone(self, row: OutboxRow, due: datetime) -> bool:
+        """Back in the queue until ``due``, without counting an attempt (pacing)."""
+        return self._release(row, due_at=iso(due))
+
+    def prune(self, now: datetime) -> int:
+        """Forget sent, failed and superseded rows after the retention period."""
+        cutoff = iso(now - timedelta(days=RETENTION_DAYS))
+        with self.transaction() as conn:
+            done = conn.execute(delete(outbox).where(outbox.c.done, outbox.c.created_at < cutoff))
+        return int(done.rowcount)
 
     def outbox_depth(self) -> int:
         with self.engine.connect() as conn:
@@ -501,7 +535,7 @@ class AlertStore:
         return dict(ref) if ref is not None else None
 
     def remember_delivery(self, receiver: str, incident_id: str, ref: Mapping[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             done = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.receiver == receiver, deliveries.c.incident_id == incident_id)

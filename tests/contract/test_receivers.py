@@ -155,8 +155,10 @@ def test_slack_bot_posts_then_updates_and_replies_in_the_thread(
     rig.book.ingest(update)
     rig.dispatcher.step()
     rig.book.act(update["id"], "acknowledge")
+    rig.clock.advance(seconds=1)
     rig.dispatcher.step()
     rig.book.ingest(detector_update(window=3, status="resolved"))
+    rig.clock.advance(seconds=1)
     rig.dispatcher.step()
     paths = [r.path for r in recorder.requests]
     assert paths == [
@@ -236,3 +238,63 @@ def test_generic_webhook_is_signed_with_hmac_sha256(
     assert req.headers["X-Opswatch-Signature"] == "sha256=" + mac.hexdigest()
     assert req.json()["kind"] == "trigger"
     assert HOOK_SECRET not in caplog.text
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_slack_is_paced_to_a_message_a_second_without_holding_up_others(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    pd = {
+        "type": "pagerduty",
+        "name": "pd",
+        "routing_key": {"env": "T_PD_KEY"},
+        "url": f"{recorder.url}/v2/enqueue",
+    }
+    rig = Rig(tmp_path, [SLACK_WEBHOOK, pd])
+    for region in ("eu", "us", "apac"):
+        rig.book.ingest(detector_update(slice_={"region": region}))
+    assert rig.dispatcher.step() == 4  # one Slack message, three PagerDuty events
+    rig.clock.advance(seconds=1)
+    assert rig.dispatcher.step() == 1
+    rig.clock.advance(seconds=1)
+    assert rig.dispatcher.step() == 1
+    assert len(recorder.to(f"/services/T0/B0/{HOOK_SECRET}")) == 3
+
+
+def test_one_alertmanager_down_does_not_hold_back_another(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    recorder.answer("/down/api/v2/alerts", 503, times=100)
+    am = {"type": "alertmanager", "name": "am", "urls": [f"{recorder.url}/down", recorder.url]}
+    rig = Rig(tmp_path, [am])
+    rig.book.ingest(detector_update())
+    for _ in range(3):
+        rig.dispatcher.step()
+        rig.clock.advance(minutes=1)
+    assert len(recorder.to("/api/v2/alerts")) == 3  # every push reached the healthy one
+    assert rig.count("am#0", "retried") >= 1 and rig.count("am#1", "sent") == 3
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_sender_that_raises_is_retried_counted_and_given_up(tmp_path: Path) -> None:
+    hook = {
+        "type": "webhook",
+        "name": "hook",
+        "url": {"env": "T_HOOK_URL"},
+        "secret": {"env": "T_HOOK_SECRET"},
+    }
+    rig = Rig(tmp_path, [hook])
+
+    class Broken:
+        paced = False
+
+        def send(self, row: Any, ref: Any) -> Any:
+            raise KeyError("surprise")
+
+    rig.dispatcher.senders = {"hook": Broken()}
+    rig.book.ingest(detector_update())
+    for _ in range(15):
+        rig.dispatcher.step()
+        rig.clock.advance(minutes=6)
+    assert rig.count("hook", "failed") == 1 and rig.count("hook", "retried") == 11
+    assert rig.book.store.outbox_depth() == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,6 +110,17 @@ def test_digest_receivers_must_take_a_digest() -> None:
         )
 
 
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """The command configures logging on the root logger; give it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
 def test_opswatch_digest_prints_markdown_and_posts_to_slack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

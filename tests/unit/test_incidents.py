@@ -209,3 +209,40 @@ def test_alertmanager_gets_every_alert_again_while_firing_and_the_end(
     assert book.plan() == 0
     last = book.store.outbox_rows()[-1]["payload"]
     assert last["alerts"][0]["status"] == "resolved"
+
+
+def test_who_heard_of_an_incident_hears_its_end_whatever_leads_it_now(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    cfg = config(
+        routes=[{"match": {"region": ["eu"]}, "receivers": ["hook"]}],
+    )
+    book = make_book(tmp_path, clock, cfg)
+    book.ingest(detector_update(slice_={"region": "eu"}, severity="warning"))
+    clock.advance(minutes=1)
+    book.plan()
+    book.ingest(detector_update(slice_={}))  # all-up, critical: the new lead, no region
+    book.ingest(detector_update(slice_={"region": "eu"}, window=3, status="resolved"))
+    book.ingest(detector_update(slice_={}, window=3, status="resolved"))
+    clock.advance(minutes=10)
+    book.plan()
+    assert sent(book) == [("hook", "trigger"), ("hook", "resolve")]
+    assert book.store.active_incidents_count() == 0
+
+
+def test_a_plan_that_fails_half_way_leaves_nothing_behind(
+    book: AlertBook, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book.ingest(detector_update())
+    clock.advance(minutes=1)
+    real = book.store.save_incident
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(book.store, "save_incident", broken)
+    assert book.plan() == 0
+    assert sent(book) == []  # the accepted row went with the failed plan
+    monkeypatch.setattr(book.store, "save_incident", real)
+    assert book.plan() == 1 and book.plan() == 0
+    assert sent(book) == [("hook", "trigger")]

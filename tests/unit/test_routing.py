@@ -17,18 +17,21 @@ def routing() -> Routing:
     return Routing(load_config(EXAMPLE), FAMILIES)
 
 
+AM = ["platform-alertmanager#0", "platform-alertmanager#1"]  # one target per Alertmanager
+
+
 @pytest.mark.parametrize(
     ("metric", "severity", "receivers"),
     [
-        ("conversion_rate", "critical", ["ops-bot", "platform-alertmanager", "pagerduty"]),
-        ("conversion_rate", "warning", ["ops-bot", "platform-alertmanager"]),
-        ("churn_actions", "critical", ["ops-bot", "platform-alertmanager", "data-team"]),
+        ("conversion_rate", "critical", ["ops-bot", *AM, "pagerduty"]),
+        ("conversion_rate", "warning", ["ops-bot", *AM]),
+        ("churn_actions", "critical", ["ops-bot", *AM, "data-team"]),
     ],
 )
 def test_routes_of_the_example(metric: str, severity: str, receivers: list[str]) -> None:
     r = routing()
     labels = r.labels({"metric": metric, "slice": {"region": "eu"}}, severity)
-    assert r.receivers_for(labels) == receivers
+    assert r.receivers_for([labels]) == receivers
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from services.common.contracts import Alert
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
-READ_ERRORS = problem_responses(401)
 WRITE_ERRORS = problem_responses(401, 404, 409, 422)
 
 
@@ -42,7 +41,7 @@ class LabelRequest(BaseModel):
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def page_error(exc: CursorError) -> ProblemError:
@@ -95,7 +94,7 @@ def list_alerts(
     "/{alert_id}",
     response_model=Alert,
     dependencies=[ReadAuth],
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422),
 )
 def get_alert(alert_id: str, store: StoreDep) -> Alert:
     body = store.get(alert_id)
@@ -142,10 +141,10 @@ def resolve(alert_id: str, book: BookDep) -> Alert:
     dependencies=[WriteAuth],
     responses=WRITE_ERRORS,
 )
-def snooze(alert_id: str, request: SnoozeRequest, book: BookDep) -> Alert:
+def snooze(alert_id: str, book: BookDep, request: SnoozeRequest | None = None) -> Alert:
     """No notifications until ``until`` (or until the alert resolves, whose resolve is
     still announced); 409 if resolved or if ``until`` is not in the future."""
-    return _act(book, alert_id, "snooze", until=request.until)
+    return _act(book, alert_id, "snooze", until=request.until if request else None)
 
 
 @router.post(

@@ -50,7 +50,7 @@ def list_incidents(
     "/{incident_id}",
     response_model=Incident,
     dependencies=[ReadAuth],
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422),
 )
 def get_incident(incident_id: str, store: StoreDep) -> Incident:
     body = store.get_incident(incident_id)

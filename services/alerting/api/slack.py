@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from slack_sdk.signature import Clock, SignatureVerifier
 
@@ -22,6 +23,20 @@ from services.common.problems import ProblemError, problem_responses
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/slack", tags=["slack"])
 SNOOZE = timedelta(hours=1)
+
+
+ACTIONS = ("acknowledge", "snooze", "false_alarm")
+
+
+def _take(book: AlertBook, name: str, incident_id: str) -> int:
+    """The button's action on every open alert of the incident (the database, off the
+    event loop); how many alerts it moved."""
+    if name == "acknowledge":
+        return book.act_on_incident(incident_id, "acknowledge")
+    if name == "snooze":
+        return book.act_on_incident(incident_id, "snooze", until=book.clock() + SNOOZE)
+    book.act_on_incident(incident_id, "label", label="false_positive")
+    return book.act_on_incident(incident_id, "resolve")
 
 
 class _Clock(Clock):
@@ -57,16 +72,10 @@ async def interactions(request: Request) -> JSONResponse:
         user = payload.get("user", {}).get("username") or payload.get("user", {}).get("id")
     except (KeyError, IndexError, TypeError, ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Not an interaction", "expected a block_actions payload") from None
+    if name not in ACTIONS:
+        raise ProblemError(400, "Unknown action", f"no action {name!r}")
     try:
-        if name == "acknowledge":
-            moved = book.act_on_incident(incident_id, "acknowledge")
-        elif name == "snooze":
-            moved = book.act_on_incident(incident_id, "snooze", until=book.clock() + SNOOZE)
-        elif name == "false_alarm":
-            book.act_on_incident(incident_id, "label", label="false_positive")
-            moved = book.act_on_incident(incident_id, "resolve")
-        else:
-            raise ProblemError(400, "Unknown action", f"no action {name!r}")
+        moved = await run_in_threadpool(_take, book, name, incident_id)
     except NotFoundError:
         raise ProblemError(404, "Incident not found", f"no incident {incident_id!r}") from None
     log.info("slack action", extra={"action": name, "incident": incident_id, "user": user})

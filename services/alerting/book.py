@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from services.alerting import incidents as inc
 from services.alerting import lifecycle
 from services.alerting.lifecycle import SEVERITY_RANK, AlertState, Change, Label, Policy, iso
+from services.alerting.messages import where
 from services.alerting.routing import Routing
 from services.alerting.store import AlertStore
 
@@ -50,10 +51,6 @@ def incident_body(state: inc.IncidentState, summary: inc.Summary, flapping: bool
         "flapping": flapping,
         "notified_status": state.notified_status,
     }
-
-
-def where(slice_: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in slice_.items()) or "all-up"
 
 
 def title(alert: AlertState) -> str:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from services.alerting.book import AlertBook
 from services.alerting.lifecycle import iso, parse_time
+from services.alerting.messages import where
 from services.alerting.metrics import precision
 from services.alerting.routing import DigestConfig
 from services.alerting.store import AlertFilter, AlertStore
@@ -92,10 +93,6 @@ def _duration(values: Sequence[float]) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def _where(slice_: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in slice_.items()) or "all-up"
-
-
 def markdown(d: Digest) -> str:
     lines = [
         f"# opswatch daily digest, {d.since:%Y-%m-%d %H:%M} to {d.until:%Y-%m-%d %H:%M} UTC",
@@ -135,7 +132,7 @@ def markdown(d: Digest) -> str:
         ]
         for m in d.movers:
             lines.append(
-                f"| {m.metric} | {_where(m.slice)} | {m.observed:.4g} | {m.expected:.4g} "
+                f"| {m.metric} | {where(m.slice)} | {m.observed:.4g} | {m.expected:.4g} "
                 f"| {m.change:+.0%} |"
             )
     else:

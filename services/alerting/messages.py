@@ -184,7 +184,6 @@ def alertmanager_alerts(notice: Mapping[str, Any], links: Links) -> list[dict[st
             "alertname": "OpswatchAnomaly",
             "metric": alert["metric"],
             "severity": alert["peak_severity"],
-            "fingerprint": alert["fingerprint"],
             **alert["slice"],
         }
         annotations = {

@@ -99,7 +99,9 @@ def test_alerts_reach_alertmanager_and_slack_and_resolve_there(
             },
         )
         alerting = stack.start("alerting")
-        allup, driver = detector_update(slice_={}), detector_update(slice_=DRIVER)
+        drivers = [{"slice": DRIVER, "observed": 0.004, "expected": 0.071, "contribution": 0.83}]
+        allup = detector_update(slice_={}, drivers=drivers)
+        driver = detector_update(slice_=DRIVER)
         publish(bootstrap, stack, [allup, driver])
 
         def listed() -> list[dict[str, Any]]:
@@ -122,6 +124,7 @@ def test_alerts_reach_alertmanager_and_slack_and_resolve_there(
         incident = httpx.get(f"{alerting.url}/v1/incidents", timeout=5).json()["items"]
         assert len(incident) == 1 and incident[0]["alerts"] == 2
         assert incident[0]["id"] in str(message["attachments"][0]["blocks"])
+        assert "Drivers: region=na, channel=web 0.004 vs 0.071" in str(message)
         evidence("slack-incident.json", message)
         evidence("alertmanager-alerts.json", listed())
 

@@ -10,10 +10,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.alerting.store import AlertStore
+from services.common.contracts import DIMENSIONS
 
 OUTCOMES = ("stored", "duplicate", "invalid", "failed")
 NOTIFY_OUTCOMES = ("sent", "retried", "failed")
 STATUSES = ("firing", "acknowledged", "resolved")
+SEVERITIES = ("critical", "warning", "info")
 LABELS = ("true_positive", "false_positive", "expected")
 
 
@@ -32,12 +34,26 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self.store.counts()
-        by_status = GaugeMetricFamily(
-            "opswatch_alerting_alerts_by_status", "Stored alerts by status.", labels=["status"]
+        stored = GaugeMetricFamily(
+            "opswatch_alerting_alerts_stored",
+            "Stored alerts by status and severity.",
+            labels=["status", "severity"],
         )
+        held = self.store.by_status_and_severity()
         for status in STATUSES:
-            by_status.add_metric([status], counts["status"].get(status, 0))
-        yield by_status
+            for severity in SEVERITIES:
+                stored.add_metric([status, severity], held.get((status, severity), 0))
+        yield stored
+        shaped = GaugeMetricFamily(
+            "opswatch_alerting_alerts",
+            "1 for every open alert, shaped like Prometheus' ALERTS (alertstate: firing or"
+            " acknowledged), for Grafana's alert panels and annotations.",
+            labels=["alertname", "alertstate", "severity", "metric", "slice"],
+        )
+        for status, severity, metric, *dims in self.store.open_alerts():
+            where = ",".join(f"{d}={v}" for d, v in zip(DIMENSIONS, dims, strict=True) if v)
+            shaped.add_metric(["OpswatchAnomaly", status, severity, metric, where or "all-up"], 1)
+        yield shaped
         labelled = GaugeMetricFamily(
             "opswatch_alerting_labelled_alerts",
             "Alerts people labelled, by label.",

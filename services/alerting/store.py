@@ -550,6 +550,28 @@ class AlertStore:
 
     # figures
 
+    def by_status_and_severity(self) -> dict[tuple[str, str], int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(alerts.c.status, alerts.c.severity, func.count()).group_by(
+                    alerts.c.status, alerts.c.severity
+                )
+            ).all()
+        return {(status, severity): int(n) for status, severity, n in rows}
+
+    def open_alerts(self) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
+        """(status, severity, metric, region, channel, platform) of every open alert."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    alerts.c.status,
+                    alerts.c.severity,
+                    alerts.c.metric,
+                    *(alerts.c[d] for d in DIMENSIONS),
+                ).where(alerts.c.status != "resolved")
+            ).all()
+        return [tuple(r) for r in rows]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Alerts by status, by severity and by label (unlabelled as "none")."""
         out: dict[str, dict[str, int]] = {}

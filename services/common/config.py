@@ -77,6 +77,9 @@ class OpswatchSettings(BaseSettings):
     min_slice_volume: Annotated[float, Field(ge=0)] = Field(
         30.0, validation_alias=env("OPSWATCH_MIN_SLICE_VOLUME")
     )
+    kpi_export_slices: Annotated[int, Field(ge=0)] = Field(
+        200, validation_alias=env("OPSWATCH_KPI_EXPORT_SLICES")
+    )
     resolve_after: Annotated[int, Field(ge=1, le=288)] = Field(
         3, validation_alias=env("OPSWATCH_RESOLVE_AFTER")
     )
@@ -159,6 +162,7 @@ class OpswatchSettings(BaseSettings):
             max_slices=self.max_slices,
             min_slice_volume=self.min_slice_volume,
             resolve_after=self.resolve_after,
+            kpi_slices=self.kpi_export_slices,
         )
 
     def topics(self) -> Topics:

@@ -8,6 +8,7 @@ takes over a partition resumes from the snapshot instead of warming up again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from services.common.config import OpswatchSettings
@@ -25,7 +27,7 @@ from services.common.events import (
     event_time,
     leaf_of,
 )
-from services.detector.metrics import Metrics
+from services.detector.metrics import KpiExport, Metrics, WatermarkLag
 from services.detector.stages import Outgoing, StageOne, StageThree, StageTwo
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         engine_settings, max_slices=math.ceil(engine_settings.max_slices / n)
     )
     metrics = Metrics.create(registry, catalog.names)
+    kpis = KpiExport(metrics.kpis)
     app = faust.App(
         settings.detector_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -77,6 +80,14 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     heard_three: dict[str, float] = {}
     started_three = time.monotonic()
     ones: dict[int, StageOne] = {}
+    registry.register(WatermarkLag(lambda: {p: s.aggregator.watermark for p, s in ones.items()}))
+
+    def note_lag(message: Any) -> None:
+        tp = TP(message.topic, message.partition)
+        with contextlib.suppress(KeyError, AttributeError):  # not assigned (any more)
+            behind = app.consumer.highwater(tp) - message.offset - 1
+            metrics.consumer_lag.labels(message.topic, str(message.partition)).set(behind)
+
     twos: dict[int, StageTwo] = {}
     saved: dict[tuple[str, int], float] = {}
     # wall-clock time a (stage, partition, source) was last heard from
@@ -122,6 +133,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     async def aggregate(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
+            note_lag(message)
             stage = stage_one(message.partition)
             try:
                 record = decode(event.value)
@@ -144,6 +156,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     async def evaluate(stream: Any) -> None:
         async for event in stream.events():
             partition = event.message.partition
+            note_lag(event.message)
             stage = stage_two(partition)
             before = stage.evaluator.evaluated_until
             reports = stage.on_message(event.value)
@@ -165,6 +178,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 metrics.unjudged.labels(p, reason).set(count)
             for metric, count in evaluator.warming.items():
                 metrics.warming.labels(p, metric).set(count)
+            kpis.update(partition, evaluator.kpis)
             if due("two", partition):
                 stage_two_table[b"%d" % partition] = stage.snapshot()
 

@@ -2,15 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from services.common.contracts import EVENT_TYPES
 
 SEVERITIES = ("critical", "warning", "info")
 STATUSES = ("firing", "resolved")
+
+
+KPI_SERIES = (
+    ("observed", "The business KPI as observed"),
+    ("expected", "The KPI expected from the slice's baseline"),
+    ("expected_low", "The low end of the KPI's expected band"),
+    ("expected_high", "The high end of the KPI's expected band"),
+)
+
+
+def slice_label(slice_key: str) -> str:
+    return "all-up" if slice_key == "*" else slice_key
+
+
+class KpiExport:
+    """Sets the KPI gauges from an evaluator's last window and removes the series of
+    slices that a partition no longer shows, so the exported set stays capped."""
+
+    def __init__(self, gauges: Sequence[Gauge]) -> None:
+        self.gauges = gauges
+        self.shown: dict[int, set[tuple[str, str]]] = {}
+
+    def update(
+        self, partition: int, kpis: Mapping[tuple[str, str], tuple[float, float, float, float]]
+    ) -> None:
+        now = {(metric, slice_label(key)) for metric, key in kpis}
+        for gone in self.shown.get(partition, set()) - now:
+            for gauge in self.gauges:
+                gauge.remove(*gone)
+        for (metric, key), values in kpis.items():
+            for gauge, value in zip(self.gauges, values, strict=True):
+                gauge.labels(metric, slice_label(key)).set(value)
+        self.shown[partition] = now
+
+
+class WatermarkLag(Collector):
+    """Wall-clock seconds between now and each stage-one partition's watermark."""
+
+    def __init__(self, watermarks: Callable[[], Mapping[int, float | None]]) -> None:
+        self.watermarks = watermarks
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "opswatch_detector_watermark_lag_seconds",
+            "How far the event-time watermark trails the wall clock, by events partition.",
+            labels=["partition"],
+        )
+        now = time.time()
+        for partition, mark in sorted(self.watermarks().items()):
+            if mark is not None:
+                family.add_metric([str(partition)], max(0.0, now - mark))
+        yield family
 
 
 @dataclass(frozen=True)
@@ -26,6 +81,8 @@ class Metrics:
     late_partials: Gauge
     unjudged: Gauge
     warming: Gauge
+    consumer_lag: Gauge
+    kpis: tuple[Gauge, Gauge, Gauge, Gauge]  # observed, expected, expected_low, expected_high
 
     @classmethod
     def create(cls, registry: CollectorRegistry, metric_names: Sequence[str]) -> Metrics:
@@ -96,6 +153,23 @@ class Metrics:
                 " alerting yet) in the last window judged, by partition and metric.",
                 ["partition", "metric"],
                 registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "opswatch_detector_consumer_lag_messages",
+                "Messages behind the partition's end (its high watermark), by topic and"
+                " partition, as of the last message this worker processed.",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            kpis=tuple(  # type: ignore[arg-type]
+                Gauge(
+                    f"opswatch_kpi_{name}",
+                    f"{text}, by metric and slice, in the last window judged (the"
+                    " OPSWATCH_KPI_EXPORT_SLICES shallowest slices of each partition).",
+                    ["metric", "slice"],
+                    registry=registry,
+                )
+                for name, text in KPI_SERIES
             ),
         )
         for t in EVENT_TYPES:

@@ -188,7 +188,13 @@ def test_labels_feed_precision_in_stats_and_metrics(client: TestClient) -> None:
     stats = client.get("/v1/stats").json()
     assert stats["labelled"] == 3 and stats["precision"] == pytest.approx(2 / 3)
     assert stats["alerts_by_status"] == {"firing": 4}
-    assert "opswatch_alerting_label_precision_ratio 0.666" in client.get("/metrics").text
+    text = client.get("/metrics").text
+    assert "opswatch_alerting_label_precision_ratio 0.666" in text
+    assert (
+        'opswatch_alerting_alerts{alertname="OpswatchAnomaly",alertstate="firing",'
+        'metric="conversion_rate",severity="critical",slice="region=r0"} 1.0'
+    ) in text
+    assert 'opswatch_alerting_alerts_stored{severity="critical",status="firing"} 4.0' in text
     labelled = client.get("/v1/alerts", params={"label": "false_positive"}).json()["items"]
     assert [a["id"] for a in labelled] == [bodies[2]["id"]]
 

@@ -30,6 +30,11 @@ from .marks import Marks
 UNJUDGED = ("low_volume", "max_slices")
 
 
+def _depth(slice_key: str) -> int:
+    """How many dimensions a slice fixes (the all-up slice, ``*``, none)."""
+    return slice_key.count("=")
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     window_s: int = 300
@@ -44,6 +49,7 @@ class EngineSettings:
     timezone: str = "UTC"
     max_slices: int = 20_000  # tracked by one evaluator (a partition of stage two)
     min_slice_volume: float = 30.0  # events (or users) seen before a slice is tracked
+    kpi_slices: int = 200  # slices whose KPIs the last window leaves in ``kpis``
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ class Evaluator:
     untracked: dict[str, float] = field(default_factory=dict)
     unjudged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNJUDGED, 0))
     warming: dict[str, int] = field(default_factory=dict)  # metric -> slices, last window
+    # (metric, slice) -> (observed, expected, low, high) of the last window judged, for
+    # the ``kpi_slices`` shallowest slices (all-up first, then one dimension, ...)
+    kpis: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._detectors = {m.name: detector_for(m.kind) for m in self.catalog.metrics}
@@ -259,7 +268,10 @@ class Evaluator:
         report = Report(start + self.settings.window_s, start)
         nothing = Acc.empty(self.catalog)
         self.warming = dict.fromkeys(self.catalog.names, 0)
-        for key in sorted(self.slices.keys() | partials.keys()):
+        self.kpis = {}
+        keys = sorted(self.slices.keys() | partials.keys())
+        shown = set(sorted(keys, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices])
+        for key in keys:
             acc = partials.get(key, nothing)
             state = self.slices.get(key) or self._admit(key, acc, start)
             if state is None:
@@ -269,13 +281,19 @@ class Evaluator:
                     self.warming[metric.name] += 1  # the users' history is too short yet
                     continue
                 obs = observation(metric, acc, hour, weekday)
-                candidate = self._judge_metric(state, key, metric, obs, report)
+                candidate = self._judge_metric(state, key, metric, obs, report, key in shown)
                 if candidate is not None:
                     report.candidates.append(candidate)
         return report
 
     def _judge_metric(
-        self, state: SliceState, key: str, metric: CompiledMetric, obs: Observation, report: Report
+        self,
+        state: SliceState,
+        key: str,
+        metric: CompiledMetric,
+        obs: Observation,
+        report: Report,
+        shown: bool,
     ) -> dict[str, Any] | None:
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
@@ -290,6 +308,14 @@ class Evaluator:
             state.cusums[metric.name] = cusum
         if verdict.warming_up:
             self.warming[metric.name] += 1
+        if shown and (verdict.n > 0 or metric.kind not in ("ratio", "mean")):
+            # the band so far, warming up or not: a dashboard shows it converge
+            self.kpis[(metric.name, key)] = (
+                verdict.observed,
+                verdict.expected,
+                verdict.low,
+                verdict.high,
+            )
         # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
         if verdict.warming_up or (verdict.n <= 0 and metric.kind in ("ratio", "mean")):
             state.detectors[metric.name] = detector.learn(det_state, obs)

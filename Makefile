@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA := deploy/local/kafka.sh
+WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration clean
+.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,18 +38,16 @@ test-unit: $(STAMP)
 test-integration: kafka-up
 	OPSWATCH_KAFKA_BOOTSTRAP=$${OPSWATCH_KAFKA_BOOTSTRAP:-127.0.0.1:9092} $(BIN)/python -m pytest tests/integration
 
-# The whole suite against the real broker; the broker is stopped afterwards
-# only if this target started it.
+# Dashboards against a real Prometheus, rules with promtool, the Helm chart with
+# helm lint, helm template and kubeconform, the compose file and the Dockerfile.
+check-deploy: $(STAMP)
+	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests/deploy
+
+# Everything: lint, then every test (unit, contract, integration and the deploy
+# checks of check-deploy) against the real broker, stopped afterwards only if
+# this target started it.
 test: $(STAMP) lint
-	@started=0; \
-	if [ -z "$$OPSWATCH_KAFKA_BOOTSTRAP" ]; then \
-	  if ! bash $(KAFKA) status >/dev/null 2>&1; then started=1; fi; \
-	  bash $(KAFKA) up || exit 1; \
-	fi; \
-	OPSWATCH_KAFKA_BOOTSTRAP=$${OPSWATCH_KAFKA_BOOTSTRAP:-127.0.0.1:9092} $(BIN)/python -m pytest tests; \
-	rc=$$?; \
-	if [ $$started = 1 ]; then bash $(KAFKA) down; fi; \
-	exit $$rc
+	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests
 
 clean:
 	rm -rf $(VENV) .opswatch *.db *.db-shm *.db-wal .pytest_cache .mypy_cache .ruff_cache

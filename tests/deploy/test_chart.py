@@ -1,0 +1,191 @@
+"""The Helm chart, proven offline: helm lint --strict and helm template of every
+ci scenario, kubeconform in strict mode against the Kubernetes JSON schemas that
+kubernetes-validate bundles; and the checks shown to fail on broken input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).parents[2]
+CHART = REPO / "deploy" / "helm" / "opswatch"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+CRDS = ("ServiceMonitor",)  # no schema offline; rendered only when the API is served
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, str]:
+    done = subprocess.run(
+        ["bash", str(REPO / "deploy" / "check" / "tools.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines())
+
+
+def _offline(node: Any) -> None:
+    """Schema references made relative, so kubeconform never reaches for the network."""
+    if isinstance(node, dict):
+        node.pop("$id", None)
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("/api/_definitions.json"):
+            node["$ref"] = ref[len("/api/") :]
+        for value in node.values():
+            _offline(value)
+    elif isinstance(node, list):
+        for value in node:
+            _offline(value)
+
+
+@pytest.fixture(scope="session")
+def schemas(tools: dict[str, str]) -> Path:
+    version = f"v{tools['kube_version']}-local-strict"
+    source = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / version
+    target = REPO / ".cache" / "k8s-schemas"
+    done = target / version / ".complete"
+    if not done.exists():
+        (target / version).mkdir(parents=True, exist_ok=True)
+        for path in source.glob("*.json"):
+            doc = json.loads(path.read_text())
+            _offline(doc)
+            (target / version / path.name).write_text(json.dumps(doc))
+        done.touch()
+    return target
+
+
+def helm(tools: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tools["helm"], *args], capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def kubeconform(
+    tools: dict[str, str], schemas: Path, manifests: str
+) -> subprocess.CompletedProcess[str]:
+    location = str(schemas) + "/{{ .NormalizedKubernetesVersion }}-local-strict/"
+    location += "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    return subprocess.run(
+        [
+            tools["kubeconform"],
+            "-strict",
+            "-summary",
+            "-kubernetes-version",
+            tools["kube_version"],
+            "-schema-location",
+            location,
+            "-skip",
+            ",".join(CRDS),
+        ],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def render(tools: dict[str, str], scenario: Path, *extra: str) -> str:
+    done = helm(
+        tools,
+        "template",
+        "ops",
+        str(CHART),
+        "-f",
+        str(scenario),
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        *extra,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_every_scenario_lints_renders_and_validates_strictly(
+    tools: dict[str, str], schemas: Path, scenario: Path
+) -> None:
+    lint = helm(tools, "lint", "--strict", str(CHART), "-f", str(scenario))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    manifests = render(tools, scenario)
+    checked = kubeconform(tools, schemas, manifests)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Invalid: 0, Errors: 0" in checked.stdout and "Valid: 0" not in checked.stdout
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(manifests) if doc]
+    assert kinds.count("Deployment") == 3 and "ConfigMap" in kinds
+
+
+def test_the_full_scenario_renders_what_it_asks_for(tools: dict[str, str]) -> None:
+    docs = [d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "full-values.yaml")) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"HorizontalPodAutoscaler", "ServiceMonitor", "PodDisruptionBudget"} <= kinds
+    dashboards = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard")
+    ]
+    assert sorted(dashboards[0]["data"]) == ["opswatch-ops.json", "opswatch-pipeline.json"]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]
+        assert "checksum/config" in pod["metadata"]["annotations"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in pod["spec"]["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert container["livenessProbe"] and container["readinessProbe"]
+    secret_values = [
+        env.get("value", "")
+        for d in docs
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for env in c.get("env", [])
+    ]
+    assert not any("xox" in v or "hooks.slack.com" in v for v in secret_values)
+
+
+def test_without_a_servicemonitor_api_none_is_rendered(tools: dict[str, str]) -> None:
+    done = helm(tools, "template", "ops", str(CHART), "-f", str(CHART / "ci" / "full-values.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert "kind: ServiceMonitor" not in done.stdout
+
+
+@pytest.mark.parametrize("bad", ["bogus=1", "ingest.bogus=1", "detector.replicas=many"])
+def test_unknown_or_mistyped_values_are_refused(tools: dict[str, str], bad: str) -> None:
+    default = str(CHART / "ci" / "default-values.yaml")
+    for command in (["lint", "--strict"], ["template", "ops"]):
+        done = helm(tools, *command, str(CHART), "-f", default, "--set", bad)
+        assert done.returncode != 0, f"helm {command[0]} took --set {bad}"
+
+
+def test_kafka_bootstrap_is_required_with_a_clear_message(tools: dict[str, str]) -> None:
+    done = helm(tools, "template", "ops", str(CHART))
+    assert done.returncode != 0 and "kafkaBootstrap is required" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("containerPort", "http-port"), ("replicas", "two"), ("colour", "red")],
+)
+def test_kubeconform_fails_on_a_broken_manifest(
+    tools: dict[str, str], schemas: Path, field: str, value: str
+) -> None:
+    docs = [d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "default-values.yaml")) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    if field == "containerPort":
+        container["ports"][0]["containerPort"] = value
+    elif field == "replicas":
+        deployment["spec"]["replicas"] = value
+    else:
+        container[field] = value
+    checked = kubeconform(tools, schemas, yaml.safe_dump(deployment))
+    assert checked.returncode != 0, f"a Deployment with {field}={value!r} passed"

@@ -32,8 +32,9 @@ class Links:
     def dashboard(self, alert: Mapping[str, Any]) -> str | None:
         if not self.grafana_url:
             return None
-        query = {"var-metric": alert["metric"]}
-        query.update({f"var-{k}": v for k, v in alert["slice"].items()})
+        # the operations overview's variables: the KPI series' own metric and slice labels
+        where = ",".join(f"{k}={v}" for k, v in alert["slice"].items()) or "all-up"
+        query = {"var-metric": alert["metric"], "var-slice": where}
         sep = "&" if "?" in self.grafana_url else "?"
         return f"{self.grafana_url}{sep}{urlencode(query)}"
 

@@ -107,7 +107,8 @@ def test_slack_webhook_message_is_block_kit_with_escaped_event_text(
     blob = str(attachment["blocks"])
     for needle in ("conversion_rate", "0.01", "0.07", "n=400", "2026-03-02T17:00:00Z"):
         assert needle in blob
-    assert "http://grafana.test/d/opswatch-ops?var-metric=conversion_rate" in blob
+    link = "http://grafana.test/d/opswatch-ops?var-metric=conversion_rate&var-slice="
+    assert link + "region%3D%3C%21channel%3E+%40here%2Cchannel%3Dweb" in blob
     assert "http://runbooks.test/conversion_rate" in blob
     actions = next(b for b in attachment["blocks"] if b["type"] == "actions")["elements"]
     assert [a["action_id"] for a in actions] == ["acknowledge", "snooze", "false_alarm"]

@@ -59,6 +59,9 @@ def _settings() -> OpswatchSettings:
 
 def _alerting(settings: OpswatchSettings) -> Runtime:
     """The alerting parts, or exit 2 with one clear message on a bad configuration."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import OperationalError
+
     from services.alerting.routing import ConfigError
     from services.alerting.runtime import build
     from services.alerting.store import SchemaError
@@ -67,6 +70,13 @@ def _alerting(settings: OpswatchSettings) -> Runtime:
         return build(settings)
     except (ConfigError, SchemaError, ValueError) as exc:
         err.print(f"[red]alerting configuration error[/]: {exc}")
+        raise typer.Exit(2) from None
+    except OperationalError as exc:
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        err.print(
+            f"[red]the alert store at {url} cannot be opened[/] ({exc.orig}); "
+            "check OPSWATCH_DATABASE_URL"
+        )
         raise typer.Exit(2) from None
 
 

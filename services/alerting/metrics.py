@@ -16,6 +16,7 @@ OUTCOMES = ("stored", "duplicate", "invalid", "failed")
 NOTIFY_OUTCOMES = ("sent", "retried", "failed")
 STATUSES = ("firing", "acknowledged", "resolved")
 SEVERITIES = ("critical", "warning", "info")
+SHAPED_MAX = 1000  # series of opswatch_alerting_alerts at most, whatever an incident's size
 LABELS = ("true_positive", "false_positive", "expected")
 
 
@@ -47,10 +48,11 @@ class StoreCollector(Collector):
         shaped = GaugeMetricFamily(
             "opswatch_alerting_alerts",
             "1 for every open alert, shaped like Prometheus' ALERTS (alertstate: firing or"
-            " acknowledged), for Grafana's alert panels and annotations.",
+            f" acknowledged), for Grafana's alert panels and annotations; the {SHAPED_MAX}"
+            " most recently updated.",
             labels=["alertname", "alertstate", "severity", "metric", "slice"],
         )
-        for status, severity, metric, *dims in self.store.open_alerts():
+        for status, severity, metric, *dims in self.store.open_alerts(SHAPED_MAX):
             where = ",".join(f"{d}={v}" for d, v in zip(DIMENSIONS, dims, strict=True) if v)
             shaped.add_metric(["OpswatchAnomaly", status, severity, metric, where or "all-up"], 1)
         yield shaped

@@ -559,8 +559,11 @@ class AlertStore:
             ).all()
         return {(status, severity): int(n) for status, severity, n in rows}
 
-    def open_alerts(self) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
-        """(status, severity, metric, region, channel, platform) of every open alert."""
+    def open_alerts(
+        self, limit: int
+    ) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
+        """(status, severity, metric, region, channel, platform) of the open alerts,
+        the most recently updated first, at most ``limit``."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(
@@ -568,7 +571,10 @@ class AlertStore:
                     alerts.c.severity,
                     alerts.c.metric,
                     *(alerts.c[d] for d in DIMENSIONS),
-                ).where(alerts.c.status != "resolved")
+                )
+                .where(alerts.c.status != "resolved")
+                .order_by(alerts.c.updated_at.desc())
+                .limit(limit)
             ).all()
         return [tuple(r) for r in rows]
 

@@ -43,7 +43,9 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     n = settings.kafka_partitions
     # each partition of stage two tracks its share of the slices
     stage_two_settings = replace(
-        engine_settings, max_slices=math.ceil(engine_settings.max_slices / n)
+        engine_settings,
+        max_slices=math.ceil(engine_settings.max_slices / n),
+        kpi_slices=math.ceil(engine_settings.kpi_slices / n),
     )
     metrics = Metrics.create(registry, catalog.names)
     kpis = KpiExport(metrics.kpis)
@@ -80,11 +82,29 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     heard_three: dict[str, float] = {}
     started_three = time.monotonic()
     ones: dict[int, StageOne] = {}
-    registry.register(WatermarkLag(lambda: {p: s.aggregator.watermark for p, s in ones.items()}))
+    # read from the metrics thread: a copy of the items, taken in one step
+    registry.register(
+        WatermarkLag(lambda: {p: s.aggregator.watermark for p, s in list(ones.items())})
+    )
+
+    @app.on_partitions_revoked.connect
+    async def forget(_: Any, /, *args: Any, signal: Any, **__: Any) -> None:
+        """Partitions gone to another worker: their stages leave memory (back from the
+        changelog if they return) and their series leave the metrics."""
+        revoked: set[TP] = args[0]
+        for tp in revoked:
+            if tp.topic in topics.events.values():
+                ones.pop(tp.partition, None)
+            elif tp.topic == topics.partials:
+                twos.pop(tp.partition, None)
+                kpis.update(tp.partition, {})
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     def note_lag(message: Any) -> None:
         tp = TP(message.topic, message.partition)
-        with contextlib.suppress(KeyError, AttributeError):  # not assigned (any more)
+        # a message of a partition revoked meanwhile: aiokafka asserts it is assigned
+        with contextlib.suppress(KeyError, AttributeError, AssertionError):
             behind = app.consumer.highwater(tp) - message.offset - 1
             metrics.consumer_lag.labels(message.topic, str(message.partition)).set(behind)
 

@@ -39,3 +39,11 @@ def test_the_export_follows_the_slices_a_partition_shows() -> None:
     assert 'slice="region=eu"' not in text
     assert 'opswatch_kpi_observed{metric="gmv",slice="all-up"} 11.0' in text
     assert 'opswatch_kpi_expected_low{metric="gmv",slice="region=us"} 4.0' in text
+
+
+def test_a_partition_gone_to_another_worker_leaves_no_series_behind() -> None:
+    registry = CollectorRegistry()
+    export = KpiExport(Metrics.create(registry, CATALOG.names).kpis)
+    export.update(3, {("gmv", "*"): (10.0, 12.0, 8.0, 16.0)})
+    export.update(3, {})  # revoked
+    assert "opswatch_kpi_observed{" not in generate_latest(registry).decode()

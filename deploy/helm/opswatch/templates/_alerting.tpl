@@ -13,6 +13,10 @@
     secretKeyRef:
       name: {{ $s.database.name }}
       key: {{ $s.database.key }}
+{{- else }}
+{{- /* no PostgreSQL: SQLite on the pod's writable /tmp, lost with the pod (see NOTES) */}}
+- name: OPSWATCH_DATABASE_URL
+  value: "sqlite:////tmp/opswatch-alerts.db"
 {{- end }}
 {{- if $s.apiWriteToken.name }}
 - name: OPSWATCH_API_WRITE_TOKEN_FILE

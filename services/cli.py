@@ -150,18 +150,24 @@ def run(
     if not settings.kafka_bootstrap:
         err.print(f"[red]opswatch run {service}[/] needs OPSWATCH_KAFKA_BOOTSTRAP (host:port)")
         raise typer.Exit(2)
-    if service is Service.ingest:
-        from services.ingest.__main__ import serve as serve_ingest
+    from services.common.kafka import TopicLayoutError
 
-        serve_ingest(settings)
-    elif service is Service.alerting:
-        from services.alerting.__main__ import serve as serve_alerting
+    try:
+        if service is Service.ingest:
+            from services.ingest.__main__ import serve as serve_ingest
 
-        serve_alerting(settings, _alerting(settings))
-    else:
-        from services.detector.__main__ import serve as serve_detector
+            serve_ingest(settings)
+        elif service is Service.alerting:
+            from services.alerting.__main__ import serve as serve_alerting
 
-        serve_detector(settings)
+            serve_alerting(settings, _alerting(settings))
+        else:
+            from services.detector.__main__ import serve as serve_detector
+
+            serve_detector(settings)
+    except TopicLayoutError as exc:
+        err.print(f"[red]topic layout error[/]: {exc}")
+        raise typer.Exit(2) from None
 
 
 def _run_all() -> None:

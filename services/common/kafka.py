@@ -43,8 +43,31 @@ def ensure_topics(
                 admin.create_topics(missing)
             log.info("created topics", extra={"topics": [t.name for t in missing]})
         _await_leaders(admin, wanted, timeout_s)
+        _check_layout(admin, topics, partitions)
     finally:
         admin.close()
+
+
+class TopicLayoutError(RuntimeError):
+    """Existing topics whose partition count is not the configured one."""
+
+
+def _check_layout(admin: KafkaAdminClient, topics: Topics, partitions: int) -> None:
+    """The event topics and the partials topic must have exactly ``partitions``:
+    the detector's stages address partitions by number, so a topic created with
+    another count (or a setting changed after the fact) would stall it silently."""
+    shared = [*topics.events.values(), topics.partials]
+    wrong = {
+        t["name"]: len(t["partitions"])
+        for t in admin.describe_topics(shared)
+        if len(t["partitions"]) != partitions
+    }
+    if wrong:
+        found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
+        raise TopicLayoutError(
+            f"OPSWATCH_KAFKA_PARTITIONS is {partitions} but {found} partitions; set it to the "
+            "topics' count, or use a new OPSWATCH_TOPIC_NAMESPACE for another layout"
+        )
 
 
 def _await_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float) -> None:

@@ -14,6 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.detector.engine.catalog import load_catalog
+
 REPO = Path(__file__).parents[2]
 CHART = REPO / "deploy" / "helm" / "opswatch"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -170,6 +172,22 @@ def test_without_postgresql_the_alert_store_is_on_a_writable_volume(
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts[folder]], f"{url} is not on a writable volume"
+
+
+def test_a_custom_metric_catalog_reaches_every_service_and_loads(
+    tools: dict[str, str], tmp_path: Path
+) -> None:
+    docs = [d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "full-values.yaml")) if d]
+    [catalog] = [d for d in docs if d["kind"] == "ConfigMap" and "metrics.yaml" in d["data"]]
+    (tmp_path / "metrics.yaml").write_text(catalog["data"]["metrics.yaml"])
+    assert load_catalog(tmp_path / "metrics.yaml").names == ("conversion_rate",)
+    env = next(d for d in docs if d["kind"] == "ConfigMap" and "OPSWATCH_METRICS_FILE" in d["data"])
+    path = Path(env["data"]["OPSWATCH_METRICS_FILE"])
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(path.parent)])
+        assert volume["configMap"]["name"] == catalog["metadata"]["name"]
 
 
 def test_without_a_servicemonitor_api_none_is_rendered(tools: dict[str, str]) -> None:

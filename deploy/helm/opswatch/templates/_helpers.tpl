@@ -212,3 +212,24 @@ selector:
 {{- range .Values.extraEnvFromSecrets }}{{ .env }},{{ end -}}
 {{- range .Values.extraEnv }}{{ .name }},{{ end -}}
 {{- end -}}
+
+{{/* The custom metric catalog, when given: where it is mounted, its mount, its volume. */}}
+{{- define "opswatch.catalogPath" -}}
+/etc/opswatch/catalog/metrics.yaml
+{{- end -}}
+
+{{- define "opswatch.catalogMount" -}}
+{{- if .Values.metricCatalog }}
+- name: catalog
+  mountPath: {{ dir (include "opswatch.catalogPath" .) }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "opswatch.catalogVolume" -}}
+{{- if .Values.metricCatalog }}
+- name: catalog
+  configMap:
+    name: {{ include "opswatch.componentName" (dict "ctx" . "component" "catalog") }}
+{{- end }}
+{{- end -}}

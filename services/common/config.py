@@ -53,6 +53,9 @@ class OpswatchSettings(BaseSettings):
     ingest_max_events: Annotated[int, Field(ge=1)] = Field(
         10_000, validation_alias=env("OPSWATCH_INGEST_MAX_EVENTS")
     )
+    ingest_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        10_000_000, validation_alias=env("OPSWATCH_INGEST_MAX_BYTES")
+    )
     alerting_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_ALERTING_HOST"))
     alerting_port: int = Field(8080, validation_alias=env("OPSWATCH_ALERTING_PORT"))
     detector_app_id: str = Field(

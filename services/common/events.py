@@ -54,14 +54,39 @@ class Topics:
 class EventError(ValueError):
     """An event that breaks the contract: where (field) and why (message)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, reason: str = "schema") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+        self.reason = reason  # schema, or limits (too deep, too long)
+
+
+MAX_DEPTH = 8  # objects and arrays nested in one event (attributes are free-form)
+MAX_STRING = 8192  # characters of any one string in an event
+
+
+def _check_limits(value: Any, where: str, depth: int) -> None:
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise EventError(
+                where, f"a string of {len(value)} characters; at most {MAX_STRING}", "limits"
+            )
+    elif isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            raise EventError(where, f"nested deeper than {MAX_DEPTH} levels", "limits")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, sub in items:
+            if isinstance(key, str) and len(key) > MAX_STRING:
+                raise EventError(
+                    where, f"a key of {len(key)} characters; at most {MAX_STRING}", "limits"
+                )
+            _check_limits(sub, f"{where}.{key}" if where else str(key), depth + 1)
 
 
 def validate(raw: Any) -> dict[str, Any]:
-    """Check one decoded event against the contract; return it as a plain dict."""
+    """Check one decoded event against the contract and the size limits (nesting,
+    string length); return it as a plain dict."""
+    _check_limits(raw, "", 1)
     try:
         EVENT_ADAPTER.validate_python(raw)
     except ValidationError as exc:

@@ -19,6 +19,7 @@ def serve(settings: OpswatchSettings) -> None:
         CollectorRegistry(),
         settings.topics(),
         settings.ingest_max_events,
+        settings.ingest_max_bytes,
     )
     uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
 

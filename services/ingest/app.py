@@ -21,6 +21,7 @@ def create_app(
     registry: CollectorRegistry,
     topics: Topics | None = None,
     max_events: int = 10_000,
+    max_bytes: int = 10_000_000,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +33,8 @@ def create_app(
     app.state.registry = registry
     app.state.metrics = Metrics.create(registry)
     app.state.max_events = max_events
+    app.state.max_bytes = max_bytes
+    app.state.replays = events.Replays()
     app.state.topics = topics or Topics()
     problems.install(app)
     app.include_router(events.router)

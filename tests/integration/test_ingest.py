@@ -10,6 +10,8 @@ from services.common.events import Topics
 from tests.factories import event
 from tests.integration.conftest import Stack
 
+JSON = {"content-type": "application/json"}
+
 
 def consume(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list:  # type: ignore[type-arg]
     consumer = KafkaConsumer(
@@ -74,3 +76,42 @@ def test_ndjson_is_accepted_and_other_media_types_refused(stack: Stack) -> None:
     assert refused.json()["status"] == 415
     metrics = httpx.get(ingest.url + "/metrics").text
     assert 'opswatch_ingest_events_received_total{type="activity"} 5.0' in metrics
+
+
+def test_oversized_deep_and_long_input_is_refused_clearly(stack: Stack) -> None:
+    stack.env["OPSWATCH_INGEST_MAX_BYTES"] = "20000"
+    ingest = stack.start("ingest", "/readyz")
+    url = ingest.url + "/v1/events"
+    big = httpx.post(url, content=orjson.dumps([event()] * 200), headers=JSON)
+    assert big.status_code == 413
+    assert big.headers["content-type"] == "application/problem+json"
+    deep: dict[str, object] = {"v": 1}
+    for _ in range(10):
+        deep = {"x": deep}
+    batch = [event(attributes=deep), event("feedback", text="y" * 9000), event()]
+    resp = httpx.post(url, content=orjson.dumps(batch), headers=JSON)
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (1, 2)
+    assert "nested deeper than 8 levels" in body["errors"][0]["message"]
+    assert body["errors"][1]["field"] == "text"
+    text = httpx.get(ingest.url + "/metrics").text
+    assert 'opswatch_ingest_events_rejected_total{reason="limits",type="activity"} 1.0' in text
+
+
+def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
+    stack: Stack, bootstrap: str
+) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    url = ingest.url + "/v1/events"
+    batch = orjson.dumps([event("order"), event("order")])
+    first = httpx.post(url, content=batch, headers={**JSON, "idempotency-key": "k-1"})
+    again = httpx.post(url, content=batch, headers={**JSON, "idempotency-key": "k-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    other = httpx.post(
+        url, content=orjson.dumps([event("order")]), headers={**JSON, "idempotency-key": "k-1"}
+    )
+    assert other.status_code == 422 and other.json()["title"] == "Idempotency-Key reused"
+    orders = consume(bootstrap, Topics(stack.namespace).events["order"], 3, timeout_s=5)
+    assert len(orders) == 2

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -49,6 +51,52 @@ def get_max_events(request: Request) -> int:
     return request.app.state.max_events  # type: ignore[no-any-return]
 
 
+class Replays:
+    """Answers already given, by Idempotency-Key: a retried POST gets the first answer
+    again instead of producing its events twice. Bounded and per process: a retry
+    that reaches another replica is produced again, and the detector drops the
+    duplicate event ids."""
+
+    def __init__(self, size: int = 10_000, ttl_s: float = 86_400.0) -> None:
+        self.size = size
+        self.ttl_s = ttl_s
+        self._answers: OrderedDict[str, tuple[float, bytes, IngestResult]] = OrderedDict()
+
+    def get(self, key: str, digest: bytes) -> IngestResult | None:
+        found = self._answers.get(key)
+        if found is None or time.monotonic() - found[0] > self.ttl_s:
+            return None
+        if found[1] != digest:
+            raise ProblemError(
+                422,
+                "Idempotency-Key reused",
+                "this key was used before for a request with another body",
+            )
+        return found[2]
+
+    def put(self, key: str, digest: bytes, result: IngestResult) -> None:
+        self._answers[key] = (time.monotonic(), digest, result)
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    too_big = ProblemError(413, "Request too large", f"at most {limit} bytes per request")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 SinkDep = Annotated[Sink, Depends(get_sink)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 MaxEventsDep = Annotated[int, Depends(get_max_events)]
@@ -89,7 +137,7 @@ def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
     "/events",
     status_code=202,
     response_model=IngestResult,
-    responses=problem_responses(400, 413, 415, 503),
+    responses=problem_responses(400, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -102,6 +150,7 @@ def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
 )
 async def post_events(
     request: Request,
+    response: Response,
     sink: SinkDep,
     metrics: MetricsDep,
     max_events: MaxEventsDep,
@@ -113,7 +162,17 @@ async def post_events(
     its index in the request, the field at fault and why.
     """
     started = time.perf_counter()
-    body = await request.body()
+    body = await read_body(request, request.app.state.max_bytes)
+    key = request.headers.get("idempotency-key")
+    replays: Replays = request.app.state.replays
+    digest = hashlib.sha256(body).digest()
+    if key is not None:
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
+        earlier = replays.get(key, digest)
+        if earlier is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return earlier
     items = _split(body, request.headers.get("content-type", "application/json"))
     if len(items) > max_events:
         raise ProblemError(
@@ -130,7 +189,7 @@ async def post_events(
                 raise value
             event = validate(value)
         except EventError as exc:
-            reason = "json" if isinstance(value, EventError) else "schema"
+            reason = "json" if isinstance(value, EventError) else exc.reason
             if etype not in EVENT_TOPIC_SUFFIX:
                 reason = "unknown_type" if reason == "schema" and exc.field == "type" else reason
                 etype = "invalid"
@@ -156,4 +215,7 @@ async def post_events(
         metrics.received.labels(t).inc()
     metrics.deadlettered.inc(len(errors))
     metrics.request_duration.observe(time.perf_counter() - started)
-    return IngestResult(accepted=len(accepted_types), rejected=len(errors), errors=errors)
+    result = IngestResult(accepted=len(accepted_types), rejected=len(errors), errors=errors)
+    if key is not None:
+        replays.put(key, digest, result)
+    return result

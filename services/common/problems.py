@@ -69,4 +69,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(exc.status_code, str(exc.detail))
+        response = problem_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # Allow, on a 405
+        return response

@@ -114,7 +114,7 @@ def test_pages_cover_every_alert_once(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("path", "status"),
     [
-        ("/v1/alerts?page_token=garbage", 400),
+        ("/v1/alerts?page_token=garbage", 422),
         ("/v1/alerts/0123456789abcdef0123456789abcdef", 404),
         ("/v1/alerts?status=sleeping", 422),
         ("/v1/alerts?limit=0", 422),

@@ -6,17 +6,17 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.alerting.api.deps import BookDep, ReadAuth, StoreDep, WriteAuth
 from services.alerting.book import NotFoundError
 from services.alerting.lifecycle import IllegalTransitionError
-from services.alerting.store import AlertFilter, CursorError
-from services.common.contracts import Alert
+from services.alerting.store import PAGE_TOKEN, AlertFilter
+from services.common.contracts import Alert, Timestamp
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
-WRITE_ERRORS = problem_responses(401, 404, 409, 422)
+WRITE_ERRORS = problem_responses(400, 401, 404, 409, 422)
 
 
 class AlertPage(BaseModel):
@@ -27,7 +27,7 @@ class AlertPage(BaseModel):
 class SnoozeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    until: AwareDatetime | None = Field(
+    until: Timestamp | None = Field(
         None, description="when the snooze ends; leave out to snooze until the alert resolves"
     )
 
@@ -44,15 +44,11 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def page_error(exc: CursorError) -> ProblemError:
-    return ProblemError(400, "Invalid page token", str(exc))
-
-
 @router.get(
     "",
     response_model=AlertPage,
     dependencies=[ReadAuth],
-    responses=problem_responses(400, 401, 422),
+    responses=problem_responses(401, 422),
 )
 def list_alerts(
     store: StoreDep,
@@ -64,10 +60,12 @@ def list_alerts(
     platform: str | None = None,
     incident_id: str | None = None,
     label: Literal["true_positive", "false_positive", "expected"] | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="updated at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="started at or before")] = None,
+    since: Annotated[Timestamp | None, Query(description="updated at or after")] = None,
+    until: Annotated[Timestamp | None, Query(description="started at or before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    page_token: str | None = None,
+    page_token: Annotated[
+        str | None, Query(pattern=PAGE_TOKEN, description="next_page_token of the page before")
+    ] = None,
 ) -> AlertPage:
     """Alerts, newest first. A slice dimension filter matches alerts of slices that fix
     that dimension to the value (region=eu finds eu, eu/web, eu/web/ios, ...)."""
@@ -83,10 +81,7 @@ def list_alerts(
         incident_id,
         label,
     )
-    try:
-        items, token = store.list_alerts(flt, limit, page_token)
-    except CursorError as exc:
-        raise page_error(exc) from None
+    items, token = store.list_alerts(flt, limit, page_token)
     return AlertPage(items=[Alert.model_validate(i) for i in items], next_page_token=token)
 
 

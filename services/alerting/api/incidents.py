@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
-from services.alerting.api.alerts import iso, page_error
+from services.alerting.api.alerts import iso
 from services.alerting.api.deps import ReadAuth, StoreDep
-from services.alerting.store import CursorError, IncidentFilter
-from services.common.contracts import Incident
+from services.alerting.store import PAGE_TOKEN, IncidentFilter
+from services.common.contracts import Incident, Timestamp
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -25,24 +25,23 @@ class IncidentPage(BaseModel):
     "",
     response_model=IncidentPage,
     dependencies=[ReadAuth],
-    responses=problem_responses(400, 401, 422),
+    responses=problem_responses(401, 422),
 )
 def list_incidents(
     store: StoreDep,
     status: Literal["firing", "acknowledged", "resolved"] | None = None,
     severity: Literal["critical", "warning", "info"] | None = None,
     family: str | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="updated at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="opened at or before")] = None,
+    since: Annotated[Timestamp | None, Query(description="updated at or after")] = None,
+    until: Annotated[Timestamp | None, Query(description="opened at or before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    page_token: str | None = None,
+    page_token: Annotated[
+        str | None, Query(pattern=PAGE_TOKEN, description="next_page_token of the page before")
+    ] = None,
 ) -> IncidentPage:
     """Incidents, newest first."""
     flt = IncidentFilter(status, severity, family, iso(since), iso(until))
-    try:
-        items, token = store.list_incidents(flt, limit, page_token)
-    except CursorError as exc:
-        raise page_error(exc) from None
+    items, token = store.list_incidents(flt, limit, page_token)
     return IncidentPage(items=[Incident.model_validate(i) for i in items], next_page_token=token)
 
 

@@ -142,7 +142,13 @@ def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "application/json": {
+                    "schema": {
+                        "oneOf": [{"type": "array"}, {"type": "object"}],
+                        "description": "an array of events, or one event; each element"
+                        " that is not a valid event is rejected on its own, with its index",
+                    }
+                },
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
         }

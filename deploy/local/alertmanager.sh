@@ -23,12 +23,9 @@ DIR="${OPSWATCH_CACHE:-$REPO/.cache}/alertmanager-$PORT"
 BIN=/usr/bin/prometheus-alertmanager
 PID_FILE="$DIR/alertmanager.pid"
 URL="http://127.0.0.1:$PORT"
-
-die() { echo "alertmanager.sh: $*" >&2; exit 1; }
-
-running() { [[ -f "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
-
-ready() { python3 -c "import urllib.request,sys; urllib.request.urlopen('$URL/-/ready', timeout=2)" 2>/dev/null; }
+NAME=alertmanager
+# shellcheck source=deploy/local/daemon.sh
+source "$SCRIPT_DIR/daemon.sh"
 
 install() {
   [[ -x "$BIN" ]] && return
@@ -63,26 +60,9 @@ receivers:
       - url: '$WEBHOOK'
         send_resolved: true
 YAML
-  "$BIN" --config.file="$DIR/alertmanager.yml" --storage.path="$DIR/data" \
-    --web.listen-address="127.0.0.1:$PORT" --web.external-url="$URL" \
-    --cluster.listen-address= >"$DIR/alertmanager.log" 2>&1 &
-  echo $! >"$PID_FILE"
-  for _ in $(seq 1 60); do
-    if ready; then echo "alertmanager $("$BIN" --version 2>&1 | awk 'NR==1{print $3}') up on $URL"; return; fi
-    running || die "exited during start-up; see $DIR/alertmanager.log"
-    sleep 0.5
-  done
-  die "not ready after 30 s; see $DIR/alertmanager.log"
+  start_daemon "alertmanager $("$BIN" --version 2>&1 | awk 'NR==1{print $3}')" \
+    "$BIN" --config.file="$DIR/alertmanager.yml" --storage.path="$DIR/data" \
+    --web.listen-address="127.0.0.1:$PORT" --web.external-url="$URL" --cluster.listen-address=
 }
 
-down() {
-  if running; then kill "$(cat "$PID_FILE")"; echo "alertmanager on $URL stopped"; fi
-  rm -f "$PID_FILE"
-}
-
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  status) if running; then echo "running on $URL"; else echo stopped; exit 3; fi ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 1 ;;
-esac
+daemon_command "${1:-}" || { echo "usage: $0 up|down|status" >&2; exit 1; }

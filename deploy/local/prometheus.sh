@@ -23,8 +23,9 @@ PORT="${PROMETHEUS_PORT:-9096}"
 DIR="$CACHE/prometheus-$PORT"
 PID_FILE="$DIR/prometheus.pid"
 URL="http://127.0.0.1:$PORT"
-
-die() { echo "prometheus.sh: $*" >&2; exit 1; }
+NAME=prometheus
+# shellcheck source=deploy/local/daemon.sh
+source "$SCRIPT_DIR/daemon.sh"
 
 fetch() {
   [[ -x "$ROOT/usr/bin/prometheus" && -x "$ROOT/usr/bin/promtool" ]] && return
@@ -35,10 +36,6 @@ fetch() {
     >"$PKG_DIR/apt.log" 2>&1 || die "apt-get download prometheus failed; see $PKG_DIR/apt.log"
   rm -rf "$ROOT" && dpkg -x "$PKG_DIR"/prometheus_*.deb "$ROOT"
 }
-
-running() { [[ -f "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
-
-ready() { python3 -c "import urllib.request; urllib.request.urlopen('$URL/-/ready', timeout=2)" 2>/dev/null; }
 
 up() {
   if running; then echo "prometheus already running on $URL"; return; fi
@@ -56,26 +53,14 @@ scrape_configs:
     static_configs:
       - targets: [${targets%, }]
 YAML
-  "$ROOT/usr/bin/prometheus" --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" \
-    --web.listen-address="127.0.0.1:$PORT" >"$DIR/prometheus.log" 2>&1 &
-  echo $! >"$PID_FILE"
-  for _ in $(seq 1 60); do
-    if ready; then echo "prometheus $("$ROOT/usr/bin/prometheus" --version 2>&1 | awk 'NR==1{print $3}') up on $URL"; return; fi
-    running || die "exited during start-up; see $DIR/prometheus.log"
-    sleep 0.5
-  done
-  die "not ready after 30 s; see $DIR/prometheus.log"
+  start_daemon "prometheus $("$ROOT/usr/bin/prometheus" --version 2>&1 | awk 'NR==1{print $3}')" \
+    "$ROOT/usr/bin/prometheus" --config.file="$DIR/prometheus.yml" \
+    --storage.tsdb.path="$DIR/data" --web.listen-address="127.0.0.1:$PORT"
 }
 
-down() {
-  if running; then kill "$(cat "$PID_FILE")"; echo "prometheus on $URL stopped"; fi
-  rm -f "$PID_FILE"
-}
-
-case "${1:-}" in
-  up) up ;;
-  down) down ;;
-  status) if running; then echo "running on $URL"; else echo stopped; exit 3; fi ;;
-  promtool) shift; fetch; exec "$ROOT/usr/bin/promtool" "$@" ;;
-  *) echo "usage: $0 up|down|status|promtool ARGS..." >&2; exit 1 ;;
-esac
+if [[ "${1:-}" == promtool ]]; then
+  shift
+  fetch
+  exec "$ROOT/usr/bin/promtool" "$@"
+fi
+daemon_command "${1:-}" || { echo "usage: $0 up|down|status|promtool ARGS..." >&2; exit 1; }

@@ -18,6 +18,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     TypeAdapter,
+    field_validator,
 )
 
 DIMENSIONS: tuple[str, ...] = ("region", "channel", "platform")
@@ -63,6 +64,13 @@ class _Event(BaseModel):
     channel: Dimension | None = None
     platform: Dimension | None = None
     attributes: dict[str, Any] | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _this_millennium(cls, value: datetime) -> datetime:
+        if value.year < 2000:
+            raise ValueError("is before the year 2000: a clock or a default value, not an event")
+        return value
 
     def leaf_slice(self) -> tuple[str, str, str]:
         return (self.region or UNKNOWN, self.channel or UNKNOWN, self.platform or UNKNOWN)

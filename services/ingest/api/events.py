@@ -12,7 +12,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from services.common.events import EVENT_TOPIC_SUFFIX, EventError, Topics, partition_key, validate
+from services.common.events import (
+    EVENT_TOPIC_SUFFIX,
+    EventError,
+    Topics,
+    event_time,
+    partition_key,
+    validate,
+)
 from services.common.problems import ProblemError, problem_responses
 from services.ingest.metrics import Metrics
 from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
@@ -20,6 +27,7 @@ from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
 router = APIRouter(prefix="/v1", tags=["events"])
 
 JSON_TYPES = ("application/json",)
+FUTURE_S = 86_400.0  # events further ahead of the wall clock are a wrong clock
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
@@ -188,12 +196,20 @@ async def post_events(
     errors: list[Rejection] = []
     names = topics.events
     accepted_types: list[str] = []
+    seen: dict[str, int] = {}  # event id -> index of its first occurrence
     for index, (raw, value) in enumerate(items):
         etype = value.get("type") if isinstance(value, dict) else None
+        if not isinstance(etype, str):  # a list or an object there must not take us down
+            etype = None
         try:
             if isinstance(value, EventError):
                 raise value
             event = validate(value)
+            if event_time(event) > time.time() + FUTURE_S:
+                raise EventError("ts", "more than a day ahead of this server's clock")
+            first = seen.setdefault(event["event_id"], index)
+            if first != index:
+                raise EventError("event_id", f"the same as event {first}'s in this request")
         except EventError as exc:
             reason = "json" if isinstance(value, EventError) else exc.reason
             if etype not in EVENT_TOPIC_SUFFIX:

@@ -351,10 +351,6 @@ class AlertStore:
         rows = conn.execute(select(incidents.c.state).where(incidents.c.active)).all()
         return [inc.load(r.state) for r in rows]
 
-    def active_incidents_count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).where(incidents.c.active)).scalar() or 0)
-
     def save_incident(
         self,
         conn: Connection,

@@ -227,7 +227,8 @@ def test_who_heard_of_an_incident_hears_its_end_whatever_leads_it_now(
     clock.advance(minutes=10)
     book.plan()
     assert sent(book) == [("hook", "trigger"), ("hook", "resolve")]
-    assert book.store.active_incidents_count() == 0
+    with book.store.transaction() as conn:
+        assert book.store.active_incidents(conn) == []
 
 
 def test_a_plan_that_fails_half_way_leaves_nothing_behind(

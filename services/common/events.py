@@ -58,7 +58,7 @@ class EventError(ValueError):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
-        self.reason = reason  # schema, or limits (too deep, too long)
+        self.reason = reason  # schema, limits (too deep, too long) or json
 
 
 MAX_DEPTH = 8  # objects and arrays nested in one event (attributes are free-form)
@@ -105,7 +105,7 @@ def decode(data: bytes) -> dict[str, Any]:
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise EventError("", f"not valid JSON: {exc}") from None
+        raise EventError("", f"not valid JSON: {exc}", "json") from None
     return validate(raw)
 
 

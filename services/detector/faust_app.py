@@ -69,6 +69,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     partials_topic = app.topic(topics.partials, partitions=n, **raw)
     reports_topic = app.topic(topics.reports, partitions=1, **raw)
     alerts_topic = app.topic(topics.alerts, **raw)
+    deadletter_topic = app.topic(topics.deadletter, **raw)
     table_opts: dict[str, Any] = {
         "default": None,
         "partitions": n,
@@ -145,6 +146,27 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 log.info("stage two restored", extra={"partition": partition})
         return stage
 
+    async def dead_letter(event: Any, reason: str, exc: Exception) -> None:
+        """The event's own bytes to the dead-letter topic, with why and where from.
+        Awaited to the broker's acknowledgement before the event counts as done, so
+        its offset is never committed first; a failure here stops the worker."""
+        message = event.message
+        headers = [
+            ("reason", reason.encode()),
+            ("field", getattr(exc, "field", "").encode()),
+            ("exception", type(exc).__name__.encode()),
+            ("message", str(exc).encode()[:1000]),
+            ("source", b"detector"),
+            ("topic", message.topic.encode()),
+            ("partition", str(message.partition).encode()),
+            ("offset", str(message.offset).encode()),
+            ("timestamp", str(message.timestamp).encode()),
+        ]
+        sent = await deadletter_topic.send(key=message.key, value=event.value, headers=headers)
+        await sent
+        metrics.deadlettered.labels(reason).inc()
+        log.warning("event dead-lettered: %s", exc, extra={"topic": message.topic})
+
     async def send_all(out: list[Outgoing]) -> None:
         for o in out:
             await partials_topic.send(key=o.key, value=o.value, partition=o.partition)
@@ -158,12 +180,16 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             try:
                 record = decode(event.value)
             except EventError as exc:
-                metrics.undecodable.inc()
-                log.warning("undecodable event skipped: %s", exc, extra={"topic": message.topic})
+                await dead_letter(event, exc.reason, exc)
                 continue
             heard[("one", message.partition, message.topic)] = time.monotonic()
             late_before = stage.aggregator.stats.late
-            out = stage.on_event(record, event_time(record), leaf_of(record), message.topic)
+            try:
+                out = stage.on_event(record, event_time(record), leaf_of(record), message.topic)
+            except Exception as exc:  # an event the engine cannot take: kept, not fatal
+                log.exception("the engine refused an event", extra={"topic": message.topic})
+                await dead_letter(event, "engine", exc)
+                continue
             metrics.events.labels(record["type"]).inc()
             if stage.aggregator.stats.late > late_before:
                 metrics.late.inc()

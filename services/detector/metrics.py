@@ -16,6 +16,7 @@ SEVERITIES = ("critical", "warning", "info")
 STATUSES = ("firing", "resolved")
 
 
+DEADLETTER_REASONS = ("json", "schema", "limits", "engine")
 KPI_SERIES = (
     ("observed", "The business KPI as observed"),
     ("expected", "The KPI expected from the slice's baseline"),
@@ -72,7 +73,7 @@ class WatermarkLag(Collector):
 class Metrics:
     events: Counter
     late: Counter
-    undecodable: Counter
+    deadlettered: Counter
     windows: Counter
     alerts: Counter
     restore_seconds: Histogram
@@ -98,9 +99,11 @@ class Metrics:
                 "Events that arrived after the watermark had closed their window.",
                 registry=registry,
             ),
-            undecodable=Counter(
-                "opswatch_detector_undecodable_events_total",
-                "Records on the event topics that are not valid events.",
+            deadlettered=Counter(
+                "opswatch_detector_deadlettered_total",
+                "Events the detector could not use, written to the dead-letter topic with"
+                " their original bytes, by reason (json, schema, limits, engine).",
+                ["reason"],
                 registry=registry,
             ),
             windows=Counter(
@@ -174,6 +177,8 @@ class Metrics:
         )
         for t in EVENT_TYPES:
             m.events.labels(t)
+        for reason in DEADLETTER_REASONS:
+            m.deadlettered.labels(reason)
         for name in metric_names:
             for sev in SEVERITIES:
                 for status in STATUSES:

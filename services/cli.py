@@ -334,6 +334,37 @@ def simulate(
     err.print(f"{n} events written", highlight=False)
 
 
+deadletters = typer.Typer(help="The dead-letter topic: what ingest and the detector refused.")
+app.add_typer(deadletters, name="deadletter")
+
+
+@deadletters.command("replay")
+def deadletter_replay(
+    reason: Annotated[
+        str, typer.Option(help="the reason header to replay: json, schema, limits, engine")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what would be replayed, send nothing")
+    ] = False,
+) -> None:
+    """Re-produce the dead letters of one reason that are valid events now (after a fix
+    of the contract, the catalog or the engine); each reason resumes where it left off."""
+    from services.common.deadletters import replay as replay_deadletters
+
+    settings = _settings()
+    if not settings.kafka_bootstrap:
+        err.print("[red]opswatch deadletter replay[/] needs OPSWATCH_KAFKA_BOOTSTRAP (host:port)")
+        raise typer.Exit(2)
+    summary = replay_deadletters(settings.kafka_bootstrap, settings.topics(), reason, dry_run)
+    verb = "would replay" if dry_run else "replayed"
+    targets = ", ".join(f"{n} to {t}" for t, n in sorted(summary.by_topic.items())) or "none"
+    out.print(
+        f"{summary.seen} dead letters read, {summary.matched} with reason {reason!r}: "
+        f"{verb} {summary.replayed} ({targets}); {summary.still_bad} still invalid, kept",
+        highlight=False,
+    )
+
+
 evaluate = typer.Typer(help="Evaluations that print figures: detectors against benchmarks.")
 app.add_typer(evaluate, name="eval")
 

@@ -3,11 +3,15 @@ to the dead-letter topic with why and where from, and goes on with the rest."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import orjson
 from kafka import KafkaProducer
 
 from services.common.events import Topics
+from services.common.kafka import ensure_topics
 from tests.factories import event
 from tests.integration.conftest import Stack
 from tests.integration.test_end_to_end import processed
@@ -35,3 +39,36 @@ def test_poison_records_are_dead_lettered_with_their_origin(stack: Stack, bootst
     assert all(h["source"] == b"detector" and h["partition"] == b"0" for h in headers)
     text = httpx.get(detector.url + "/metrics", timeout=5).text
     assert 'opswatch_detector_deadlettered_total{reason="json"} 1.0' in text
+
+
+def _replay(stack: Stack, bootstrap: str, *args: str) -> str:
+    env = {**stack.env, "OPSWATCH_KAFKA_BOOTSTRAP": bootstrap}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "deadletter", "replay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_fixed_dead_letters_are_replayed_once_per_reason(stack: Stack, bootstrap: str) -> None:
+    topics = Topics(stack.namespace)
+    ensure_topics(bootstrap, topics, 2)
+    fixed, broken = event("order"), {"type": "order", "event_id": "still-bad"}
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for value, reason in [(fixed, b"engine"), (broken, b"engine"), (event(), b"schema")]:
+        producer.send(topics.deadletter, value=orjson.dumps(value), headers=[("reason", reason)])
+    producer.flush()
+    producer.close()
+    dry = _replay(stack, bootstrap, "--reason", "engine", "--dry-run")
+    assert "3 dead letters read, 2 with reason 'engine': would replay 1" in dry
+    assert "1 still invalid, kept" in dry
+    assert "replayed 1 (1 to " in _replay(stack, bootstrap, "--reason", "engine")
+    assert "would replay 0" in _replay(stack, bootstrap, "--reason", "engine", "--dry-run")
+    orders = consume(bootstrap, topics.events["order"], 2, timeout_s=5)
+    assert [orjson.loads(r.value)["event_id"] for r in orders] == [fixed["event_id"]]
+    assert "would replay 1" in _replay(stack, bootstrap, "--reason", "schema", "--dry-run")

@@ -162,7 +162,7 @@ class SchemaError(RuntimeError):
 
 # A page token is the position after the last item: its time and id. Any token
 # of this shape is a position, so a well-formed token is never refused.
-PAGE_TOKEN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z~[0-9a-f]{32}$"
+PAGE_TOKEN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z~[0-9a-f]{32}$"
 
 
 def encode_cursor(started_at: str, row_id: str) -> str:

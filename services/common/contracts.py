@@ -7,7 +7,7 @@ same rules in Python, and tests/contract proves the two agree on every example.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,9 +33,11 @@ def _rfc3339(value: object) -> datetime:
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-03-02T10:15:00Z")
     try:
-        return datetime.fromisoformat(value.upper().replace(" ", "T"))
-    except ValueError as exc:
+        parsed = datetime.fromisoformat(value.upper().replace(" ", "T"))
+        parsed.astimezone(UTC)  # an offset that leaves the calendar (year 1 or 9999)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"is not a valid date or time: {exc}") from None
+    return parsed
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
@@ -80,7 +82,7 @@ class OrderEvent(_Event):
     type: Literal["order"]
     order_id: Annotated[str, Field(min_length=1, max_length=128)]
     status: Literal["created", "paid", "payment_failed", "cancelled", "refunded"]
-    amount: Annotated[StrictFloat, Field(ge=0)]
+    amount: Annotated[StrictFloat, Field(ge=0, le=1e12)]
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
 
 

@@ -61,6 +61,7 @@ class EventError(ValueError):
         self.reason = reason  # schema, limits (too deep, too long) or json
 
 
+FUTURE_S = 86_400.0  # an event further ahead of the wall clock has a wrong clock
 MAX_DEPTH = 8  # objects and arrays nested in one event (attributes are free-form)
 MAX_STRING = 8192  # characters of any one string in an event
 

@@ -162,8 +162,13 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             ("offset", str(message.offset).encode()),
             ("timestamp", str(message.timestamp).encode()),
         ]
-        sent = await deadletter_topic.send(key=message.key, value=event.value, headers=headers)
-        await sent
+        try:
+            sent = await deadletter_topic.send(key=message.key, value=event.value, headers=headers)
+            await sent
+        except Exception as failure:  # faust would restart the agent and commit: stop instead
+            log.critical("dead-letter write failed; stopping rather than lose the record")
+            await app.crash(failure)
+            raise
         metrics.deadlettered.labels(reason).inc()
         log.warning("event dead-lettered: %s", exc, extra={"topic": message.topic})
 

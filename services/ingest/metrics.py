@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.contracts import EVENT_TYPES
 
-REJECT_REASONS = ("schema", "json", "unknown_type", "limits")
+REJECT_REASONS = ("schema", "json", "unknown_type", "limits", "future", "duplicate")
 
 
 @dataclass(frozen=True)

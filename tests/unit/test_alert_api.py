@@ -95,8 +95,9 @@ def test_filters_by_status_metric_and_slice_dimension(client: TestClient) -> Non
 
 
 def test_pages_cover_every_alert_once(client: TestClient) -> None:
-    for n in range(23):
-        intake(client, alert(slice_={"region": f"r{n}"}))
+    for n in range(23):  # some starting at fractions of a second: tokens carry them
+        started = f"2026-03-02T17:00:00.{n:06d}Z" if n % 2 else "2026-03-02T17:00:00Z"
+        intake(client, alert(slice_={"region": f"r{n}"}, started_at=started))
     seen: list[str] = []
     token = None
     while True:
@@ -115,6 +116,8 @@ def test_pages_cover_every_alert_once(client: TestClient) -> None:
     ("path", "status"),
     [
         ("/v1/alerts?page_token=garbage", 422),
+        ("/v1/alerts?since=0001-01-01T00:00:00%2B01:00", 422),
+        ("/v1/incidents?until=9999-12-31T23:59:59-01:00", 422),
         ("/v1/alerts/0123456789abcdef0123456789abcdef", 404),
         ("/v1/alerts?status=sleeping", 422),
         ("/v1/alerts?limit=0", 422),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.common.events import (
     EVENT_TOPIC_SUFFIX,
+    FUTURE_S,
     EventError,
     Topics,
     event_time,
@@ -27,7 +29,7 @@ from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
 router = APIRouter(prefix="/v1", tags=["events"])
 
 JSON_TYPES = ("application/json",)
-FUTURE_S = 86_400.0  # events further ahead of the wall clock are a wrong clock
+MAX_EVENT_BYTES = 512_000  # well below Kafka's default 1 MB record limit
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
@@ -61,32 +63,44 @@ def get_max_events(request: Request) -> int:
 
 class Replays:
     """Answers already given, by Idempotency-Key: a retried POST gets the first answer
-    again instead of producing its events twice. Bounded and per process: a retry
-    that reaches another replica is produced again, and the detector drops the
-    duplicate event ids."""
+    again instead of producing its events twice, and a request arriving while the
+    first with its key is still at work waits for that answer. Bounded in bytes and
+    per process: a retry that reaches another replica is produced again, and the
+    detector drops the duplicate event ids."""
 
-    def __init__(self, size: int = 10_000, ttl_s: float = 86_400.0) -> None:
-        self.size = size
+    def __init__(self, budget_bytes: int = 32 << 20, ttl_s: float = 86_400.0) -> None:
+        self.budget_bytes = budget_bytes
         self.ttl_s = ttl_s
-        self._answers: OrderedDict[str, tuple[float, bytes, IngestResult]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[float, bytes, bytes]] = OrderedDict()
+        self._held = 0
+        self._working: dict[str, asyncio.Future[None]] = {}
 
-    def get(self, key: str, digest: bytes) -> IngestResult | None:
+    async def claim(self, key: str, digest: bytes) -> bytes | None:
+        """The stored answer for a retry, or None when this request is the first (it
+        must then ``release`` the key, with its answer or without)."""
+        while (working := self._working.get(key)) is not None:
+            await asyncio.shield(working)
         found = self._answers.get(key)
-        if found is None or time.monotonic() - found[0] > self.ttl_s:
-            return None
-        if found[1] != digest:
-            raise ProblemError(
-                422,
-                "Idempotency-Key reused",
-                "this key was used before for a request with another body",
-            )
-        return found[2]
+        if found is not None and time.monotonic() - found[0] <= self.ttl_s:
+            if found[1] != digest:
+                raise ProblemError(
+                    422,
+                    "Idempotency-Key reused",
+                    "this key was used before for a request with another body",
+                )
+            return found[2]
+        self._working[key] = asyncio.get_running_loop().create_future()
+        return None
 
-    def put(self, key: str, digest: bytes, result: IngestResult) -> None:
-        self._answers[key] = (time.monotonic(), digest, result)
-        self._answers.move_to_end(key)
-        while len(self._answers) > self.size:
-            self._answers.popitem(last=False)
+    def release(self, key: str, digest: bytes, answer: bytes | None) -> None:
+        if answer is not None:
+            if key in self._answers:
+                self._held -= len(self._answers.pop(key)[2])
+            self._answers[key] = (time.monotonic(), digest, answer)
+            self._held += len(answer)
+            while self._held > self.budget_bytes and self._answers:
+                self._held -= len(self._answers.popitem(last=False)[1][2])
+        self._working.pop(key).set_result(None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -177,17 +191,37 @@ async def post_events(
     """
     started = time.perf_counter()
     body = await read_body(request, request.app.state.max_bytes)
+    content_type = request.headers.get("content-type", "application/json")
     key = request.headers.get("idempotency-key")
+    if key is None:
+        return await _ingest(body, content_type, sink, metrics, max_events, topics, started)
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
     replays: Replays = request.app.state.replays
-    digest = hashlib.sha256(body).digest()
-    if key is not None:
-        if not 1 <= len(key) <= 255 or not key.isprintable():
-            raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
-        earlier = replays.get(key, digest)
-        if earlier is not None:
-            response.headers["Idempotent-Replayed"] = "true"
-            return earlier
-    items = _split(body, request.headers.get("content-type", "application/json"))
+    digest = hashlib.sha256(content_type.encode() + b"\0" + body).digest()
+    earlier = await replays.claim(key, digest)
+    if earlier is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+        return IngestResult.model_validate_json(earlier)
+    answer = None
+    try:
+        result = await _ingest(body, content_type, sink, metrics, max_events, topics, started)
+        answer = result.model_dump_json().encode()
+        return result
+    finally:
+        replays.release(key, digest, answer)
+
+
+async def _ingest(
+    body: bytes,
+    content_type: str,
+    sink: Sink,
+    metrics: Metrics,
+    max_events: int,
+    topics: Topics,
+    started: float,
+) -> IngestResult:
+    items = _split(body, content_type)
     if len(items) > max_events:
         raise ProblemError(
             413, "Too many events", f"at most {max_events} events per request, got {len(items)}"
@@ -204,12 +238,16 @@ async def post_events(
         try:
             if isinstance(value, EventError):
                 raise value
+            if len(raw) > MAX_EVENT_BYTES:
+                raise EventError("", f"{len(raw)} bytes; at most {MAX_EVENT_BYTES}", "limits")
             event = validate(value)
             if event_time(event) > time.time() + FUTURE_S:
-                raise EventError("ts", "more than a day ahead of this server's clock")
+                raise EventError("ts", "more than a day ahead of this server's clock", "future")
             first = seen.setdefault(event["event_id"], index)
             if first != index:
-                raise EventError("event_id", f"the same as event {first}'s in this request")
+                raise EventError(
+                    "event_id", f"the same as event {first}'s in this request", "duplicate"
+                )
         except EventError as exc:
             reason = "json" if isinstance(value, EventError) else exc.reason
             if etype not in EVENT_TOPIC_SUFFIX:
@@ -237,7 +275,4 @@ async def post_events(
         metrics.received.labels(t).inc()
     metrics.deadlettered.inc(len(errors))
     metrics.request_duration.observe(time.perf_counter() - started)
-    result = IngestResult(accepted=len(accepted_types), rejected=len(errors), errors=errors)
-    if key is not None:
-        replays.put(key, digest, result)
-    return result
+    return IngestResult(accepted=len(accepted_types), rejected=len(errors), errors=errors)

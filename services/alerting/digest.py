@@ -48,7 +48,7 @@ class Digest:
 
     @property
     def precision(self) -> float | None:
-        return precision(dict(self.labels))
+        return precision(self.labels)
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

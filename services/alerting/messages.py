@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from services.common.contracts import slice_label
+
 COLOURS = {"critical": "#E01E5A", "warning": "#ECB22E", "info": "#36C5F0", "resolved": "#2EB67D"}
 PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
 _MENTION = re.compile(r"@(?=\w)")
@@ -33,8 +35,7 @@ class Links:
         if not self.grafana_url:
             return None
         # the operations overview's variables: the KPI series' own metric and slice labels
-        where = ",".join(f"{k}={v}" for k, v in alert["slice"].items()) or "all-up"
-        query = {"var-metric": alert["metric"], "var-slice": where}
+        query = {"var-metric": alert["metric"], "var-slice": slice_label(alert["slice"])}
         sep = "&" if "?" in self.grafana_url else "?"
         return f"{self.grafana_url}{sep}{urlencode(query)}"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.alerting.store import AlertStore
-from services.common.contracts import DIMENSIONS
+from services.common.contracts import DIMENSIONS, slice_label
 
 OUTCOMES = ("stored", "duplicate", "invalid", "failed")
 NOTIFY_OUTCOMES = ("sent", "retried", "failed")
@@ -20,7 +20,7 @@ SHAPED_MAX = 1000  # series of opswatch_alerting_alerts at most, whatever an inc
 LABELS = ("true_positive", "false_positive", "expected")
 
 
-def precision(labels: dict[str, int]) -> float | None:
+def precision(labels: Mapping[str, int]) -> float | None:
     """Share of labelled alerts that were real (true positives and expected ones)."""
     real = labels.get("true_positive", 0) + labels.get("expected", 0)
     judged = real + labels.get("false_positive", 0)
@@ -40,7 +40,7 @@ class StoreCollector(Collector):
             "Stored alerts by status and severity.",
             labels=["status", "severity"],
         )
-        held = self.store.by_status_and_severity()
+        held = counts.by_status_severity
         for status in STATUSES:
             for severity in SEVERITIES:
                 stored.add_metric([status, severity], held.get((status, severity), 0))
@@ -53,8 +53,8 @@ class StoreCollector(Collector):
             labels=["alertname", "alertstate", "severity", "metric", "slice"],
         )
         for status, severity, metric, *dims in self.store.open_alerts(SHAPED_MAX):
-            where = ",".join(f"{d}={v}" for d, v in zip(DIMENSIONS, dims, strict=True) if v)
-            shaped.add_metric(["OpswatchAnomaly", status, severity, metric, where or "all-up"], 1)
+            where = slice_label(dict(zip(DIMENSIONS, dims, strict=True)))
+            shaped.add_metric(["OpswatchAnomaly", status, severity, metric, where], 1)
         yield shaped
         labelled = GaugeMetricFamily(
             "opswatch_alerting_labelled_alerts",
@@ -62,9 +62,9 @@ class StoreCollector(Collector):
             labels=["label"],
         )
         for label in LABELS:
-            labelled.add_metric([label], counts["label"].get(label, 0))
+            labelled.add_metric([label], counts.by_label.get(label, 0))
         yield labelled
-        value = precision(counts["label"])
+        value = precision(counts.by_label)
         yield GaugeMetricFamily(
             "opswatch_alerting_label_precision_ratio",
             "True positives and expected anomalies over all labelled alerts (NaN: none).",

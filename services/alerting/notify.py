@@ -36,10 +36,10 @@ from services.alerting.routing import (
     Alertmanager,
     PagerDuty,
     ReceiverConfig,
-    Routing,
     SlackBot,
     SlackWebhook,
     Webhook,
+    targets,
 )
 from services.alerting.store import AlertStore, OutboxRow
 
@@ -252,8 +252,8 @@ def build_senders(config: AlertingConfig, clock: Callable[[], datetime]) -> dict
     out: dict[str, Sender] = {}
     for receiver in config.receivers:
         if isinstance(receiver, Alertmanager):
-            targets = Routing(config, {}).targets[receiver.name]
-            for target, url in zip(targets, receiver.urls, strict=True):
+            for target, url in targets(receiver):
+                assert url is not None
                 out[target] = AlertmanagerSender(url, links)
         else:
             out[receiver.name] = _sender(receiver, links, clock)

@@ -208,27 +208,30 @@ def _matches(match: Mapping[str, Sequence[str]], labels: Mapping[str, str]) -> b
     return all(labels.get(k) in values for k, values in match.items())
 
 
+def targets(receiver: ReceiverConfig) -> list[tuple[str, str | None]]:
+    """(target name, URL) of a receiver: an Alertmanager with several URLs is one
+    target per URL (``name#0``, ``name#1``...); any other receiver is itself."""
+    if not isinstance(receiver, Alertmanager):
+        return [(receiver.name, None)]
+    if len(receiver.urls) == 1:
+        return [(receiver.name, receiver.urls[0])]
+    return [(f"{receiver.name}#{i}", url) for i, url in enumerate(receiver.urls)]
+
+
 class Routing:
     """Which receivers an incident goes to, and whether it is muted now.
 
     Receivers are named as in the config, except that an Alertmanager receiver
-    with several URLs is one target per URL (``name#0``, ``name#1``...), so one
-    that is down does not hold back the others."""
+    with several URLs is one target per URL (see ``targets``), so one that is down
+    does not hold back the others."""
 
     def __init__(self, config: AlertingConfig, families: Mapping[str, str]) -> None:
         self.config = config
         self.families = families
-        self.targets: dict[str, list[str]] = {}
-        self.pushers: set[str] = set()
-        for r in config.receivers:
-            if isinstance(r, Alertmanager):
-                names = (
-                    [r.name] if len(r.urls) == 1 else [f"{r.name}#{i}" for i in range(len(r.urls))]
-                )
-                self.pushers.update(names)
-            else:
-                names = [r.name]
-            self.targets[r.name] = names
+        self.targets = {r.name: [t for t, _ in targets(r)] for r in config.receivers}
+        self.pushers = {
+            t for r in config.receivers if isinstance(r, Alertmanager) for t in self.targets[r.name]
+        }
 
     def labels(self, alert: Mapping[str, Any], severity: str) -> dict[str, str]:
         return {

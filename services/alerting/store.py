@@ -152,6 +152,26 @@ class OutboxRow:
     token: str = ""
 
 
+@dataclass(frozen=True)
+class AlertCounts:
+    by_status_severity: Mapping[tuple[str, str], int]
+    by_label: Mapping[str, int]  # unlabelled as "none"
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        return self._total(0)
+
+    @property
+    def by_severity(self) -> dict[str, int]:
+        return self._total(1)
+
+    def _total(self, position: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key, n in self.by_status_severity.items():
+            out[key[position]] = out.get(key[position], 0) + n
+        return out
+
+
 class CursorError(ValueError):
     pass
 
@@ -547,14 +567,21 @@ class AlertStore:
 
     # figures
 
-    def by_status_and_severity(self) -> dict[tuple[str, str], int]:
+    def counts(self) -> AlertCounts:
+        """Alerts by status and severity, and by label, in two queries."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
+            held = conn.execute(
                 select(alerts.c.status, alerts.c.severity, func.count()).group_by(
                     alerts.c.status, alerts.c.severity
                 )
             ).all()
-        return {(status, severity): int(n) for status, severity, n in rows}
+            labels = conn.execute(
+                select(alerts.c.label, func.count()).group_by(alerts.c.label)
+            ).all()
+        return AlertCounts(
+            {(status, severity): int(n) for status, severity, n in held},
+            {(label if label is not None else "none"): int(n) for label, n in labels},
+        )
 
     def open_alerts(
         self, limit: int
@@ -574,14 +601,3 @@ class AlertStore:
                 .limit(limit)
             ).all()
         return [tuple(r) for r in rows]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Alerts by status, by severity and by label (unlabelled as "none")."""
-        out: dict[str, dict[str, int]] = {}
-        with self.engine.connect() as conn:
-            for column in ("status", "severity", "label"):
-                rows = conn.execute(
-                    select(alerts.c[column], func.count()).group_by(alerts.c[column])
-                ).all()
-                out[column] = {(k if k is not None else "none"): int(n) for k, n in rows}
-        return out

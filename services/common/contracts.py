@@ -7,6 +7,7 @@ same rules in Python, and tests/contract proves the two agree on every example.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,14 @@ from pydantic import (
 )
 
 DIMENSIONS: tuple[str, ...] = ("region", "channel", "platform")
+ALL_UP = "all-up"
+
+
+def slice_label(slice_: Mapping[str, str | None]) -> str:
+    """A slice as metrics and dashboards name it: ``region=eu,channel=web``, or all-up."""
+    return ",".join(f"{d}={slice_[d]}" for d in DIMENSIONS if slice_.get(d)) or ALL_UP
+
+
 UNKNOWN = "unknown"
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")

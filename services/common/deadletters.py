@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 
-from .events import FUTURE_S, EventError, Topics, decode, event_time, partition_key
+from .events import EventError, Topics, decode, partition_key, refuse_future
 from .kafka import producer
 
 
@@ -52,8 +52,7 @@ def replay(
             summary.matched += 1
             try:
                 event = decode(record.value)
-                if event_time(event) > time.time() + FUTURE_S:
-                    raise EventError("ts", "still ahead of the clock")
+                refuse_future(event, time.time())
             except EventError:
                 summary.still_bad += 1
                 continue

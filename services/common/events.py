@@ -101,6 +101,21 @@ def validate(raw: Any) -> dict[str, Any]:
     return raw  # type: ignore[no-any-return]
 
 
+def refuse_future(event: Mapping[str, Any], now: float) -> None:
+    """A wall-clock check for the edges (ingest, a dead-letter replay); the engine
+    itself never reads the clock."""
+    if event_time(event) > now + FUTURE_S:
+        raise EventError("ts", "more than a day ahead of this server's clock", "future")
+
+
+def deadletter_headers(
+    source: str, reason: str, field: str, message: str, **origin: str
+) -> list[tuple[str, bytes]]:
+    """The headers every dead letter carries: who refused it, why, and where from."""
+    values = {"reason": reason, "field": field, "message": message[:1000], "source": source}
+    return [(key, value.encode()) for key, value in {**values, **origin}.items()]
+
+
 def decode(data: bytes) -> dict[str, Any]:
     """Bytes of one JSON event to a validated dict (EventError when unusable)."""
     try:

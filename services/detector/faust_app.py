@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from services.common.config import OpswatchSettings
 from services.common.events import (
     EventError,
+    deadletter_headers,
     decode,
     event_time,
     leaf_of,
@@ -151,17 +152,17 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         Awaited to the broker's acknowledgement before the event counts as done, so
         its offset is never committed first; a failure here stops the worker."""
         message = event.message
-        headers = [
-            ("reason", reason.encode()),
-            ("field", getattr(exc, "field", "").encode()),
-            ("exception", type(exc).__name__.encode()),
-            ("message", str(exc).encode()[:1000]),
-            ("source", b"detector"),
-            ("topic", message.topic.encode()),
-            ("partition", str(message.partition).encode()),
-            ("offset", str(message.offset).encode()),
-            ("timestamp", str(message.timestamp).encode()),
-        ]
+        headers = deadletter_headers(
+            "detector",
+            reason,
+            getattr(exc, "field", ""),
+            str(exc),
+            exception=type(exc).__name__,
+            topic=message.topic,
+            partition=str(message.partition),
+            offset=str(message.offset),
+            timestamp=str(message.timestamp),
+        )
         try:
             sent = await deadletter_topic.send(key=message.key, value=event.value, headers=headers)
             await sent

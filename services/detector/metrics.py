@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.common.contracts import EVENT_TYPES
+from services.common.contracts import ALL_UP, EVENT_TYPES
 
 SEVERITIES = ("critical", "warning", "info")
 STATUSES = ("firing", "resolved")
@@ -26,7 +26,7 @@ KPI_SERIES = (
 
 
 def slice_label(slice_key: str) -> str:
-    return "all-up" if slice_key == "*" else slice_key
+    return ALL_UP if slice_key == "*" else slice_key  # engine keys are labels already
 
 
 class KpiExport:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from kafka.errors import KafkaError
 
+from services.common.events import deadletter_headers
 from services.common.kafka import producer, reachable
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,4 @@ class KafkaSink:
 
 
 def deadletter(topic: str, raw: bytes, reason: str, field: str, message: str) -> Record:
-    headers = (
-        ("reason", reason.encode()),
-        ("field", field.encode()),
-        ("message", message.encode()[:1000]),
-        ("source", b"ingest"),
-    )
-    return Record(topic, None, raw, headers)
+    return Record(topic, None, raw, tuple(deadletter_headers("ingest", reason, field, message)))

@@ -18,7 +18,7 @@ import pytest
 from services.common.sinks import to_ingest
 from tests.factories import T0, outage, traffic
 from tests.integration.conftest import REPO, Stack, free_port
-from tests.integration.test_alerting import configure, evidence
+from tests.integration.test_alerting import configure_slack_only, evidence
 from tests.integration.test_end_to_end import processed
 from tests.recording import recording_server
 
@@ -76,16 +76,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
 ) -> None:
     prom_url, targets = prometheus
     with recording_server() as slack:
-        stack.env["T_SLACK_WEBHOOK"] = f"{slack.url}/services/T0/B0/secret"
-        configure(
-            stack,
-            {
-                "receivers": [
-                    {"type": "slack_webhook", "name": "ops", "url": {"env": "T_SLACK_WEBHOOK"}}
-                ],
-                "routes": [{"receivers": ["ops"]}],
-            },
-        )
+        configure_slack_only(stack, f"{slack.url}/services/T0/B0/secret")
         alerting = stack.start("alerting")
         detector = stack.start("detector", health=None)
         ingest = stack.start("ingest", "/readyz")

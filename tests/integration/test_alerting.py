@@ -27,6 +27,7 @@ from tests.recording import Recorder, recording_server
 
 AM_SCRIPT = REPO / "deploy" / "local" / "alertmanager.sh"
 DRIVER = {"region": "na", "channel": "web"}
+SLACK = {"type": "slack_webhook", "name": "ops", "url": {"env": "T_SLACK_WEBHOOK"}}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,12 @@ def configure(stack: Stack, config: dict[str, Any], **env: str) -> None:
         OPSWATCH_API_WRITE_TOKEN="integration-write-token",
         **env,
     )
+
+
+def configure_slack_only(stack: Stack, webhook_url: str) -> None:
+    """One Slack webhook receiver, every incident routed to it."""
+    stack.env["T_SLACK_WEBHOOK"] = webhook_url
+    configure(stack, {"receivers": [SLACK], "routes": [{"receivers": ["ops"]}]})
 
 
 def publish(bootstrap: str, stack: Stack, updates: list[dict[str, Any]]) -> None:
@@ -93,7 +100,7 @@ def test_alerts_reach_alertmanager_and_slack_and_resolve_there(
                 "grafana_url": "http://grafana.test/d/opswatch-ops",
                 "receivers": [
                     {"type": "alertmanager", "name": "am", "urls": [am_url]},
-                    {"type": "slack_webhook", "name": "ops", "url": {"env": "T_SLACK_WEBHOOK"}},
+                    SLACK,
                 ],
                 "routes": [{"receivers": ["am", "ops"]}],
             },
@@ -153,16 +160,7 @@ def test_a_notification_accepted_before_a_kill_is_sent_once_after_restart(
     bootstrap: str, stack: Stack
 ) -> None:
     port = free_port()  # Slack is unreachable until after the kill
-    stack.env["T_SLACK_WEBHOOK"] = f"http://127.0.0.1:{port}/services/T0/B0/secret"
-    configure(
-        stack,
-        {
-            "receivers": [
-                {"type": "slack_webhook", "name": "ops", "url": {"env": "T_SLACK_WEBHOOK"}}
-            ],
-            "routes": [{"receivers": ["ops"]}],
-        },
-    )
+    configure_slack_only(stack, f"http://127.0.0.1:{port}/services/T0/B0/secret")
     alerting = stack.start("alerting")
     publish(bootstrap, stack, [detector_update()])
 

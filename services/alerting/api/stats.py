@@ -26,10 +26,10 @@ class Stats(BaseModel):
 @router.get("", response_model=Stats, dependencies=[ReadAuth], responses=problem_responses(401))
 def stats(store: StoreDep) -> Stats:
     counts = store.counts()
-    labels = counts["label"]
+    labels = dict(counts.by_label)
     return Stats(
-        alerts_by_status=counts["status"],
-        alerts_by_severity=counts["severity"],
+        alerts_by_status=counts.by_status,
+        alerts_by_severity=counts.by_severity,
         labels=labels,
         labelled=sum(n for k, n in labels.items() if k != "none"),
         precision=precision(labels),

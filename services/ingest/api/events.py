@@ -15,11 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from services.common.events import (
     EVENT_TOPIC_SUFFIX,
-    FUTURE_S,
     EventError,
     Topics,
-    event_time,
     partition_key,
+    refuse_future,
     validate,
 )
 from services.common.problems import ProblemError, problem_responses
@@ -241,8 +240,7 @@ async def _ingest(
             if len(raw) > MAX_EVENT_BYTES:
                 raise EventError("", f"{len(raw)} bytes; at most {MAX_EVENT_BYTES}", "limits")
             event = validate(value)
-            if event_time(event) > time.time() + FUTURE_S:
-                raise EventError("ts", "more than a day ahead of this server's clock", "future")
+            refuse_future(event, time.time())
             first = seen.setdefault(event["event_id"], index)
             if first != index:
                 raise EventError(

@@ -84,10 +84,10 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     heard_three: dict[str, float] = {}
     started_three = time.monotonic()
     ones: dict[int, StageOne] = {}
-    # read from the metrics thread: a copy of the items, taken in one step
-    registry.register(
-        WatermarkLag(lambda: {p: s.aggregator.watermark for p, s in list(ones.items())})
-    )
+    # each partition's watermark as of its last event: the metrics thread reads
+    # this copy (taken in one step), never the engine's state, which the loop mutates
+    watermarks: dict[int, float | None] = {}
+    registry.register(WatermarkLag(lambda: dict(watermarks)))
 
     @app.on_partitions_revoked.connect
     async def forget(_: Any, /, *args: Any, signal: Any, **__: Any) -> None:
@@ -97,6 +97,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         for tp in revoked:
             if tp.topic in topics.events.values():
                 ones.pop(tp.partition, None)
+                watermarks.pop(tp.partition, None)
             elif tp.topic == topics.partials:
                 twos.pop(tp.partition, None)
                 kpis.update(tp.partition, {})
@@ -192,6 +193,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             late_before = stage.aggregator.stats.late
             try:
                 out = stage.on_event(record, event_time(record), leaf_of(record), message.topic)
+                watermarks[message.partition] = stage.aggregator.watermark
             except Exception as exc:  # an event the engine cannot take: kept, not fatal
                 log.exception("the engine refused an event", extra={"topic": message.topic})
                 await dead_letter(event, "engine", exc)
@@ -271,6 +273,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 if quiet and source not in one.aggregator.sources.idle:
                     log.info("source idle", extra={"partition": p, "topic": source})
                     await send_all(one.mark_idle(source))
+                    watermarks[p] = one.aggregator.watermark
         for q, two in twos.items():
             for source in two.evaluator.sources:
                 last = heard.get(("two", q, source), started.get(q, now))

@@ -56,6 +56,9 @@ class OpswatchSettings(BaseSettings):
     ingest_max_bytes: Annotated[int, Field(ge=1024)] = Field(
         10_000_000, validation_alias=env("OPSWATCH_INGEST_MAX_BYTES")
     )
+    ingest_max_inflight: Annotated[int, Field(ge=1)] = Field(
+        16, validation_alias=env("OPSWATCH_INGEST_MAX_INFLIGHT")
+    )
     alerting_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_ALERTING_HOST"))
     alerting_port: int = Field(8080, validation_alias=env("OPSWATCH_ALERTING_PORT"))
     detector_app_id: str = Field(
@@ -63,6 +66,9 @@ class OpswatchSettings(BaseSettings):
     )
     detector_data_dir: Path = Field(
         Path(".opswatch/detector"), validation_alias=env("OPSWATCH_DETECTOR_DATA_DIR")
+    )
+    detector_session_timeout: timedelta = Field(
+        timedelta(seconds=30), validation_alias=env("OPSWATCH_DETECTOR_SESSION_TIMEOUT")
     )
     detector_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_DETECTOR_HOST"))
     detector_metrics_port: int = Field(9102, validation_alias=env("OPSWATCH_DETECTOR_METRICS_PORT"))

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import time
+
+import aiokafka.errors
 import faust
+import kafka.errors
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.config import OpswatchSettings
-from services.common.kafka import ensure_topics
+from services.common.kafka import ensure_topics, reachable
 from services.common.logs import dict_config
 from services.detector.faust_app import create_app
+
+log = logging.getLogger(__name__)
+BROKER_WAIT_S = 300.0
 
 
 def serve(settings: OpswatchSettings) -> None:
@@ -25,7 +35,33 @@ def serve(settings: OpswatchSettings) -> None:
         logging_config=dict_config(settings.log_level),
         redirect_stdouts=False,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        reason = app.crash_reason
+        if exit_.code == 0 and reason is None:
+            raise  # stopped by a signal
+        if isinstance(reason, aiokafka.errors.KafkaError | kafka.errors.KafkaError) or not (
+            reachable(settings.kafka_bootstrap)
+        ):
+            start_again_with_the_broker(settings.kafka_bootstrap)
+        raise SystemExit(1) from reason
+
+
+def start_again_with_the_broker(bootstrap: str) -> None:
+    """The worker stopped because Kafka went away: once the broker answers again, the
+    process starts afresh (same pid, state from the changelogs, input from the
+    committed offsets), as a supervisor would, only sooner."""
+    log.error("the detector lost Kafka; starting again once %s answers", bootstrap)
+    deadline = time.monotonic() + BROKER_WAIT_S
+    while not reachable(bootstrap):
+        if time.monotonic() > deadline:
+            log.critical("Kafka at %s did not come back in %.0f s", bootstrap, BROKER_WAIT_S)
+            return
+        time.sleep(1.0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "services.cli", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

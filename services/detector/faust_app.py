@@ -4,6 +4,12 @@ The app is built by ``create_app(settings)``, never at import time. Processing
 is at-least-once (Faust's exactly-once is experimental); the stages' state is
 snapshotted into changelog-backed tables, keyed by partition, so a worker that
 takes over a partition resumes from the snapshot instead of warming up again.
+A snapshot records the input position it includes and is written only once
+everything the stage sent before it is acknowledged; a worker taking a
+partition over catches up from that position to the group's committed offset
+(``catchup``) before the stream resumes, and skips what the stream redelivers
+below it. So no record is lost to the state or applied to it twice, and what a
+stage sends again downstream is recognised there (``stages``).
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import faust
 import orjson
+from aiokafka import ConsumerRecord, TopicPartition
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -28,16 +37,19 @@ from services.common.events import (
     event_time,
     leaf_of,
 )
+from services.detector.catchup import CatchUp
 from services.detector.metrics import KpiExport, Metrics, WatermarkLag
 from services.detector.stages import Outgoing, StageOne, StageThree, StageTwo
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_S = 5.0
+Stage = TypeVar("Stage", StageOne, StageTwo, StageThree)
 
 
 def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust.App:
-    if not settings.kafka_bootstrap:
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
         raise ValueError("the detector needs OPSWATCH_KAFKA_BOOTSTRAP")
     catalog = settings.catalog()
     engine_settings = settings.engine()
@@ -52,7 +64,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     kpis = KpiExport(metrics.kpis)
     app = faust.App(
         settings.detector_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=f"kafka://{bootstrap}",
         store="memory://",
         datadir=str(settings.detector_data_dir),
         web_enabled=False,
@@ -63,6 +75,9 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # a worker that stops answering loses its partitions to the others this soon
+        broker_session_timeout=settings.detector_session_timeout.total_seconds(),
+        broker_heartbeat_interval=settings.detector_session_timeout.total_seconds() / 10,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     topics = settings.topics()
@@ -80,10 +95,11 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     stage_one_table = app.Table("opswatch-stage-one", **table_opts)
     stage_two_table = app.Table("opswatch-stage-two", **table_opts)
     stage_three_table = app.Table("opswatch-stage-three", **{**table_opts, "partitions": 1})
-    three = StageThree(catalog, engine_settings, n)
-    heard_three: dict[str, float] = {}
-    started_three = time.monotonic()
+    consumed = {*topics.events.values(), topics.partials, topics.reports}
+    # the stages of the partitions this worker has now (stage three: the one reports partition)
     ones: dict[int, StageOne] = {}
+    twos: dict[int, StageTwo] = {}
+    threes: dict[int, StageThree] = {}
     # each partition's watermark as of its last event: the metrics thread reads
     # this copy (taken in one step), never the engine's state, which the loop mutates
     watermarks: dict[int, float | None] = {}
@@ -101,6 +117,8 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             elif tp.topic == topics.partials:
                 twos.pop(tp.partition, None)
                 kpis.update(tp.partition, {})
+            elif tp.topic == topics.reports:
+                threes.pop(tp.partition, None)
             with contextlib.suppress(KeyError):
                 metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
@@ -111,12 +129,10 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             behind = app.consumer.highwater(tp) - message.offset - 1
             metrics.consumer_lag.labels(message.topic, str(message.partition)).set(behind)
 
-    twos: dict[int, StageTwo] = {}
     saved: dict[tuple[str, int], float] = {}
     # wall-clock time a (stage, partition, source) was last heard from
     heard: dict[tuple[str, int, str], float] = {}
     idle_after = settings.idle_timeout.total_seconds()
-    started: dict[int, float] = {}
 
     def due(kind: str, partition: int) -> bool:
         now = time.monotonic()
@@ -125,34 +141,73 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         saved[(kind, partition)] = now
         return True
 
+    def restored(make: Callable[[], Stage], table: Any, key: bytes, what: str) -> Stage:
+        """A new stage, with the state of its snapshot in ``table`` if there is one. A
+        snapshot this version cannot read is logged and left: the stage starts empty
+        and catches up from the start of its partitions."""
+        stage = make()
+        snap = table.get(key)
+        if snap is None:
+            log.info("%s starts empty: no snapshot", what, extra={"partition": key.decode()})
+            return stage
+        clock = time.perf_counter()
+        try:
+            stage.restore(snap)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("%s %s: a snapshot this version cannot read (%r)", what, key, exc)
+            return make()
+        metrics.restore_seconds.observe(time.perf_counter() - clock)
+        log.info("%s restored", what, extra={"partition": key.decode()})
+        return stage
+
     def stage_one(partition: int) -> StageOne:
         stage = ones.get(partition)
         if stage is None:
-            stage = ones[partition] = StageOne(partition, catalog, engine_settings, n)
-            snap = stage_one_table.get(b"%d" % partition)
-            if snap is not None:
-                stage.restore(snap)
-                log.info("stage one restored", extra={"partition": partition})
+            sources = tuple(topics.events.values())
+            stage = ones[partition] = restored(
+                lambda: StageOne(partition, catalog, engine_settings, n, sources),
+                stage_one_table,
+                b"%d" % partition,
+                "stage one",
+            )
+            now = time.monotonic()  # a topic that says nothing from now on is idle from now on
+            for source in sources:
+                heard[("one", partition, source)] = now
         return stage
 
     def stage_two(partition: int) -> StageTwo:
         stage = twos.get(partition)
         if stage is None:
-            stage = twos[partition] = StageTwo(partition, catalog, stage_two_settings, n)
-            started[partition] = time.monotonic()
-            snap = stage_two_table.get(b"%d" % partition)
-            if snap is not None:
-                clock = time.perf_counter()
-                stage.restore(snap)
-                metrics.restore_seconds.observe(time.perf_counter() - clock)
-                log.info("stage two restored", extra={"partition": partition})
+            stage = twos[partition] = restored(
+                lambda: StageTwo(partition, catalog, stage_two_settings, n),
+                stage_two_table,
+                b"%d" % partition,
+                "stage two",
+            )
+            now = time.monotonic()
+            for source in stage.evaluator.sources:
+                heard[("two", partition, source)] = now
         return stage
 
-    async def dead_letter(event: Any, reason: str, exc: Exception) -> None:
-        """The event's own bytes to the dead-letter topic, with why and where from.
-        Awaited to the broker's acknowledgement before the event counts as done, so
-        its offset is never committed first; a failure here stops the worker."""
-        message = event.message
+    def stage_three() -> StageThree:
+        stage = threes.get(0)
+        if stage is None:
+            stage = threes[0] = restored(
+                lambda: StageThree(catalog, engine_settings, n),
+                stage_three_table,
+                b"book",
+                "stage three",
+            )
+            now = time.monotonic()
+            for source in stage.book.sources:
+                heard[("three", 0, source)] = now
+        return stage
+
+    async def dead_letter(message: Any, value: bytes, reason: str, exc: Exception) -> None:
+        """The event's own bytes to the dead-letter topic, with why and where from
+        (``message``: a Faust message or a Kafka record). Awaited to the broker's
+        acknowledgement before the event counts as done, so its offset is never
+        committed first; a failure here stops the worker."""
         headers = deadletter_headers(
             "detector",
             reason,
@@ -165,7 +220,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             timestamp=str(message.timestamp),
         )
         try:
-            sent = await deadletter_topic.send(key=message.key, value=event.value, headers=headers)
+            sent = await deadletter_topic.send(key=message.key, value=value, headers=headers)
             await sent
         except Exception as failure:  # faust would restart the agent and commit: stop instead
             log.critical("dead-letter write failed; stopping rather than lose the record")
@@ -178,53 +233,116 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         for o in out:
             await partials_topic.send(key=o.key, value=o.value, partition=o.partition)
 
+    async def save(
+        kind: str, partition: int, table: Any, key: bytes, stage: StageOne | StageTwo | StageThree
+    ) -> None:
+        """A stage's snapshot, at most every SNAPSHOT_EVERY_S: written once all it sent
+        before is acknowledged, so the snapshot's position never runs ahead of its output."""
+        if due(kind, partition):
+            await app.producer.flush()
+            table[key] = stage.snapshot()
+
+    def redelivered(stage: StageOne | StageTwo | StageThree, topic: str, offset: int) -> bool:
+        if stage.positions.applied(topic, offset):
+            metrics.duplicates.labels("redelivered").inc()
+            return True
+        return False
+
+    async def take_event(stage: StageOne, message: Any, value: bytes) -> None:
+        if redelivered(stage, message.topic, message.offset):
+            return
+        try:
+            record = decode(value)
+        except EventError as exc:
+            await dead_letter(message, value, exc.reason, exc)
+        else:
+            heard[("one", message.partition, message.topic)] = time.monotonic()
+            failure = await apply_event(stage, message.topic, record)
+            if failure is not None:
+                log.error("the engine refused an event", exc_info=failure)
+                await dead_letter(message, value, "engine", failure)
+        stage.positions.advance(message.topic, message.offset)
+
+    async def fill_gap(
+        stage: StageOne | StageTwo | StageThree,
+        message: Any,
+        take: Callable[[Any, bytes], Awaitable[None]],
+    ) -> None:
+        """Records between the stage's position and a message the stream delivers did
+        not come in the stream (the group's committed offset was not where the stage's
+        snapshot expected it): read them with a consumer of their own, in order, first."""
+        start = stage.positions.next(message.topic)
+        if message.offset <= start:
+            return
+        log.warning(
+            "records %d to %d of %s[%d] missing from the stream; reading them",
+            start,
+            message.offset - 1,
+            message.topic,
+            message.partition,
+        )
+        tp = TopicPartition(message.topic, message.partition)
+        async with CatchUp(bootstrap, settings.detector_app_id) as reader:
+            async for record in reader.records(tp, start, message.offset):
+                metrics.caught_up.labels(message.topic).inc()
+                await take(record, record.value)
+
+    async def apply_event(stage: StageOne, topic: str, record: Any) -> Exception | None:
+        """One valid event into stage one; the exception of an event the engine refused."""
+        stats = stage.aggregator.stats
+        late, duplicates = stats.late, stats.duplicates
+        try:
+            out = stage.on_event(record, event_time(record), leaf_of(record), topic)
+        except Exception as exc:  # an event the engine cannot take: kept, not fatal
+            return exc
+        watermarks[stage.partition] = stage.aggregator.watermark
+        metrics.events.labels(record["type"]).inc()
+        metrics.late.inc(stats.late - late)
+        metrics.duplicates.labels("event").inc(stats.duplicates - duplicates)
+        await send_all(out)
+        return None
+
     @app.agent(events_topic)
     async def aggregate(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
             note_lag(message)
             stage = stage_one(message.partition)
-            try:
-                record = decode(event.value)
-            except EventError as exc:
-                await dead_letter(event, exc.reason, exc)
-                continue
-            heard[("one", message.partition, message.topic)] = time.monotonic()
-            late_before = stage.aggregator.stats.late
-            try:
-                out = stage.on_event(record, event_time(record), leaf_of(record), message.topic)
-                watermarks[message.partition] = stage.aggregator.watermark
-            except Exception as exc:  # an event the engine cannot take: kept, not fatal
-                log.exception("the engine refused an event", extra={"topic": message.topic})
-                await dead_letter(event, "engine", exc)
-                continue
-            metrics.events.labels(record["type"]).inc()
-            if stage.aggregator.stats.late > late_before:
-                metrics.late.inc()
-            if out:
-                await send_all(out)
-                if due("one", message.partition):
-                    stage_one_table[b"%d" % message.partition] = stage.snapshot()
+            await fill_gap(stage, message, partial(take_event, stage))
+            await take_event(stage, message, event.value)
+            key = b"%d" % message.partition
+            await save("one", message.partition, stage_one_table, key, stage)
+
+    async def take_partial(stage: StageTwo, message: Any, value: bytes) -> None:
+        topic, offset = message.topic, message.offset
+        if redelivered(stage, topic, offset):
+            return
+        before, duplicates = stage.evaluator.evaluated_until, stage.duplicates
+        reports = stage.on_message(value)
+        metrics.duplicates.labels("partial").inc(stage.duplicates - duplicates)
+        stage.positions.advance(topic, offset)
+        await report(stage, before, reports)
 
     @app.agent(partials_topic)
     async def evaluate(stream: Any) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            note_lag(event.message)
-            stage = stage_two(partition)
-            before = stage.evaluator.evaluated_until
-            reports = stage.on_message(event.value)
-            heard[("two", partition, stage.last_source)] = time.monotonic()
-            await report(partition, stage, before, reports)
+            message = event.message
+            note_lag(message)
+            stage = stage_two(message.partition)
+            await fill_gap(stage, message, partial(take_partial, stage))
+            await take_partial(stage, message, event.value)
+            heard[("two", message.partition, stage.last_source)] = time.monotonic()
+            key = b"%d" % message.partition
+            await save("two", message.partition, stage_two_table, key, stage)
 
-    async def report(partition: int, stage: StageTwo, before: int | None, out: list[bytes]) -> None:
+    async def report(stage: StageTwo, before: int | None, out: list[bytes]) -> None:
         for value in out:
             await reports_topic.send(value=value, partition=0)
         evaluator = stage.evaluator
         judged = evaluator.evaluated_until
         if judged is not None and judged != before:
             metrics.windows.inc()
-            p = str(partition)
+            p = str(stage.partition)
             metrics.evaluated_until.labels(p).set(judged)
             metrics.tracked_slices.labels(p).set(len(evaluator.slices))
             metrics.late_partials.labels(p).set(evaluator.late_partials)
@@ -232,23 +350,28 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 metrics.unjudged.labels(p, reason).set(count)
             for metric, count in evaluator.warming.items():
                 metrics.warming.labels(p, metric).set(count)
-            kpis.update(partition, evaluator.kpis)
-            if due("two", partition):
-                stage_two_table[b"%d" % partition] = stage.snapshot()
+            kpis.update(stage.partition, evaluator.kpis)
+
+    async def take_report(message: Any, value: bytes) -> None:
+        topic, offset = message.topic, message.offset
+        three = stage_three()
+        if redelivered(three, topic, offset):
+            return
+        duplicates = three.duplicates
+        alerts = three.on_message(value)
+        metrics.duplicates.labels("report").inc(three.duplicates - duplicates)
+        three.positions.advance(topic, offset)
+        await publish(alerts)
 
     @app.agent(reports_topic)
     async def decide(stream: Any) -> None:
-        restored = False
         async for event in stream.events():
-            if not restored:  # tables are recovered by the time events flow
-                restored = True
-                snap = stage_three_table.get(b"book")
-                if snap is not None:
-                    three.restore(snap)
-                    log.info("stage three restored")
-            alerts = three.on_message(event.value)
-            heard_three[three.last_source] = time.monotonic()
-            await publish(alerts)
+            message = event.message
+            await fill_gap(stage_three(), message, take_report)
+            await take_report(message, event.value)
+            three = stage_three()
+            heard[("three", 0, three.last_source)] = time.monotonic()
+            await save("three", 0, stage_three_table, b"book", three)
 
     async def publish(alerts: list[dict[str, Any]]) -> None:
         for alert in alerts:
@@ -259,8 +382,66 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 extra={"metric": alert["metric"], "slice": alert["slice"], "id": alert["id"]},
             )
             await alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
-        if alerts and due("three", 0):
-            stage_three_table[b"book"] = three.snapshot()
+
+    @app.on_rebalance_complete.connect
+    async def catch_up(_: Any, /, *__: Any, signal: Any, **___: Any) -> None:
+        """Tables are recovered and streams not resumed yet: restore the stages of the
+        partitions this worker now has and apply what their snapshots missed."""
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in consumed]
+        if not assigned:
+            return
+        clock = time.perf_counter()
+        async with CatchUp(bootstrap, settings.detector_app_id) as reader:
+            committed = await reader.committed([TopicPartition(*tp) for tp in assigned])
+            for p in sorted(
+                {tp.partition for tp in assigned if tp.topic in topics.events.values()}
+            ):
+                await catch_up_events(reader, stage_one(p), committed)
+            for tp in assigned:
+                if tp.topic == topics.partials:
+                    stage = stage_two(tp.partition)
+                    async for r in gap(reader, stage, TopicPartition(*tp), committed):
+                        await take_partial(stage, r, r.value)
+                elif tp.topic == topics.reports:
+                    three = stage_three()
+                    async for r in gap(reader, three, TopicPartition(*tp), committed):
+                        await take_report(r, r.value)
+        log.info("partitions caught up", extra={"seconds": round(time.perf_counter() - clock, 3)})
+
+    async def gap(
+        reader: CatchUp,
+        stage: StageOne | StageTwo | StageThree,
+        tp: TopicPartition,
+        committed: Mapping[TopicPartition, int],
+    ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+        """The records of ``tp`` after the stage's position, up to the committed offset."""
+        start, stop = stage.positions.next(tp.topic), committed.get(tp)
+        if stop is not None and start < stop:
+            log.info("catching up", extra={"topic": tp.topic, "partition": tp.partition})
+            async for record in reader.records(tp, start, stop):
+                metrics.caught_up.labels(tp.topic).inc()
+                yield record
+
+    async def catch_up_events(
+        reader: CatchUp, stage: StageOne, committed: Mapping[TopicPartition, int]
+    ) -> None:
+        """The three event topics' gaps of one partition, applied in event-time order
+        as they happened, not topic after topic: a topic read far ahead of another
+        whose mark the snapshot does not have yet would make the other's events late."""
+        found: list[tuple[float, ConsumerRecord[bytes, bytes], dict[str, Any] | None]] = []
+        for topic in topics.events.values():
+            async for r in gap(reader, stage, TopicPartition(topic, stage.partition), committed):
+                try:
+                    record = decode(r.value)
+                except EventError:  # dead-lettered by the owner before
+                    found.append((-math.inf, r, None))
+                else:
+                    found.append((event_time(record), r, record))
+        found.sort(key=lambda item: item[0])
+        for _, r, event in found:
+            if event is not None:
+                await apply_event(stage, r.topic, event)
+            stage.positions.advance(r.topic, r.offset)
 
     @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]
     async def notice_idle_sources() -> None:
@@ -268,23 +449,26 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         holding windows open; its next record makes it count again."""
         now = time.monotonic()
         for p, one in ones.items():
-            for source in list(one.aggregator.sources.marks):
-                quiet = now - heard.get(("one", p, source), now) > idle_after
-                if quiet and source not in one.aggregator.sources.idle:
+            for source in one.sources:
+                if now - heard[("one", p, source)] > idle_after and (
+                    source not in one.aggregator.sources.idle
+                ):
                     log.info("source idle", extra={"partition": p, "topic": source})
                     await send_all(one.mark_idle(source))
                     watermarks[p] = one.aggregator.watermark
         for q, two in twos.items():
             for source in two.evaluator.sources:
-                last = heard.get(("two", q, source), started.get(q, now))
-                if now - last > idle_after and source not in two.evaluator.marks.idle:
+                if now - heard[("two", q, source)] > idle_after and (
+                    source not in two.evaluator.marks.idle
+                ):
                     log.info("source partition idle", extra={"partition": q, "source": source})
                     before = two.evaluator.evaluated_until
-                    await report(q, two, before, two.mark_idle(int(source)))
-        if ones or twos:
+                    await report(two, before, two.mark_idle(int(source)))
+        for three in threes.values():
             for source in three.book.sources:
-                last = heard_three.get(source, started_three)
-                if now - last > idle_after and source not in three.book.marks.idle:
+                if now - heard[("three", 0, source)] > idle_after and (
+                    source not in three.book.marks.idle
+                ):
                     log.info("reporting partition idle", extra={"source": source})
                     await publish(three.mark_idle(int(source)))
 

@@ -17,6 +17,7 @@ STATUSES = ("firing", "resolved")
 
 
 DEADLETTER_REASONS = ("json", "schema", "limits", "engine")
+DUPLICATE_KINDS = ("event", "redelivered", "partial", "report")
 KPI_SERIES = (
     ("observed", "The business KPI as observed"),
     ("expected", "The KPI expected from the slice's baseline"),
@@ -74,6 +75,8 @@ class Metrics:
     events: Counter
     late: Counter
     deadlettered: Counter
+    duplicates: Counter
+    caught_up: Counter
     windows: Counter
     alerts: Counter
     restore_seconds: Histogram
@@ -104,6 +107,22 @@ class Metrics:
                 "Events the detector could not use, written to the dead-letter topic with"
                 " their original bytes, by reason (json, schema, limits, engine).",
                 ["reason"],
+                registry=registry,
+            ),
+            duplicates=Counter(
+                "opswatch_detector_duplicates_dropped_total",
+                "Input the detector had applied before and dropped, by kind: event (an"
+                " event_id seen in the event's open window), redelivered (a record at or"
+                " below the partition's applied position, after a crash or a rebalance),"
+                " partial and report (an upstream stage's output sent again).",
+                ["kind"],
+                registry=registry,
+            ),
+            caught_up=Counter(
+                "opswatch_detector_caught_up_records_total",
+                "Records between a restored snapshot's position and the group's committed"
+                " offset, read again and applied when a partition was taken over.",
+                ["topic"],
                 registry=registry,
             ),
             windows=Counter(
@@ -179,6 +198,8 @@ class Metrics:
             m.events.labels(t)
         for reason in DEADLETTER_REASONS:
             m.deadlettered.labels(reason)
+        for kind in DUPLICATE_KINDS:
+            m.duplicates.labels(kind)
         for name in metric_names:
             for sev in SEVERITIES:
                 for status in STATUSES:

@@ -10,6 +10,13 @@ passed it, and sends a report of what looks anomalous to stage three, which
 sees every slice (a one-partition topic: only candidates travel on it) and
 decides the alerts. The Faust app only moves bytes between these and Kafka,
 which is what lets them be tested without a broker.
+
+Processing is at-least-once, so every stage may see a record twice: a record
+redelivered after a crash or a rebalance is recognised by its input position
+(``Positions``, kept in the stage's snapshot), and an output sent twice by an
+upstream stage that replayed its input is recognised by what it is (a slice's
+partial of a window from one source; a source's report of a window), so
+neither is applied twice.
 """
 
 from __future__ import annotations
@@ -34,17 +41,37 @@ class Outgoing:
 
 
 @dataclass
+class Positions:
+    """The offset of the last record applied, per input topic (of one partition)."""
+
+    last: dict[str, int] = field(default_factory=dict)
+
+    def applied(self, topic: str, offset: int) -> bool:
+        """Whether the record was applied before (it is being redelivered)."""
+        return offset <= self.last.get(topic, -1)
+
+    def advance(self, topic: str, offset: int) -> None:
+        self.last[topic] = max(offset, self.last.get(topic, -1))
+
+    def next(self, topic: str) -> int:
+        """The offset to read from to continue (0: nothing of the topic applied yet)."""
+        return self.last.get(topic, -1) + 1
+
+
+@dataclass
 class StageOne:
     partition: int
     catalog: Catalog
     settings: EngineSettings
     partials_partitions: int
+    sources: tuple[str, ...] = ()  # the event topics (none: those heard from)
     aggregator: Aggregator = field(init=False)
     marked: int | None = None  # last window boundary announced to stage two
+    positions: Positions = field(default_factory=Positions)
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s)
+        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, expected=self.sources)
 
     def on_event(
         self, event: Mapping[str, Any], ts: float, leaf: tuple[str, str, str], source: str
@@ -80,12 +107,15 @@ class StageOne:
         return self.emit()
 
     def snapshot(self) -> bytes:
-        return orjson.dumps({"agg": self.aggregator.snapshot(), "marked": self.marked})
+        return orjson.dumps(
+            {"agg": self.aggregator.snapshot(), "marked": self.marked, "pos": self.positions.last}
+        )
 
     def restore(self, raw: bytes) -> None:
         snap = orjson.loads(raw)
         self.aggregator.restore(snap["agg"])
         self.marked = snap["marked"]
+        self.positions = Positions(snap["pos"])
 
 
 @dataclass
@@ -96,6 +126,10 @@ class StageTwo:
     source_partitions: int
     evaluator: Evaluator = field(init=False)
     last_source: str = ""  # the source partition of the last message
+    positions: Positions = field(default_factory=Positions)
+    # the slices each source sent a partial of, per window not judged yet
+    received: dict[int, dict[str, set[str]]] = field(default_factory=dict)
+    duplicates: int = 0  # partials received twice, dropped
 
     def __post_init__(self) -> None:
         sources = tuple(str(p) for p in range(self.source_partitions))
@@ -104,23 +138,47 @@ class StageTwo:
     def on_message(self, value: bytes) -> list[bytes]:
         """A partial or a watermark in; window reports for stage three out."""
         msg = orjson.loads(value)
-        self.last_source = str(msg["src"])
+        source = self.last_source = str(msg["src"])
         if msg["k"] == "p":
-            self.evaluator.add_partial(msg["w"], msg["s"], Acc.from_json(msg["a"]))
+            sent = self.received.setdefault(msg["w"], {}).setdefault(source, set())
+            if msg["s"] in sent:
+                self.duplicates += 1
+            else:
+                sent.add(msg["s"])
+                self.evaluator.add_partial(msg["w"], msg["s"], Acc.from_json(msg["a"]))
             return []
-        return self._encode(self.evaluator.advance(str(msg["src"]), msg["wm"]))
+        return self._encode(self.evaluator.advance(source, msg["wm"]))
 
     def mark_idle(self, source: int) -> list[bytes]:
         return self._encode(self.evaluator.mark_idle(str(source)))
 
     def _encode(self, reports: list[Report]) -> list[bytes]:
+        judged = self.evaluator.evaluated_until
+        if judged is not None:  # a partial of a judged window is dropped as late anyway
+            for start in [w for w in self.received if w < judged]:
+                del self.received[start]
         return [orjson.dumps({"src": self.partition, **r.to_json()}) for r in reports]
 
     def snapshot(self) -> bytes:
-        return orjson.dumps(self.evaluator.snapshot())
+        return orjson.dumps(
+            {
+                "ev": self.evaluator.snapshot(),
+                "pos": self.positions.last,
+                "recv": {
+                    str(w): {src: sorted(keys) for src, keys in by_source.items()}
+                    for w, by_source in self.received.items()
+                },
+            }
+        )
 
     def restore(self, raw: bytes) -> None:
-        self.evaluator.restore(orjson.loads(raw))
+        snap = orjson.loads(raw)
+        self.evaluator.restore(snap["ev"])
+        self.positions = Positions(snap["pos"])
+        self.received = {
+            int(w): {src: set(keys) for src, keys in by_source.items()}
+            for w, by_source in snap["recv"].items()
+        }
 
 
 @dataclass
@@ -132,6 +190,9 @@ class StageThree:
     source_partitions: int
     book: AlertBook = field(init=False)
     last_source: str = ""
+    positions: Positions = field(default_factory=Positions)
+    received: dict[int, set[str]] = field(default_factory=dict)  # window -> sources reported
+    duplicates: int = 0  # reports received twice, dropped
 
     def __post_init__(self) -> None:
         sources = tuple(str(p) for p in range(self.source_partitions))
@@ -139,14 +200,40 @@ class StageThree:
 
     def on_message(self, value: bytes) -> list[dict[str, Any]]:
         msg = orjson.loads(value)
-        self.last_source = str(msg["src"])
-        return self.book.add(self.last_source, Report.from_json(msg))
+        source = self.last_source = str(msg["src"])
+        report = Report.from_json(msg)
+        if report.start is not None:
+            if self._decided(report.start) or source in self.received.get(report.start, ()):
+                self.duplicates += 1
+                return []
+            self.received.setdefault(report.start, set()).add(source)
+        return self._forget_decided(self.book.add(source, report))
 
     def mark_idle(self, source: int) -> list[dict[str, Any]]:
-        return self.book.mark_idle(str(source))
+        return self._forget_decided(self.book.mark_idle(str(source)))
+
+    def _decided(self, start: int) -> bool:
+        """A source reports a window before its mark passes it, so a report of a
+        window every source has passed is one received before."""
+        complete = self.book.marks.low(self.book.sources)
+        return complete is not None and start + self.settings.window_s <= complete
+
+    def _forget_decided(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for start in [w for w in self.received if self._decided(w)]:
+            del self.received[start]
+        return alerts
 
     def snapshot(self) -> bytes:
-        return orjson.dumps(self.book.snapshot())
+        return orjson.dumps(
+            {
+                "book": self.book.snapshot(),
+                "pos": self.positions.last,
+                "recv": {str(w): sorted(sources) for w, sources in self.received.items()},
+            }
+        )
 
     def restore(self, raw: bytes) -> None:
-        self.book.restore(orjson.loads(raw))
+        snap = orjson.loads(raw)
+        self.book.restore(snap["book"])
+        self.positions = Positions(snap["pos"])
+        self.received = {int(w): set(sources) for w, sources in snap["recv"].items()}

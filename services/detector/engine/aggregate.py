@@ -3,7 +3,10 @@
 Each source (a topic, or a file) advances its own high-water mark; the
 watermark is the slowest source's mark minus the allowed lateness, so a topic
 that is read behind another (a consumer catching up reads unevenly) does not
-make its events late. Whether a source has gone quiet is a wall-clock question
+make its events late. When the sources are known beforehand (``expected``), the
+watermark waits until each has been heard from or marked idle: otherwise a
+topic whose first records are read after another's would find its windows
+closed already. Whether a source has gone quiet is a wall-clock question
 the engine cannot answer: the adapter marks a source idle, which stops it
 holding the watermark back until its next event. When the watermark passes a window's
 end, the window closes and is rolled up into partial aggregates for every slice
@@ -150,6 +153,7 @@ class Aggregator:
     closed_until: int | None = None  # every window starting before this is closed
     stats: AggregatorStats = field(default_factory=AggregatorStats)
     history: dict[tuple[Leaf, int], History] = field(default_factory=dict)  # (leaf, base slot)
+    expected: tuple[str, ...] = ()  # the sources to wait for (none: those heard from)
 
     def __post_init__(self) -> None:
         w = self.window_s
@@ -210,13 +214,12 @@ class Aggregator:
 
     @property
     def watermark(self) -> float | None:
-        low = self.sources.low()
+        low = self.sources.low(self.expected or None)
         return None if low is None else low - self.lateness_s
 
     def mark_idle(self, source: str) -> None:
         """The source has gone quiet (the caller's clock says so): stop waiting for it."""
-        if source in self.sources.marks:
-            self.sources.mark_idle(source)
+        self.sources.mark_idle(source)
 
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
         """Close every window the watermark has passed (all of them when ``flush``)."""

@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
 from tests.factories import event
-from tests.integration.conftest import Stack
+from tests.integration.conftest import REPO, Stack
 from tests.integration.test_end_to_end import processed
 from tests.integration.test_ingest import consume
 
@@ -72,3 +72,31 @@ def test_fixed_dead_letters_are_replayed_once_per_reason(stack: Stack, bootstrap
     orders = consume(bootstrap, topics.events["order"], 2, timeout_s=5)
     assert [orjson.loads(r.value)["event_id"] for r in orders] == [fixed["event_id"]]
     assert "would replay 1" in _replay(stack, bootstrap, "--reason", "schema", "--dry-run")
+
+
+def test_alert_updates_the_alerting_service_cannot_use_are_dead_lettered(
+    stack: Stack, bootstrap: str
+) -> None:
+    alerting = stack.start("alerting")
+    topics = Topics(stack.namespace)
+    good = orjson.loads((REPO / "schemas/examples/valid/alert-firing.json").read_bytes())
+    poison = [b"{not json", orjson.dumps({**good, "score": 7})]
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for value in [*poison, orjson.dumps(good)]:
+        producer.send(topics.alerts, key=good["fingerprint"].encode(), value=value)
+    producer.flush()
+    producer.close()
+    dead = consume(bootstrap, topics.deadletter, 2)
+    assert sorted(r.value for r in dead) == sorted(poison)
+    headers = [dict(r.headers) for r in dead]
+    assert {h["source"] for h in headers} == {b"alerting"}
+    assert sorted(h["reason"] for h in headers) == [b"json", b"schema"]
+    assert {h["topic"] for h in headers} == {topics.alerts.encode()}
+
+    def stored() -> bool:
+        found = httpx.get(f"{alerting.url}/v1/alerts/{good['id']}", timeout=5)
+        return found.status_code == 200
+
+    stack.wait(stored, 60)
+    text = httpx.get(alerting.url + "/metrics", timeout=5).text
+    assert 'opswatch_alerting_alert_updates_total{outcome="invalid"} 2.0' in text

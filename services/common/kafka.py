@@ -104,6 +104,7 @@ def producer(bootstrap: str, client_id: str) -> KafkaProducer:
         linger_ms=5,
         max_in_flight_requests_per_connection=1,
         request_timeout_ms=15_000,
+        max_block_ms=5_000,  # a send that finds no metadata (Kafka away) fails in 5 s
     )
 
 
@@ -113,6 +114,7 @@ def reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
             bootstrap_servers=bootstrap,
             client_id="opswatch-probe",
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError:
         return False

@@ -20,6 +20,7 @@ def serve(settings: OpswatchSettings) -> None:
         settings.topics(),
         settings.ingest_max_events,
         settings.ingest_max_bytes,
+        settings.ingest_max_inflight,
     )
     uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
 

@@ -22,7 +22,12 @@ def create_app(
     topics: Topics | None = None,
     max_events: int = 10_000,
     max_bytes: int = 10_000_000,
+    max_inflight: int = 16,
 ) -> FastAPI:
+    """``max_inflight`` requests at most are read and produced at once (each holds up to
+    ``max_bytes``); one more is answered 503 at once, so memory stays bounded while
+    Kafka is slow or away."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -35,6 +40,7 @@ def create_app(
     app.state.max_events = max_events
     app.state.max_bytes = max_bytes
     app.state.replays = events.Replays()
+    app.state.inflight = events.InFlight(max_inflight)
     app.state.topics = topics or Topics()
     problems.install(app)
     app.include_router(events.router)

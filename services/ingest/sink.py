@@ -47,6 +47,8 @@ class KafkaSink:
         self._ready = False
 
     def send(self, records: Sequence[Record]) -> None:
+        """All of ``records`` acknowledged within the timeout, or SinkUnavailableError."""
+        deadline = time.monotonic() + self._timeout_s
         try:
             futures = [
                 self._producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers))
@@ -54,7 +56,7 @@ class KafkaSink:
             ]
             self._producer.flush(timeout=self._timeout_s)
             for f in futures:
-                f.get(timeout=self._timeout_s)
+                f.get(timeout=max(0.0, deadline - time.monotonic()))
         except KafkaError as exc:
             log.warning("kafka did not acknowledge a batch: %s", exc)
             raise SinkUnavailableError(str(exc)) from exc

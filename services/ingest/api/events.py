@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -102,6 +104,30 @@ class Replays:
         self._working.pop(key).set_result(None)
 
 
+class InFlight:
+    """Requests being read or produced now, at most ``limit`` (the event loop is the
+    only writer, so a counter is enough)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.now = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.now >= self.limit:
+            raise ProblemError(
+                503,
+                "Too many requests in flight",
+                f"{self.limit} requests are being produced already; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.now += 1
+        try:
+            yield
+        finally:
+            self.now -= 1
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
@@ -188,6 +214,18 @@ async def post_events(
     Answers 202 with the accepted and rejected counts and, per rejected event,
     its index in the request, the field at fault and why.
     """
+    with request.app.state.inflight.slot():
+        return await _post_events(request, response, sink, metrics, max_events, topics)
+
+
+async def _post_events(
+    request: Request,
+    response: Response,
+    sink: Sink,
+    metrics: Metrics,
+    max_events: int,
+    topics: Topics,
+) -> IngestResult:
     started = time.perf_counter()
     body = await read_body(request, request.app.state.max_bytes)
     content_type = request.headers.get("content-type", "application/json")

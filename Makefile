@@ -8,7 +8,7 @@ KAFKA := deploy/local/kafka.sh
 WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy clean
+.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-integration: kafka-up
 # helm lint, helm template and kubeconform, the compose file and the Dockerfile.
 check-deploy: $(STAMP)
 	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests/deploy
+
+# The fault tests: kills, a rebalance, poison, ingest kills and a broker restart,
+# on a broker of their own (started and killed by the tests), seeded by
+# OPSWATCH_CHAOS_SEED; a summary line per test at the end.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest tests/chaos -p no:cacheprovider
 
 # Everything: lint, then every test (unit, contract, integration and the deploy
 # checks of check-deploy) against the real broker, stopped afterwards only if

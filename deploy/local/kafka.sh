@@ -6,6 +6,8 @@
 #
 # Environment:
 #   OPSWATCH_CACHE                   cache dir (default: <repo>/.cache)
+#   OPSWATCH_KAFKA_LIBS              jars dir (default: $OPSWATCH_CACHE/kafka-libs), so a
+#                                    second broker with a cache of its own shares the jars
 #   OPSWATCH_PYTHON                  python used for the health check (default: python3);
 #                                    when it cannot `import kafka` (kafka-python), the
 #                                    Java console tools from the resolved jars are used
@@ -43,7 +45,7 @@ HEALTH_TOPIC_1P=opswatch-healthcheck-1p
 
 POM="$SCRIPT_DIR/pom.xml"
 LOG4J_CONF="$SCRIPT_DIR/log4j2.properties"
-LIBS="$CACHE/kafka-libs"
+LIBS="${OPSWATCH_KAFKA_LIBS:-$CACHE/kafka-libs}"
 LIBS_MARKER="$LIBS/.resolved"
 DATA="$CACHE/kafka-data"
 FORMAT_STAMP="$DATA/.opswatch-format"

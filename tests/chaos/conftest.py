@@ -1,0 +1,86 @@
+"""Fault tests on a broker of their own (so R5 may kill it), seeded, with one summary line each."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, free_port
+
+KAFKA = REPO / "deploy" / "local" / "kafka.sh"
+SUMMARY: list[str] = []
+
+
+def chaos_seed() -> int:
+    return int(os.environ.get("OPSWATCH_CHAOS_SEED", "20261127"))
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(chaos_seed())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.section(f"chaos (seed {chaos_seed()}, OPSWATCH_CHAOS_SEED to change)")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
+
+@dataclass
+class Broker:
+    """A KRaft broker started by these tests with kafka.sh, in a cache of its own."""
+
+    cache: Path
+    port: int
+    controller_port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _script(self, command: str) -> None:
+        env = {
+            **os.environ,
+            "OPSWATCH_CACHE": str(self.cache),
+            "OPSWATCH_KAFKA_LIBS": str(REPO / ".cache" / "kafka-libs"),
+            "OPSWATCH_KAFKA_PORT": str(self.port),
+            "OPSWATCH_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+        }
+        subprocess.run(["bash", str(KAFKA), command], env=env, check=True, capture_output=True)
+
+    def up(self) -> None:
+        self._script("up")
+
+    def down(self) -> None:
+        self._script("down")
+
+    def kill(self) -> None:
+        """kill -9 the broker this fixture started (its pid is in its own cache)."""
+        pid = int((self.cache / "kafka.pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("chaos-kafka"), free_port(), free_port())
+    b.up()
+    try:
+        yield b
+    finally:
+        b.down()

@@ -1,0 +1,295 @@
+"""Nothing lost, nothing twice: the pipeline under kills, rebalances, poison and a
+broker restart gives what one engine gives over the same input, and the same alerts."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.chaos.conftest import SUMMARY, Broker, chaos_seed
+from tests.chaos.harness import (
+    ANOMALIES,
+    SESSION_S,
+    Input,
+    Run,
+    build_input,
+    final_until,
+    golden_alerts,
+    golden_windows,
+    kafka_windows,
+    no_sequence_gaps,
+    produce,
+    read_all,
+    same_aggregates,
+)
+
+POISON = 0.01
+
+
+@pytest.fixture(scope="module")
+def data() -> Input:
+    return build_input(random.Random(chaos_seed()), POISON)
+
+
+@pytest.fixture(scope="module")
+def golden(data: Input) -> set[str]:
+    """The alert ids one engine gives over the input: each in an anomaly's slice or a
+    parent of it, from the anomaly's start to ten minutes after it, and every
+    anomaly found."""
+    alerts = golden_alerts(data)
+    found = set()
+    for a in alerts.values():
+        started = datetime.fromisoformat(a["started_at"])
+        cause = [
+            i
+            for i, anomaly in enumerate(ANOMALIES)
+            if a["slice"].items() <= anomaly.slice.items()
+            and anomaly.start <= started < anomaly.start + anomaly.duration + timedelta(minutes=10)
+        ]
+        assert cause, f"an alert no anomaly explains: {a['metric']} {a['slice']} {started}"
+        found.update(cause)
+    assert found == set(range(len(ANOMALIES)))
+    return set(alerts)
+
+
+def check(run: Run, data: Input, golden: set[str]) -> str:
+    """R1's assertions, once the run has drained; what they found, for the summary."""
+    until = final_until(run.bootstrap, run.topics)
+    run.drain(until, 600)
+    assert no_sequence_gaps(run.bootstrap, run.topics) == len(data.events)
+    windows, again = kafka_windows(run.bootstrap, run.topics)
+    same_aggregates(windows, golden_windows(data, until), until)
+    alerts = run.alerts()
+    rows, distinct = run.alert_rows()
+    assert rows == distinct == len(alerts)
+    assert {a["id"] for a in alerts} == golden
+    return (
+        f"events={len(data.events)} windows={len({w for w, _ in windows if w < until})} "
+        f"golden; partials sent again={again}, all identical; alerts={len(alerts)} golden"
+    )
+
+
+def test_r3_poison_is_dead_lettered_and_the_rest_is_golden(
+    broker: Broker, tmp_path: Path, data: Input, golden: set[str]
+) -> None:
+    clock = time.monotonic()
+    run = Run(broker.bootstrap, tmp_path, "r3")
+    try:
+        poison_at = run.start_pipeline(data)
+        detector = run.services["detector"]
+        found_ok = check(run, data, golden)
+        letters = read_all(broker.bootstrap, run.topics.deadletter)
+        letter_at = {}
+        for r in letters:
+            h = {k: v.decode() for k, v in r.headers}
+            letter_at[(h["topic"], int(h["partition"]), int(h["offset"]))] = (h, r.value)
+        assert letter_at.keys() == poison_at.keys()
+        assert len(letters) == len(data.poison)
+        for where, i in poison_at.items():
+            headers, value = letter_at[where]
+            assert value == data.poison[i][2]
+            assert headers["source"] == "detector" and headers["reason"] in {
+                "json",
+                "schema",
+                "limits",
+            }
+            assert headers["exception"] and headers["message"]
+        text = httpx.get(detector.url + "/metrics", timeout=5).text
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("opswatch_detector_deadlettered_total{")
+        )
+        assert counted == len(data.poison)
+    finally:
+        run.stop()
+    SUMMARY.append(
+        f"R3 no faults, 1% poison: {found_ok}; poison={len(data.poison)} "
+        f"dead-lettered={len(letters)} with headers, counted; {time.monotonic() - clock:.0f} s"
+    )
+
+
+def test_r1_kill_9_the_detector_5_times_and_alerting_twice(
+    broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
+) -> None:
+    clock = time.monotonic()
+    run = Run(broker.bootstrap, tmp_path, "r1")
+    total = len(data.order)
+    kills = sorted(
+        [(rng.uniform(0.02, 1.0), "detector") for _ in range(5)]
+        + [(rng.uniform(0.02, 1.0), "alerting") for _ in range(2)]
+    )
+    try:
+        run.start_pipeline(data)
+        for at, name in kills:
+            run.wait_consumed(at, total)
+            run.kill(name)
+            run.start(name, name)
+        found_ok = check(run, data, golden)
+    finally:
+        run.stop()
+    points = ", ".join(f"{name} at {at:.0%}" for at, name in kills)
+    SUMMARY.append(f"R1 kill -9 {points}: {found_ok}; {time.monotonic() - clock:.0f} s")
+
+
+def test_r2_a_worker_stopped_past_its_session_timeout_loses_its_partitions_and_comes_back(
+    broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
+) -> None:
+    clock = time.monotonic()
+    run = Run(broker.bootstrap, tmp_path, "r2")
+    total = len(data.order)
+    at = rng.uniform(0.2, 0.6)
+    stopped_s = SESSION_S + 6
+    try:
+        run.start_pipeline(data, ("detector-a", "detector-b"))
+        run.wait_consumed(at, total)
+        run.signal("detector-b", signal.SIGSTOP)
+        time.sleep(stopped_s)  # the group evicts it and gives its partitions to detector-a
+        run.signal("detector-b", signal.SIGCONT)
+        found_ok = check(run, data, golden)
+    finally:
+        run.stop()
+    SUMMARY.append(
+        f"R2 two workers, one SIGSTOPped for {stopped_s} s at {at:.0%} (session timeout "
+        f"{SESSION_S} s): {found_ok}; {time.monotonic() - clock:.0f} s"
+    )
+
+
+def test_r5_kill_9_the_broker_mid_stream_and_start_it_again(
+    broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
+) -> None:
+    clock = time.monotonic()
+    run = Run(broker.bootstrap, tmp_path, "r5")
+    total = len(data.order)
+    half = total // 2
+    at = rng.uniform(0.2, 0.45)
+    try:
+        run.start_pipeline(data, part=slice(0, half))
+        run.wait_consumed(at, total)
+        pool = ThreadPoolExecutor(1)  # a producer mid-stream when the broker dies
+        rest = pool.submit(produce, broker.bootstrap, run.topics, data, slice(half, None))
+        time.sleep(0.5)
+        broker.kill()
+        down_at = time.monotonic()
+        time.sleep(3)
+        broker.up()
+        down_s = time.monotonic() - down_at
+        rest.result(timeout=300)
+        pool.shutdown()
+        found_ok = check(run, data, golden)
+    finally:
+        run.stop()
+    SUMMARY.append(
+        f"R5 broker kill -9 at {at:.0%} while producing, back after {down_s:.0f} s: {found_ok}; "
+        f"{time.monotonic() - clock:.0f} s"
+    )
+
+
+def test_r4_kill_9_ingest_3_times_while_a_client_retries_with_idempotency_keys(
+    broker: Broker, tmp_path: Path, data: Input, rng: random.Random
+) -> None:
+    clock = time.monotonic()
+    run = Run(broker.bootstrap, tmp_path, "r4")
+    batches = [data.events[i : i + 500] for i in range(0, 20_000, 500)]
+    acknowledged: list[str] = []
+    kill_after = sorted(rng.sample(range(2, len(batches) - 2), 3))
+    try:
+        ingest = run.start("ingest", "ingest")
+        pool = ThreadPoolExecutor(1)
+        client = pool.submit(post_all, ingest.url, batches, acknowledged)
+        for after in kill_after:
+            run.wait(lambda after=after: len(acknowledged) >= after * 500, 120)  # type: ignore[misc]
+            time.sleep(rng.uniform(0.0, 0.1))  # often mid-request
+            run.kill("ingest")
+            run.start("ingest", "ingest")
+        retries = client.result(timeout=300)
+        pool.shutdown()
+        stored = [
+            orjson.loads(r.value)["event_id"]
+            for name in run.topics.events.values()
+            for r in read_all(broker.bootstrap, name)
+        ]
+        assert set(acknowledged) <= set(stored)
+        assert len(acknowledged) == 20_000
+    finally:
+        run.stop()
+    SUMMARY.append(
+        f"R4 ingest kill -9 after batches {kill_after} of {len(batches)}: {len(acknowledged)} "
+        f"events acknowledged with 202, all in Kafka ({len(stored) - len(set(stored))} stored "
+        f"twice by a retry the killed process had produced); {retries} retries; "
+        f"{time.monotonic() - clock:.0f} s"
+    )
+
+
+def post_all(url: str, batches: list[list[dict[str, Any]]], acknowledged: list[str]) -> int:
+    """POST each batch with an Idempotency-Key until it is answered 202; the retries."""
+    retries = 0
+    with httpx.Client(timeout=10) as client:
+        for i, batch in enumerate(batches):
+            body = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in batch)
+            headers = {"content-type": "application/x-ndjson", "idempotency-key": f"batch-{i}"}
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    resp = client.post(url + "/v1/events", content=body, headers=headers)
+                    if resp.status_code == 202:
+                        assert resp.json()["accepted"] == len(batch)
+                        acknowledged.extend(e["event_id"] for e in batch)
+                        break
+                    assert resp.status_code == 503, resp.text
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"batch {i} never acknowledged"
+                retries += 1
+                time.sleep(0.2)
+    return retries
+
+
+def test_ingest_while_the_broker_is_down_answers_503_and_is_not_ready(
+    broker: Broker, tmp_path: Path, data: Input
+) -> None:
+    clock = time.monotonic()
+    run = Run(broker.bootstrap, tmp_path, "down")
+    run.env["OPSWATCH_INGEST_MAX_INFLIGHT"] = "2"
+    batch = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in data.events[:100])
+    headers = {"content-type": "application/x-ndjson"}
+    try:
+        url = run.start("ingest", "ingest").url
+        assert httpx.post(url + "/v1/events", content=batch, headers=headers).status_code == 202
+        broker.kill()
+        with ThreadPoolExecutor(3) as pool:  # two in flight wait on Kafka; the third is refused
+            answers = list(
+                pool.map(
+                    lambda _: httpx.post(
+                        url + "/v1/events", content=batch, headers=headers, timeout=60
+                    ),
+                    range(3),
+                )
+            )
+        for resp in answers:
+            assert resp.status_code == 503
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert int(resp.headers["retry-after"]) >= 1
+        titles = sorted(r.json()["title"] for r in answers)
+        assert titles.count("Too many requests in flight") >= 1
+        run.wait(lambda: httpx.get(url + "/readyz", timeout=10).status_code == 503, 30)
+        broker.up()
+        run.wait(lambda: httpx.get(url + "/readyz", timeout=10).status_code == 200, 60)
+        post = partial(httpx.post, url + "/v1/events", content=batch, headers=headers, timeout=30)
+        run.wait(lambda: post().status_code == 202, 90)
+    finally:
+        run.stop()
+    SUMMARY.append(
+        f"ingest with the broker killed: 503 + Retry-After ({', '.join(titles)}), /readyz 503, "
+        f"then 202 once it is back; {time.monotonic() - clock:.0f} s"
+    )

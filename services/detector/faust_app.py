@@ -269,22 +269,14 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         take: Callable[[Any, bytes], Awaitable[None]],
     ) -> None:
         """Records between the stage's position and a message the stream delivers did
-        not come in the stream (the group's committed offset was not where the stage's
-        snapshot expected it): read them with a consumer of their own, in order, first."""
-        start = stage.positions.next(message.topic)
-        if message.offset <= start:
+        not come in the stream (Faust resumes a partition without a committed offset
+        where its fetcher was): read them with a consumer of their own, in order, first."""
+        if message.offset <= stage.positions.next(message.topic):
             return
-        log.warning(
-            "records %d to %d of %s[%d] missing from the stream; reading them",
-            start,
-            message.offset - 1,
-            message.topic,
-            message.partition,
-        )
+        log.warning("records missing from the stream", extra={"topic": message.topic})
         tp = TopicPartition(message.topic, message.partition)
         async with CatchUp(bootstrap, settings.detector_app_id) as reader:
-            async for record in reader.records(tp, start, message.offset):
-                metrics.caught_up.labels(message.topic).inc()
+            async for record in gap(reader, stage, tp, {tp: message.offset}):
                 await take(record, record.value)
 
     async def apply_event(stage: StageOne, topic: str, record: Any) -> Exception | None:

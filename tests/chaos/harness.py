@@ -90,10 +90,6 @@ class Input:
     poison: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # topic, key, bytes
     order: list[int] = field(default_factory=list)  # >= 0: an event, < 0: poison ~index
 
-    @property
-    def max_ts(self) -> float:
-        return max(event_time(e) for e in self.events)
-
 
 POISON_KINDS: tuple[Callable[[dict[str, Any]], bytes], ...] = (
     lambda e: b'{"type": "order", "event_id": ',  # not JSON

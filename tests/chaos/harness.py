@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -30,7 +28,7 @@ from services.common.simulator import Incident, Simulator
 from services.detector.engine.aggregate import Acc, Aggregator
 from services.detector.engine.engine import Engine
 from tests.factories import T0
-from tests.integration.conftest import REPO, Service, free_port, wait_for
+from tests.integration.conftest import REPO, Service, free_port, launch, wait_for
 
 PARTITIONS = 4
 IDLE_S = 30
@@ -230,23 +228,9 @@ class Run:
     def start(self, name: str, kind: str) -> Service:
         """Start (or start again, on the same port) service ``name`` running ``kind``."""
         old = self.services.get(name)
+        env = {**self.env, "OPSWATCH_DETECTOR_DATA_DIR": str(self.tmp / f"{name}-data")}
         port = old.port if old else free_port()
-        env = dict(self.env)
-        env[f"OPSWATCH_{kind.upper()}_PORT"] = str(port)
-        env["OPSWATCH_DETECTOR_METRICS_PORT"] = str(port)
-        env["OPSWATCH_DETECTOR_DATA_DIR"] = str(self.tmp / f"{name}-data")
-        log = self.tmp / f"{self.ns}-{name}.log"
-        with log.open("ab") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", kind],
-                cwd=self.tmp,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        service = self.services[name] = Service(name, proc, log, port)
-        wait_for(lambda: _answers(service.url + "/metrics"), 60, [service])
+        service = self.services[name] = launch(name, kind, port, env, self.tmp, "/metrics")
         return service
 
     def start_pipeline(
@@ -334,13 +318,6 @@ class Run:
         with sqlite3.connect(self.db) as conn:
             row = conn.execute("SELECT count(*), count(DISTINCT id) FROM alerts").fetchone()
         return int(row[0]), int(row[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # --- golden computations and checks ------------------------------------------------

@@ -65,28 +65,32 @@ class Stack:
     services: list[Service]
 
     def start(self, name: str, health: str | None = "/healthz", port: int | None = None) -> Service:
-        port = port or free_port()
-        log = self.tmp / f"{name}.log"
-        env = dict(self.env)
-        env[f"OPSWATCH_{name.upper()}_PORT"] = str(port)
-        if name == "detector":
-            env["OPSWATCH_DETECTOR_METRICS_PORT"] = str(port)
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", name],
-                cwd=self.tmp,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        service = Service(name, proc, log, port)
+        service = launch(name, name, port or free_port(), self.env, self.tmp, health or "/metrics")
         self.services.append(service)
-        wait_for(lambda: _answers(service.url + (health or "/metrics")), 60, [service])
         return service
 
     def wait(self, check: Callable[[], bool], timeout_s: float) -> None:
         wait_for(check, timeout_s, self.services)
+
+
+def launch(name: str, kind: str, port: int, env: dict[str, str], cwd: Path, health: str) -> Service:
+    """``opswatch run kind`` in a process group of its own on ``port``, its output
+    appended to ``cwd/name.log``; returned once ``health`` answers."""
+    env = {**env, f"OPSWATCH_{kind.upper()}_PORT": str(port)}
+    env["OPSWATCH_DETECTOR_METRICS_PORT"] = str(port)
+    log = cwd / f"{name}.log"
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", kind],
+            cwd=cwd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service = Service(name, proc, log, port)
+    wait_for(lambda: _answers(service.url + health), 60, [service])
+    return service
 
 
 def _answers(url: str) -> bool:

@@ -37,6 +37,7 @@ from services.common.events import (
     event_time,
     leaf_of,
 )
+from services.detector import snapshots
 from services.detector.catchup import CatchUp
 from services.detector.metrics import KpiExport, Metrics, WatermarkLag
 from services.detector.stages import Outgoing, StageOne, StageThree, StageTwo
@@ -146,12 +147,12 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         snapshot this version cannot read is logged and left: the stage starts empty
         and catches up from the start of its partitions."""
         stage = make()
-        snap = table.get(key)
-        if snap is None:
-            log.info("%s starts empty: no snapshot", what, extra={"partition": key.decode()})
-            return stage
         clock = time.perf_counter()
         try:
+            snap = snapshots.read(table, key)
+            if snap is None:
+                log.info("%s starts empty: no snapshot", what, extra={"partition": key.decode()})
+                return stage
             stage.restore(snap)
         except (KeyError, TypeError, ValueError) as exc:
             log.error("%s %s: a snapshot this version cannot read (%r)", what, key, exc)
@@ -240,7 +241,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         before is acknowledged, so the snapshot's position never runs ahead of its output."""
         if due(kind, partition):
             await app.producer.flush()
-            table[key] = stage.snapshot()
+            snapshots.write(table, key, stage.snapshot())
 
     def redelivered(stage: StageOne | StageTwo | StageThree, topic: str, offset: int) -> bool:
         if stage.positions.applied(topic, offset):

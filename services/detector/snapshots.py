@@ -1,0 +1,65 @@
+"""Stage snapshots in a Faust table, in parts small enough for one Kafka record.
+
+A stage with thousands of slices snapshots to megabytes, more than a broker
+takes in one record (1 MB by default), so a snapshot is written as parts under
+keys of their own and then a manifest under the stage's key, all to the same
+changelog partition, in that order. Parts alternate between two slots by
+generation: a worker that dies while writing parts has touched only the slot
+the current manifest does not point to, so the last complete snapshot stays
+readable. A manifest whose parts do not add up (their checksum) is an
+unreadable snapshot, as is one this version does not know.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import MutableMapping
+
+import orjson
+
+PART_BYTES = 512 * 1024
+
+
+class SnapshotError(ValueError):
+    """The table holds no complete snapshot under the key."""
+
+
+def _part(key: bytes, slot: int, index: int) -> bytes:
+    return b"%s/%d/%d" % (key, slot, index)
+
+
+def write(table: MutableMapping[bytes, bytes], key: bytes, blob: bytes) -> None:
+    """``blob`` as the snapshot under ``key``: its parts first, then the manifest."""
+    old = table.get(key)
+    generation = 0
+    if old is not None:
+        try:
+            generation = int(orjson.loads(old)["gen"]) + 1
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            generation = 0  # a snapshot of an older version: overwritten
+    slot = generation % 2
+    parts = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)] or [b""]
+    for index, part in enumerate(parts):
+        table[_part(key, slot, index)] = part
+    manifest = {"gen": generation, "parts": len(parts), "crc": zlib.crc32(blob)}
+    table[key] = orjson.dumps(manifest)
+
+
+def read(table: MutableMapping[bytes, bytes], key: bytes) -> bytes | None:
+    """The snapshot under ``key`` (None: there is none); SnapshotError when the table
+    holds one this version cannot read or whose parts are not all there."""
+    raw = table.get(key)
+    if raw is None:
+        return None
+    try:
+        manifest = orjson.loads(raw)
+        slot, count, crc = int(manifest["gen"]) % 2, int(manifest["parts"]), manifest["crc"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"no snapshot manifest under {key!r}: {exc!r}") from None
+    parts = [table.get(_part(key, slot, i)) for i in range(count)]
+    if any(part is None for part in parts):
+        raise SnapshotError(f"snapshot {key!r} misses parts")
+    blob = b"".join(part for part in parts if part is not None)
+    if zlib.crc32(blob) != crc:
+        raise SnapshotError(f"snapshot {key!r}: its parts do not match its manifest")
+    return blob

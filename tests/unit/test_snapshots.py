@@ -1,0 +1,59 @@
+"""Stage snapshots in parts: each record stays under a broker's limit, and a worker
+dying mid-write leaves the last complete snapshot readable."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+
+from services.detector import snapshots
+from services.detector.snapshots import PART_BYTES, SnapshotError
+
+
+def test_a_snapshot_larger_than_one_record_is_written_in_parts_and_read_back() -> None:
+    table: dict[bytes, bytes] = {}
+    blob = os.urandom(PART_BYTES * 5 + 17)
+    snapshots.write(table, b"3", blob)
+    assert snapshots.read(table, b"3") == blob
+    assert max(len(v) for v in table.values()) <= PART_BYTES
+    assert len(table) == 7  # six parts and the manifest
+
+
+def test_no_snapshot_is_none_and_an_empty_one_is_empty() -> None:
+    table: dict[bytes, bytes] = {}
+    assert snapshots.read(table, b"0") is None
+    snapshots.write(table, b"0", b"")
+    assert snapshots.read(table, b"0") == b""
+
+
+def test_a_write_cut_short_before_its_manifest_leaves_the_last_snapshot() -> None:
+    table: dict[bytes, bytes] = {}
+    first, second = os.urandom(PART_BYTES * 2), os.urandom(PART_BYTES * 3)
+    snapshots.write(table, b"1", first)
+    before = dict(table)
+    snapshots.write(table, b"1", second)
+    # the worker died after writing the new parts, before the manifest
+    torn = {**table, b"1": before[b"1"]}
+    assert snapshots.read(torn, b"1") == first
+    assert snapshots.read(table, b"1") == second
+
+
+def test_parts_that_do_not_match_their_manifest_are_refused() -> None:
+    table: dict[bytes, bytes] = {}
+    snapshots.write(table, b"2", os.urandom(PART_BYTES + 1))
+    table[b"2/0/1"] = b"something else"
+    with pytest.raises(SnapshotError, match="do not match"):
+        snapshots.read(table, b"2")
+    del table[b"2/0/1"]
+    with pytest.raises(SnapshotError, match="misses parts"):
+        snapshots.read(table, b"2")
+
+
+def test_a_snapshot_of_an_older_version_is_refused_and_then_overwritten() -> None:
+    table = {b"0": orjson.dumps({"agg": {}, "marked": None, "pos": {}})}
+    with pytest.raises(SnapshotError, match="no snapshot manifest"):
+        snapshots.read(table, b"0")
+    snapshots.write(table, b"0", b"new")
+    assert snapshots.read(table, b"0") == b"new"

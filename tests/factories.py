@@ -6,6 +6,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from services.common.simulator import Incident, Simulator
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -117,3 +119,9 @@ def detector_update(
     }
     body.update(over)
     return body
+
+
+def stored(value: bytes) -> list[dict[str, Any]]:
+    """The events of one event-topic record: one event, or a batch (what ingest writes)."""
+    decoded = orjson.loads(value)
+    return decoded if isinstance(decoded, list) else [decoded]

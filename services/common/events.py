@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,15 +72,24 @@ def _check_limits(value: Any, where: str, depth: int) -> None:
             raise EventError(
                 where, f"a string of {len(value)} characters; at most {MAX_STRING}", "limits"
             )
-    elif isinstance(value, dict | list):
-        if depth > MAX_DEPTH:
-            raise EventError(where, f"nested deeper than {MAX_DEPTH} levels", "limits")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, sub in items:
-            if isinstance(key, str) and len(key) > MAX_STRING:
-                raise EventError(
-                    where, f"a key of {len(key)} characters; at most {MAX_STRING}", "limits"
-                )
+        return
+    if not isinstance(value, dict | list):
+        return
+    if depth > MAX_DEPTH:
+        raise EventError(where, f"nested deeper than {MAX_DEPTH} levels", "limits")
+    if isinstance(value, dict):
+        if value and max(map(len, value)) > MAX_STRING:
+            key = next(k for k in value if len(k) > MAX_STRING)
+            raise EventError(
+                where, f"a key of {len(key)} characters; at most {MAX_STRING}", "limits"
+            )
+        items: Iterable[tuple[Any, Any]] = value.items()
+    else:
+        items = enumerate(value)
+    # most values are short strings and numbers: looked at here, without a call
+    for key, sub in items:
+        kind = type(sub)
+        if (kind is str and len(sub) > MAX_STRING) or kind is dict or kind is list:
             _check_limits(sub, f"{where}.{key}" if where else str(key), depth + 1)
 
 
@@ -123,6 +132,55 @@ def decode(data: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise EventError("", f"not valid JSON: {exc}", "json") from None
     return validate(raw)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An event of a record that breaks the contract: its own bytes, and why."""
+
+    raw: bytes
+    error: EventError
+    index: int | None = None  # its place in a batch record
+
+
+def read_record(data: bytes) -> tuple[list[dict[str, Any]], list[Refused]]:
+    """The events of one event-topic record: a JSON object is one event, a JSON
+    array a batch of them (what ingest writes). Valid events in order, and the
+    refused ones: a record that is not JSON is refused whole."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return [], [Refused(data, EventError("", f"not valid JSON: {exc}", "json"))]
+    if not isinstance(raw, list):
+        try:
+            return [validate(raw)], []
+        except EventError as exc:
+            return [], [Refused(data, exc)]
+    events: list[dict[str, Any]] = []
+    refused: list[Refused] = []
+    for index, item in enumerate(raw):
+        try:
+            events.append(validate(item))
+        except EventError as exc:
+            refused.append(Refused(orjson.dumps(item), exc, index))
+    return events, refused
+
+
+BATCH_BYTES = 256 * 1024  # of one batch record: well under a broker's 1 MB
+BATCH_EVENTS = 1000
+
+
+def batches(values: Sequence[bytes]) -> Iterator[bytes]:
+    """Serialized events as JSON arrays of at most BATCH_EVENTS events and about
+    BATCH_BYTES each (an event larger than that travels alone), in order."""
+    start, size = 0, 0
+    for end, value in enumerate(values):
+        if end > start and (size + len(value) > BATCH_BYTES or end - start >= BATCH_EVENTS):
+            yield b"[" + b",".join(values[start:end]) + b"]"
+            start, size = end, 0
+        size += len(value) + 1
+    if start < len(values):
+        yield b"[" + b",".join(values[start:]) + b"]"
 
 
 def event_time(event: Mapping[str, Any]) -> float:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from functools import lru_cache
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from .events import Topics
 
@@ -90,6 +92,13 @@ def _await_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float) 
         if time.monotonic() > deadline:
             raise KafkaError(f"topics without a leader after {timeout_s:.0f} s: {waiting}")
         time.sleep(0.2)
+
+
+@lru_cache(maxsize=1 << 16)
+def slot(key: bytes, partitions: int) -> int:
+    """Where Kafka's default partitioner puts a record with ``key`` among ``partitions``
+    (murmur2, as the Java client, kafka-python's producer and aiokafka's do)."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 def producer(bootstrap: str, client_id: str) -> KafkaProducer:

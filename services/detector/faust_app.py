@@ -15,9 +15,11 @@ stage sends again downstream is recognised there (``stages``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -30,13 +32,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from services.common.config import OpswatchSettings
-from services.common.events import (
-    EventError,
-    deadletter_headers,
-    decode,
-    event_time,
-    leaf_of,
-)
+from services.common.events import deadletter_headers, event_time, read_record
 from services.detector import snapshots
 from services.detector.catchup import CatchUp
 from services.detector.metrics import KpiExport, Metrics, WatermarkLag
@@ -204,11 +200,15 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 heard[("three", 0, source)] = now
         return stage
 
-    async def dead_letter(message: Any, value: bytes, reason: str, exc: Exception) -> None:
+    async def dead_letter(
+        message: Any, value: bytes, reason: str, exc: Exception, index: int | None = None
+    ) -> None:
         """The event's own bytes to the dead-letter topic, with why and where from
-        (``message``: a Faust message or a Kafka record). Awaited to the broker's
-        acknowledgement before the event counts as done, so its offset is never
-        committed first; a failure here stops the worker."""
+        (``message``: a Faust message or a Kafka record; ``index``: the event's place
+        in a batch record). Awaited to the broker's acknowledgement before the event
+        counts as done, so its offset is never committed first; a failure here stops
+        the worker."""
+        origin = {} if index is None else {"index": str(index)}
         headers = deadletter_headers(
             "detector",
             reason,
@@ -219,6 +219,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             partition=str(message.partition),
             offset=str(message.offset),
             timestamp=str(message.timestamp),
+            **origin,
         )
         try:
             sent = await deadletter_topic.send(key=message.key, value=value, headers=headers)
@@ -250,18 +251,17 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         return False
 
     async def take_event(stage: StageOne, message: Any, value: bytes) -> None:
+        """One record of an event topic: an event, or a batch of them."""
         if redelivered(stage, message.topic, message.offset):
             return
-        try:
-            record = decode(value)
-        except EventError as exc:
-            await dead_letter(message, value, exc.reason, exc)
-        else:
+        events, refused = read_record(value)
+        for r in refused:
+            await dead_letter(message, r.raw, r.error.reason, r.error, r.index)
+        if events:
             heard[("one", message.partition, message.topic)] = time.monotonic()
-            failure = await apply_event(stage, message.topic, record)
-            if failure is not None:
+            for event, failure in await apply_events(stage, message.topic, events):
                 log.error("the engine refused an event", exc_info=failure)
-                await dead_letter(message, value, "engine", failure)
+                await dead_letter(message, orjson.dumps(event), "engine", failure)
         stage.positions.advance(message.topic, message.offset)
 
     async def fill_gap(
@@ -280,20 +280,21 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             async for record in gap(reader, stage, tp, {tp: message.offset}):
                 await take(record, record.value)
 
-    async def apply_event(stage: StageOne, topic: str, record: Any) -> Exception | None:
-        """One valid event into stage one; the exception of an event the engine refused."""
+    async def apply_events(
+        stage: StageOne, topic: str, events: list[dict[str, Any]]
+    ) -> list[tuple[Mapping[str, Any], Exception]]:
+        """Valid events of one topic into stage one, what closes sent on; the events
+        the engine refused."""
         stats = stage.aggregator.stats
         late, duplicates = stats.late, stats.duplicates
-        try:
-            out = stage.on_event(record, event_time(record), leaf_of(record), topic)
-        except Exception as exc:  # an event the engine cannot take: kept, not fatal
-            return exc
+        out, refused = stage.on_events(events, topic)
         watermarks[stage.partition] = stage.aggregator.watermark
-        metrics.events.labels(record["type"]).inc()
+        for etype, count in Counter(e["type"] for e in events).items():
+            metrics.events.labels(etype).inc(count)
         metrics.late.inc(stats.late - late)
         metrics.duplicates.labels("event").inc(stats.duplicates - duplicates)
         await send_all(out)
-        return None
+        return refused
 
     @app.agent(events_topic)
     async def aggregate(stream: Any) -> None:
@@ -421,19 +422,17 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         """The three event topics' gaps of one partition, applied in event-time order
         as they happened, not topic after topic: a topic read far ahead of another
         whose mark the snapshot does not have yet would make the other's events late."""
-        found: list[tuple[float, ConsumerRecord[bytes, bytes], dict[str, Any] | None]] = []
+        found: list[tuple[float, str, dict[str, Any]]] = []
+        read: list[ConsumerRecord[bytes, bytes]] = []
         for topic in topics.events.values():
             async for r in gap(reader, stage, TopicPartition(topic, stage.partition), committed):
-                try:
-                    record = decode(r.value)
-                except EventError:  # dead-lettered by the owner before
-                    found.append((-math.inf, r, None))
-                else:
-                    found.append((event_time(record), r, record))
+                read.append(r)
+                events, _ = read_record(r.value)  # what it refused, the owner dead-lettered
+                found += [(event_time(e), topic, e) for e in events]
         found.sort(key=lambda item: item[0])
-        for _, r, event in found:
-            if event is not None:
-                await apply_event(stage, r.topic, event)
+        for topic, run in itertools.groupby(found, key=lambda item: item[1]):
+            await apply_events(stage, topic, [e for _, _, e in run])
+        for r in read:
             stage.positions.advance(r.topic, r.offset)
 
     @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]

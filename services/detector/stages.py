@@ -21,16 +21,20 @@ neither is applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from services.detector.engine.aggregate import Acc, Aggregator
+from services.common.events import event_time, leaf_of
+from services.common.kafka import slot
+from services.detector.engine.aggregate import Acc, Aggregator, ClosedWindow
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.evaluate import EngineSettings, Evaluator, Report
 from services.detector.engine.explain import AlertBook
+
+PARTIALS_BYTES = 256 * 1024  # of one record of partials: well under a broker's 1 MB
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,21 @@ class StageOne:
         self.aggregator.add(event, ts, leaf, source)
         return self.emit()
 
+    def on_events(
+        self, events: Sequence[Mapping[str, Any]], source: str
+    ) -> tuple[list[Outgoing], list[tuple[Mapping[str, Any], Exception]]]:
+        """Valid events of one source in order, then what the windows they close send:
+        the same as one event at a time (lateness follows from event time alone),
+        with one watermark marker instead of many. And the events the engine refused."""
+        refused: list[tuple[Mapping[str, Any], Exception]] = []
+        add = self.aggregator.add
+        for event in events:
+            try:
+                add(event, event_time(event), leaf_of(event), source)
+            except Exception as exc:  # an event the engine cannot take: kept, not fatal
+                refused.append((event, exc))
+        return self.emit(), refused
+
     def emit(self) -> list[Outgoing]:
         closed = self.aggregator.advance()
         wm = self.aggregator.watermark
@@ -87,19 +106,29 @@ class StageOne:
         boundary = int(wm // self.settings.window_s) * self.settings.window_s
         if not closed and self.marked is not None and boundary <= self.marked:
             return []
-        out = [
-            Outgoing(
-                key.encode(),
-                orjson.dumps(
-                    {"k": "p", "w": w.start, "s": key, "src": self.partition, "a": acc.to_json()}
-                ),
-            )
-            for w in closed
-            for key, acc in w.partials.items()
-        ]
+        out = [o for w in closed for o in self._partials(w)]
         marker = orjson.dumps({"k": "wm", "src": self.partition, "wm": wm})
         out.extend(Outgoing(None, marker, q) for q in range(self.partials_partitions))
         self.marked = boundary
+        return out
+
+    def _partials(self, window: ClosedWindow) -> list[Outgoing]:
+        """A closed window's partials, as few records as fit: per partials partition
+        (the one each slice's key goes to), up to PARTIALS_BYTES each."""
+        head = b'{"k":"pb","w":%d,"src":%d,"a":{' % (window.start, self.partition)
+        by_partition: dict[int, list[bytes]] = {}
+        for key, acc in window.partials.items():
+            item = orjson.dumps(key) + b":" + orjson.dumps(acc.to_json())
+            by_partition.setdefault(slot(key.encode(), self.partials_partitions), []).append(item)
+        out = []
+        for q, items in sorted(by_partition.items()):
+            start, size = 0, 0
+            for end, item in enumerate(items):
+                if end > start and size + len(item) > PARTIALS_BYTES:
+                    out.append(Outgoing(None, head + b",".join(items[start:end]) + b"}}", q))
+                    start, size = end, 0
+                size += len(item) + 1
+            out.append(Outgoing(None, head + b",".join(items[start:]) + b"}}", q))
         return out
 
     def mark_idle(self, source: str) -> list[Outgoing]:
@@ -139,13 +168,15 @@ class StageTwo:
         """A partial or a watermark in; window reports for stage three out."""
         msg = orjson.loads(value)
         source = self.last_source = str(msg["src"])
-        if msg["k"] == "p":
+        if msg["k"] in ("p", "pb"):  # one slice's partial (before batches), or a batch
+            partials = {msg["s"]: msg["a"]} if msg["k"] == "p" else msg["a"]
             sent = self.received.setdefault(msg["w"], {}).setdefault(source, set())
-            if msg["s"] in sent:
-                self.duplicates += 1
-            else:
-                sent.add(msg["s"])
-                self.evaluator.add_partial(msg["w"], msg["s"], Acc.from_json(msg["a"]))
+            for key, acc in partials.items():
+                if key in sent:
+                    self.duplicates += 1
+                else:
+                    sent.add(key)
+                    self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc))
             return []
         return self._encode(self.evaluator.advance(source, msg["wm"]))
 

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from kafka.errors import KafkaError
 
-from services.common.events import deadletter_headers
-from services.common.kafka import producer, reachable
+from services.common.events import batches, deadletter_headers
+from services.common.kafka import producer, reachable, slot
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,30 @@ class KafkaSink:
         self._ready = False
 
     def send(self, records: Sequence[Record]) -> None:
-        """All of ``records`` acknowledged within the timeout, or SinkUnavailableError."""
+        """All of ``records`` acknowledged within the timeout, or SinkUnavailableError.
+        Keyed records (events) go as batch records, one or more per partition, each
+        event to the partition its key alone would have gone to."""
         deadline = time.monotonic() + self._timeout_s
         try:
-            futures = [
-                self._producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers))
-                for r in records
-            ]
+            futures = []
+            by_partition: dict[tuple[str, int], list[bytes]] = {}
+            known: dict[str, list[int]] = {}
+            for r in records:
+                if r.key is None:
+                    futures.append(
+                        self._producer.send(r.topic, value=r.value, headers=list(r.headers))
+                    )
+                else:
+                    if r.topic not in known:
+                        known[r.topic] = sorted(self._producer.partitions_for(r.topic))
+                    partitions = known[r.topic]
+                    where = (r.topic, partitions[slot(r.key, len(partitions))])
+                    by_partition.setdefault(where, []).append(r.value)
+            for (topic, partition), values in by_partition.items():
+                futures += [
+                    self._producer.send(topic, value=batch, partition=partition)
+                    for batch in batches(values)
+                ]
             self._producer.flush(timeout=self._timeout_s)
             for f in futures:
                 f.get(timeout=max(0.0, deadline - time.monotonic()))

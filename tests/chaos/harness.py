@@ -371,13 +371,16 @@ def kafka_windows(bootstrap: str, topics: Topics) -> tuple[dict[tuple[int, str],
     again = 0
     for r in read_all(bootstrap, topics.partials):
         msg = orjson.loads(r.value)
-        if msg["k"] != "p":
+        if msg["k"] != "pb":
             continue
-        key = (msg["src"], msg["w"], msg["s"])
-        value = orjson.dumps(msg["a"])
-        again += key in sent
-        first = sent.setdefault(key, value)
-        assert first == value, f"partial {key} sent twice, differently: {first!r} then {value!r}"
+        for slice_key, acc in msg["a"].items():
+            key = (msg["src"], msg["w"], slice_key)
+            value = orjson.dumps(acc)
+            again += key in sent
+            first = sent.setdefault(key, value)
+            assert first == value, (
+                f"partial {key} sent twice, differently: {first!r} then {value!r}"
+            )
     merged: dict[tuple[int, str], Acc] = {}
     for (_, w, s), value in sorted(sent.items()):
         acc = Acc.from_json(orjson.loads(value))

@@ -24,8 +24,10 @@ events, since users lapse in silence too.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from .catalog import Catalog, CountSlot, DistinctSlot
@@ -33,6 +35,7 @@ from .marks import Marks
 from .slices import Leaf, ancestors
 
 
+@lru_cache(maxsize=1 << 16)  # users come back: most events hash a user seen recently
 def user_hash(user_id: str) -> int:
     """A stable 63-bit hash of a user id (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest()) >> 1
@@ -175,14 +178,20 @@ class Aggregator:
             for base, hs in self._history.items()
         }
         self._lapses = any(lapse for hs in self._history.values() for _, _, lapse in hs)
+        self._newest = -math.inf  # the newest event time of any source: bounds the watermark
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
         """Apply one validated event; False when it is late or a duplicate."""
         self.sources.advance(source, ts)
+        self._newest = max(self._newest, ts)
         start = int(ts // self.window_s) * self.window_s
-        wm = self.watermark
+        end = start + self.window_s
+        # the watermark is at most the newest event time less the lateness: a window
+        # that ends after that cannot have been passed, without asking every source
         if (self.closed_until is not None and start < self.closed_until) or (
-            wm is not None and start + self.window_s <= wm
+            end <= self._newest - self.lateness_s
+            and (wm := self.watermark) is not None
+            and end <= wm
         ):
             self.stats.late += 1
             return False
@@ -313,6 +322,7 @@ class Aggregator:
         }
         self.seen_ids = {int(s): set(ids) for s, ids in snap["seen_ids"].items()}
         self.sources = Marks.from_json(snap["sources"])
+        self._newest = max(self.sources.marks.values(), default=-math.inf)
         self.closed_until = snap["closed_until"]
         self.stats = AggregatorStats(*snap["stats"])
         self.history = {

@@ -41,6 +41,7 @@ from services.detector.stages import Outgoing, StageOne, StageThree, StageTwo
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_S = 5.0
+KPI_EVERY_S = 1.0
 Stage = TypeVar("Stage", StageOne, StageTwo, StageThree)
 
 
@@ -113,6 +114,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
                 watermarks.pop(tp.partition, None)
             elif tp.topic == topics.partials:
                 twos.pop(tp.partition, None)
+                unexported.pop(tp.partition, None)
                 kpis.update(tp.partition, {})
             elif tp.topic == topics.reports:
                 threes.pop(tp.partition, None)
@@ -340,11 +342,25 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             metrics.evaluated_until.labels(p).set(judged)
             metrics.tracked_slices.labels(p).set(len(evaluator.slices))
             metrics.late_partials.labels(p).set(evaluator.late_partials)
-            for reason, count in evaluator.unjudged.items():
-                metrics.unjudged.labels(p, reason).set(count)
-            for metric, count in evaluator.warming.items():
-                metrics.warming.labels(p, metric).set(count)
-            kpis.update(stage.partition, evaluator.kpis)
+            if time.monotonic() - exported.get(stage.partition, 0.0) >= KPI_EVERY_S:
+                export_kpis(stage)
+            else:
+                unexported[stage.partition] = stage
+
+    # the KPI gauges of a partition at most every KPI_EVERY_S (a partition catching up
+    # judges many windows a second); the last judged window's, by the timer at the latest
+    exported: dict[int, float] = {}
+    unexported: dict[int, StageTwo] = {}
+
+    def export_kpis(stage: StageTwo) -> None:
+        evaluator, p = stage.evaluator, str(stage.partition)
+        for reason, count in evaluator.unjudged.items():
+            metrics.unjudged.labels(p, reason).set(count)
+        for metric, count in evaluator.warming.items():
+            metrics.warming.labels(p, metric).set(count)
+        kpis.update(stage.partition, evaluator.kpis)
+        exported[stage.partition] = time.monotonic()
+        unexported.pop(stage.partition, None)
 
     async def take_report(message: Any, value: bytes) -> None:
         topic, offset = message.topic, message.offset
@@ -439,6 +455,8 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     async def notice_idle_sources() -> None:
         """A topic or partition that has said nothing for ``idle_timeout`` stops
         holding windows open; its next record makes it count again."""
+        for two in list(unexported.values()):
+            export_kpis(two)
         now = time.monotonic()
         for p, one in ones.items():
             for source in one.sources:

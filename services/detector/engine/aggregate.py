@@ -80,7 +80,11 @@ class AggregatorStats:
 
 
 def _matches(slot: CountSlot | DistinctSlot, event: Mapping[str, Any]) -> bool:
-    return all(event.get(key) in allowed for key, allowed in slot.where)
+    # a loop, not all() over a generator: this runs for every slot of every event
+    for key, allowed in slot.where:  # noqa: SIM110
+        if event.get(key) not in allowed:
+            return False
+    return True
 
 
 Slot = TypeVar("Slot", CountSlot, DistinctSlot)

@@ -8,7 +8,7 @@ KAFKA := deploy/local/kafka.sh
 WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy chaos clean
+.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ check-deploy: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m pytest tests/chaos -p no:cacheprovider
 
+# Throughput, latency and memory against the local broker (a few minutes), each
+# beside the machine's limit from the same run; the figures also in bench.json.
+bench: $(STAMP)
+	bash $(WITH_KAFKA) $(BIN)/opswatch bench --json bench.json
+
 # Everything: lint, then every test (unit, contract, integration and the deploy
 # checks of check-deploy) against the real broker, stopped afterwards only if
 # this target started it.
@@ -56,4 +61,4 @@ test: $(STAMP) lint
 	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests
 
 clean:
-	rm -rf $(VENV) .opswatch *.db *.db-shm *.db-wal .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .opswatch bench.json *.db *.db-shm *.db-wal .pytest_cache .mypy_cache .ruff_cache

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -442,6 +444,52 @@ def eval_scenarios(
     )
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+
+
+@app.command()
+def bench(
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures as JSON here")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="100,000 events and smaller runs: under 2 minutes")
+    ] = False,
+    events: Annotated[
+        int | None,
+        typer.Option(min=10_000, help="events pre-produced [default: 1,000,000; quick 100,000]"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed of the simulated traffic")] = 7,
+) -> None:
+    """Throughput, latency and memory against the broker at OPSWATCH_KAFKA_BOOTSTRAP,
+    each beside the machine's limit from the same run (a few minutes; --quick: 2)."""
+    from rich.table import Table
+
+    from services.bench.run import Bench, Size, summary
+    from services.bench.services import ServiceError
+
+    settings = _settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per metrics poll
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # warns of its own slow polls under load
+    if not settings.kafka_bootstrap:
+        err.print("[red]opswatch bench[/] needs OPSWATCH_KAFKA_BOOTSTRAP (make bench starts one)")
+        raise typer.Exit(2)
+    clock = time.monotonic()
+
+    def say(what: str) -> None:
+        err.print(f"[dim]{time.monotonic() - clock:6.1f} s[/] {what}", highlight=False)
+
+    try:
+        figures = Bench(settings, Size.of(quick, events), seed, say).run().to_json()
+    except ServiceError as exc:
+        err.print(f"[red]benchmark failed[/]: {exc}")
+        raise typer.Exit(1) from None
+    table = Table("", "measured", "target")
+    for row in summary(figures):
+        table.add_row(*row)
+    out.print(table)
+    say("done")
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
 
 def main() -> None:

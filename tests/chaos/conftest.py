@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, free_port
+from services.bench.services import free_port
+from tests.integration.conftest import REPO
 
 KAFKA = REPO / "deploy" / "local" / "kafka.sh"
 SUMMARY: list[str] = []

@@ -21,6 +21,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from services.bench.services import Service, free_port
 from services.common.config import OpswatchSettings
 from services.common.events import Topics, event_time, leaf_of, partition_key
 from services.common.kafka import ensure_topics
@@ -28,7 +29,7 @@ from services.common.simulator import Incident, Simulator
 from services.detector.engine.aggregate import Acc, Aggregator
 from services.detector.engine.engine import Engine
 from tests.factories import T0
-from tests.integration.conftest import REPO, Service, free_port, launch, wait_for
+from tests.integration.conftest import REPO, launch, wait_for
 
 PARTITIONS = 4
 IDLE_S = 30

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from services.bench.services import free_port
 from services.common.sinks import to_ingest
 from tests.factories import T0, outage, traffic
-from tests.integration.conftest import REPO, Stack, free_port
+from tests.integration.conftest import REPO, Stack
 from tests.integration.test_alerting import configure_slack_only, evidence
 from tests.integration.test_end_to_end import processed
 from tests.recording import recording_server

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from services.bench.services import Service, ServiceError, free_port, start
 
 REPO = Path(__file__).parents[2]
 
@@ -25,36 +23,6 @@ def bootstrap() -> str:
     if not value:
         pytest.fail("integration tests need a broker: `make test` or OPSWATCH_KAFKA_BOOTSTRAP")
     return value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 @dataclass
@@ -76,28 +44,10 @@ class Stack:
 def launch(name: str, kind: str, port: int, env: dict[str, str], cwd: Path, health: str) -> Service:
     """``opswatch run kind`` in a process group of its own on ``port``, its output
     appended to ``cwd/name.log``; returned once ``health`` answers."""
-    env = {**env, f"OPSWATCH_{kind.upper()}_PORT": str(port)}
-    env["OPSWATCH_DETECTOR_METRICS_PORT"] = str(port)
-    log = cwd / f"{name}.log"
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run", kind],
-            cwd=cwd,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    service = Service(name, proc, log, port)
-    wait_for(lambda: _answers(service.url + health), 60, [service])
-    return service
-
-
-def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        return start(name, kind, env, cwd, health, port)
+    except ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 def wait_for(

@@ -20,9 +20,10 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
+from services.bench.services import free_port
 from services.common.events import Topics
 from tests.factories import detector_update
-from tests.integration.conftest import REPO, Stack, free_port
+from tests.integration.conftest import REPO, Stack
 from tests.recording import Recorder, recording_server
 
 AM_SCRIPT = REPO / "deploy" / "local" / "alertmanager.sh"

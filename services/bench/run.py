@@ -1,0 +1,512 @@
+"""The benchmark's phases, each against the real broker, and the figures they give.
+
+Every phase has topics of its own (a namespace per phase, deleted at the end),
+so no run reads another's records. The limits are measured in the same run as
+what they bound: the plain consumer reads the very topics the single detector
+worker then reads, and the plain producer writes the records ingest is then
+sent over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
+
+from services.bench import workload
+from services.bench.services import Service, ServiceError, start, wait_until
+from services.common.config import OpswatchSettings
+from services.common.events import Topics, event_time, leaf_of
+from services.common.kafka import ensure_topics, slot
+from services.detector.engine.engine import Engine
+from services.ingest.sink import KafkaSink
+from services.ingest.sink import Record as SinkRecord
+
+EVENTS = "opswatch_detector_events_processed_total"
+
+
+@dataclass(frozen=True)
+class Size:
+    events: int  # pre-produced for the limit and the detector runs
+    ingest_events: int
+    spikes: int  # complaint spikes in the latency run
+    memory_windows: int
+
+    @classmethod
+    def of(cls, quick: bool, events: int | None) -> Size:
+        if quick:
+            return cls(events or 100_000, 50_000, 6, 3)
+        return cls(events or 1_000_000, 200_000, 24, 4)
+
+
+@dataclass
+class Figures:
+    """What one run measured; ``to_json`` is the contract other tools read."""
+
+    events: int
+    seed: int
+    partitions: int
+    limit_events_per_s: float = 0.0
+    limit_single_events_per_s: float = 0.0  # the limit over one record per event
+    producer_limit_events_per_s: float = 0.0
+    detector_events_per_s: float = 0.0
+    detector_2workers_events_per_s: float = 0.0
+    ingest_events_per_s: float = 0.0
+    ingest_events: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    alerts_expected: int = 0
+    alerts_missed: int = 0
+    rss_bytes_1k_slices: int = 0
+    rss_bytes_10k_slices: int = 0
+    slices_1k: int = 0
+    slices_10k: int = 0
+    metrics: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_s)
+        per_slice_metric = (self.rss_bytes_10k_slices - self.rss_bytes_1k_slices) / max(
+            1, (self.slices_10k - self.slices_1k) * self.metrics
+        )
+        return {
+            "events": self.events,
+            "seed": self.seed,
+            "partitions": self.partitions,
+            "limit_events_per_s": round(self.limit_events_per_s),
+            "limit_single_records_events_per_s": round(self.limit_single_events_per_s),
+            "detector_events_per_s": round(self.detector_events_per_s),
+            "detector_2workers_events_per_s": round(self.detector_2workers_events_per_s),
+            "detector_limit_ratio": round(
+                self.detector_events_per_s / max(1.0, self.limit_events_per_s), 3
+            ),
+            "ingest_events_per_s": round(self.ingest_events_per_s),
+            "ingest_events": self.ingest_events,
+            "producer_limit_events_per_s": round(self.producer_limit_events_per_s),
+            "ingest_producer_ratio": round(
+                self.ingest_events_per_s / max(1.0, self.producer_limit_events_per_s), 3
+            ),
+            "latency_p50_s": round(quantile(lat, 0.5), 3),
+            "latency_p99_s": round(quantile(lat, 0.99), 3),
+            "latency_max_s": round(lat[-1], 3) if lat else None,
+            "latency_samples": len(lat),
+            "latencies_s": [round(x, 3) for x in lat],
+            "alerts_expected": self.alerts_expected,
+            "alerts_missed": self.alerts_missed,
+            "rss_bytes_1k_slices": self.rss_bytes_1k_slices,
+            "rss_bytes_10k_slices": self.rss_bytes_10k_slices,
+            "slices_1k": self.slices_1k,
+            "slices_10k": self.slices_10k,
+            "metrics_per_slice": self.metrics,
+            "state_bytes_per_slice_metric": round(per_slice_metric),
+        }
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The nearest-rank quantile of sorted ``values`` (nan when there are none)."""
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, int(-(-q * len(values) // 1)) - 1))]
+
+
+class Bench:
+    def __init__(
+        self,
+        settings: OpswatchSettings,
+        size: Size,
+        seed: int,
+        say: Callable[[str], None],
+    ) -> None:
+        assert settings.kafka_bootstrap
+        self.bootstrap = settings.kafka_bootstrap
+        self.settings = settings
+        self.size = size
+        self.seed = seed
+        self.say = say
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}"
+        self.partitions = settings.kafka_partitions
+        self.workdir = Path(tempfile.mkdtemp(prefix="opswatch-bench-"))
+        self.services: list[Service] = []
+        self.figures = Figures(size.events, seed, self.partitions)
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def env(self, phase: str, **extra: str) -> dict[str, str]:
+        ns = f"{self.prefix}-{phase}"
+        return {
+            **os.environ,
+            "OPSWATCH_KAFKA_BOOTSTRAP": self.bootstrap,
+            "OPSWATCH_TOPIC_NAMESPACE": ns,
+            "OPSWATCH_DETECTOR_APP_ID": f"{ns}-detector",
+            "OPSWATCH_DATABASE_URL": f"sqlite:///{self.workdir / phase}-alerts.db",
+            "OPSWATCH_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
+    def topics(self, phase: str) -> Topics:
+        topics = Topics(f"{self.prefix}-{phase}")
+        ensure_topics(self.bootstrap, topics, self.partitions)
+        return topics
+
+    def start(
+        self, phase: str, name: str, kind: str, health: str = "/metrics", **extra: str
+    ) -> Service:
+        env = self.env(phase, **extra)
+        service = start(f"{phase}-{name}", kind, env, self.workdir, health)
+        self.services.append(service)
+        return service
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Stops every service this run started, and deletes its topics."""
+        try:
+            yield
+        finally:
+            for service in self.services:
+                service.stop()
+            self.delete_topics()
+
+    def delete_topics(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="opswatch-bench")
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(self.prefix)]
+            if mine:
+                admin.delete_topics(mine, timeout_ms=30_000)
+        finally:
+            admin.close()
+
+    # --- phases --------------------------------------------------------------------
+
+    def run(self) -> Figures:
+        with self.running():
+            self.say(f"simulating {self.size.events:,} events (seed {self.seed})")
+            events = workload.traffic(self.size.events, self.seed)
+            one, two = self.topics("one"), self.topics("two")
+            batch = workload.records(events, one)
+            self.say("producing them, one record each, with the producer ingest uses")
+            plain = self.topics("plain")
+            self.figures.producer_limit_events_per_s = workload.produce(
+                self.bootstrap, workload.records(events, plain)
+            )
+            self.say("storing them as ingest does, in batch records, twice")
+            workload.store(self.bootstrap, batch)
+            workload.store(self.bootstrap, workload.records(events, two))
+            self.say("reading them with a plain aiokafka consumer (the limit)")
+            self.figures.limit_events_per_s = asyncio.run(self.plain_consumer(one))
+            self.say("and the same events one record each")
+            self.figures.limit_single_events_per_s = asyncio.run(self.plain_consumer(plain))
+            self.say("the detector, one worker")
+            self.figures.detector_events_per_s = self.detector("one", 1)
+            self.say("the detector, two workers")
+            self.figures.detector_2workers_events_per_s = self.detector("two", 2)
+            self.say(f"ingest over HTTP, {self.size.ingest_events:,} events in batches of 500")
+            self.figures.ingest_events_per_s = self.ingest(events[: self.size.ingest_events])
+            self.say(f"window close to alert in the API, {self.size.spikes} complaint spikes")
+            self.latency()
+            self.say("detector memory with 1,000 and with 10,000 slices")
+            self.memory()
+        return self.figures
+
+    async def plain_consumer(self, topics: Topics) -> float:
+        """Events/s of a plain consumer reading and decoding every event, first to last."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(t, p) for t in topics.events.values() for p in range(self.partitions)
+            ]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            total, first = 0, 0.0
+            while total < self.size.events:
+                batches = await consumer.getmany(timeout_ms=1000)
+                if not first and batches:
+                    first = time.perf_counter()
+                for batch in batches.values():
+                    for record in batch:
+                        value = orjson.loads(record.value)
+                        total += len(value) if isinstance(value, list) else 1
+            return total / (time.perf_counter() - first)
+        finally:
+            await consumer.stop()
+
+    def detector(self, phase: str, workers: int) -> float:
+        """Events/s of the detector from the first event processed to the last, the
+        topics' ``events`` records already there when the workers start."""
+        group = [self.start(phase, f"detector{i}", "detector") for i in range(workers)]
+
+        samples: list[tuple[float, float]] = []  # (time, events processed), from the first
+
+        def done() -> bool:
+            count = sum(w.metric(EVENTS) for w in group)
+            if count > 0:
+                samples.append((time.monotonic(), count))
+            return count >= self.size.events
+
+        wait_until(done, 900, group, "the last event", 0.1)
+        for w in group:
+            w.stop()
+        (t0, c0), (t1, _) = samples[0], samples[-1]
+        return (self.size.events - c0) / max(t1 - t0, 0.1)
+
+    def ingest(self, events: list[dict[str, Any]]) -> float:
+        """Events/s accepted by one ingest process, batches of 500 sent over 8 connections."""
+        self.topics("ingest")
+        service = self.start("ingest", "ingest", "ingest", "/readyz")
+        bodies = [orjson.dumps(events[i : i + 500]) for i in range(0, len(events), 500)]
+        accepted, seconds = asyncio.run(post_all(service.url + "/v1/events", bodies, 8))
+        service.stop()
+        self.figures.ingest_events = accepted
+        if accepted != len(events):
+            raise ServiceError(f"ingest accepted {accepted} of {len(events)} events")
+        return accepted / seconds
+
+    def latency(self) -> None:
+        """From the moment the records that carry every partition's watermark past a
+        window's end are in Kafka to the window's alerts being listed by the API."""
+        events, first_spike = workload.spikes(self.size.spikes, self.seed)
+        settings = self.settings
+        window_s, lateness_s = (
+            int(settings.window.total_seconds()),
+            int(settings.lateness.total_seconds()),
+        )
+        expected = golden_alerts(events, settings)
+        topics = self.topics("latency")
+        batch = workload.records(events, topics)
+        cut = first_spike.timestamp() - window_s
+        history = [r for r in batch if r.ts < cut]
+        paced = [r for r in batch if r.ts >= cut]
+        workload.store(self.bootstrap, history)
+        alerting = self.start("latency", "alerting", "alerting")
+        detector = self.start("latency", "detector", "detector")
+        wait_until(
+            lambda: detector.metric(EVENTS) >= len(history),
+            300,
+            [alerting, detector],
+            "the history to be read",
+        )
+        watch = AlertWatch(alerting.url + "/v1/alerts")
+        closes = Closes(len(topics.events), self.partitions, window_s, lateness_s)
+        sink = KafkaSink(self.bootstrap)
+        try:
+            with watch.polling():
+                # a minute of event time every 0.2 s: a window a second, written as
+                # ingest writes a request, each event in its key's partition
+                for chunk in workload.chunks(paced, window_s / 5):
+                    began = time.monotonic()
+                    sink.send([SinkRecord(r.topic, r.key, r.value) for r in chunk])
+                    for r in chunk:
+                        closes.saw(r.topic, slot(r.key, self.partitions), r.ts)
+                    closes.note(time.monotonic())
+                    time.sleep(max(0.0, 0.2 - (time.monotonic() - began)))
+                due = {i: end for i, end in expected.items() if end in closes.at}
+                with contextlib.suppress(ServiceError):
+                    wait_until(lambda: due.keys() <= watch.seen.keys(), 30, [alerting], "alerts")
+        finally:
+            sink.close()
+        self.figures.alerts_expected = len(due)
+        self.figures.alerts_missed = len(due.keys() - watch.seen.keys())
+        self.figures.latencies_s = [
+            watch.seen[i] - closes.at[end] for i, end in due.items() if i in watch.seen
+        ]
+
+    def memory(self) -> None:
+        """Resident memory of one worker holding 1,000 and 10,000 slices, each slice
+        with events in every window; the difference per slice and metric."""
+        self.figures.metrics = len(self.settings.catalog().names)
+        f = self.figures
+        f.rss_bytes_1k_slices, f.slices_1k = self.resident(1_000)
+        f.rss_bytes_10k_slices, f.slices_10k = self.resident(10_000)
+
+    def resident(self, target: int) -> tuple[int, int]:
+        """The detector's RSS once it tracks about ``target`` slices, and how many."""
+        window_s = int(self.settings.window.total_seconds())
+        events, slices = workload.many_slices(
+            target, self.size.memory_windows + 1, 3, self.seed, window_s
+        )
+        phase = f"mem{target}"
+        workload.store(self.bootstrap, workload.records(events, self.topics(phase)))
+        # every slice has a few events only: track each all the same
+        detector = self.start(phase, "detector", "detector", OPSWATCH_MIN_SLICE_VOLUME="0")
+        wait_until(
+            lambda: detector.metric(EVENTS) >= len(events),
+            600,
+            [detector],
+            f"{len(events):,} events of {slices:,} slices",
+        )
+        wait_until(
+            lambda: detector.metric("opswatch_detector_tracked_slices") >= slices,
+            120,
+            [detector],
+            f"{slices:,} slices tracked",
+        )
+        time.sleep(2.0)
+        rss = detector.rss_bytes()
+        detector.stop()
+        return rss, slices
+
+
+def golden_alerts(events: list[dict[str, Any]], settings: OpswatchSettings) -> dict[str, float]:
+    """Each alert one engine raises over the events: id -> the end of its first window."""
+    engine = Engine(settings.catalog(), settings.engine())
+    ends: dict[str, float] = {}
+    for e in events:
+        engine.add(e, event_time(e), leaf_of(e))
+        for alert in engine.poll():
+            end = datetime.fromisoformat(alert["window_end"]).timestamp()
+            ends.setdefault(alert["id"], end)
+    return ends
+
+
+class Closes:
+    """When each window boundary was passed by every partition's watermark, computed
+    as the detector computes it: per partition, the slowest event topic's newest
+    event time less the lateness."""
+
+    def __init__(self, topics: int, partitions: int, window_s: int, lateness_s: int) -> None:
+        self.partitions = partitions
+        self.window_s = window_s
+        self.lateness_s = lateness_s
+        self.topics = topics
+        self.newest: dict[tuple[str, int], float] = {}
+        self.first: float | None = None  # passed before the count started
+        self.at: dict[float, float] = {}  # boundary -> monotonic time it was passed
+
+    def saw(self, topic: str, partition: int, ts: float) -> None:
+        key = (topic, partition)
+        self.newest[key] = max(ts, self.newest.get(key, ts))
+
+    def judged(self) -> float | None:
+        """The window boundary every partition's watermark has passed (None: not
+        every event topic of every partition has had a record yet)."""
+        if len(self.newest) < self.topics * self.partitions:
+            return None
+        marks: dict[int, float] = {}
+        for (_, p), ts in self.newest.items():
+            marks[p] = min(ts, marks.get(p, ts))
+        low = min(marks.values()) - self.lateness_s
+        return float(int(low // self.window_s) * self.window_s)
+
+    def note(self, now: float) -> None:
+        """The records seen so far are in Kafka as of ``now``: every boundary passed
+        since the last note was passed then (the first note only starts the count)."""
+        judged = self.judged()
+        if judged is None:
+            return
+        if self.first is None:
+            self.first = judged
+        boundary = self.first + self.window_s
+        while boundary <= judged:
+            self.at.setdefault(boundary, now)
+            boundary += self.window_s
+
+
+class AlertWatch:
+    """The first time each alert id is listed by GET /v1/alerts (monotonic)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    def poll(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    page = client.get(self.url, params={"limit": 500}).json()
+                    now = time.monotonic()
+                    for item in page["items"]:
+                        self.seen.setdefault(item["id"], now)
+                self._stop.wait(0.02)
+
+    @contextlib.contextmanager
+    def polling(self) -> Iterator[None]:
+        thread = threading.Thread(target=self.poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join(timeout=10)
+
+
+async def post_all(url: str, bodies: list[bytes], connections: int) -> tuple[int, float]:
+    """Every body posted (503s retried after Retry-After): events accepted, seconds."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    accepted = 0
+    headers = {"content-type": "application/json"}
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal accepted
+        while not queue.empty():
+            body = queue.get_nowait()
+            while True:
+                answer = await http.post(url, content=body, headers=headers)
+                if answer.status_code == 202:
+                    accepted += answer.json()["accepted"]
+                    break
+                if answer.status_code != 503:
+                    raise ServiceError(f"ingest answered {answer.status_code}: {answer.text}")
+                await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        clock = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(connections)))
+        return accepted, time.perf_counter() - clock
+
+
+def summary(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Rows of the table: what, figure, target."""
+
+    def rate(key: str) -> str:
+        return f"{figures[key]:,} events/s"
+
+    def mib(key: str) -> str:
+        return f"{figures[key] / 2**20:,.0f} MiB"
+
+    return [
+        ("plain consumer + JSON decode (the limit)", rate("limit_events_per_s"), ""),
+        (
+            "the same, one record per event",
+            rate("limit_single_records_events_per_s"),
+            "",
+        ),
+        ("detector, 1 worker", rate("detector_events_per_s"), ">= 50,000"),
+        ("detector, 2 workers", rate("detector_2workers_events_per_s"), ""),
+        ("detector / limit", f"{figures['detector_limit_ratio']:.2f}", ">= 0.30"),
+        ("plain producer (the producer limit)", rate("producer_limit_events_per_s"), ""),
+        ("ingest over HTTP, 1 process", rate("ingest_events_per_s"), ">= 20,000"),
+        ("ingest / producer limit", f"{figures['ingest_producer_ratio']:.2f}", ">= 0.50"),
+        (
+            "window close to alert listed, p50",
+            f"{figures['latency_p50_s']:.2f} s",
+            f"{figures['latency_samples']} alerts, {figures['alerts_missed']} missed",
+        ),
+        ("window close to alert listed, p99", f"{figures['latency_p99_s']:.2f} s", "<= 2 s"),
+        (f"detector RSS, {figures['slices_1k']:,} slices", mib("rss_bytes_1k_slices"), ""),
+        (
+            f"detector RSS, {figures['slices_10k']:,} slices",
+            mib("rss_bytes_10k_slices"),
+            "<= 1024 MiB",
+        ),
+        (
+            "state per slice and metric",
+            f"{figures['state_bytes_per_slice_metric']:,} B",
+            "<= 4096 B",
+        ),
+    ]

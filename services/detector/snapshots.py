@@ -7,13 +7,15 @@ changelog partition, in that order. Parts alternate between two slots by
 generation: a worker that dies while writing parts has touched only the slot
 the current manifest does not point to, so the last complete snapshot stays
 readable. A manifest whose parts do not add up (their checksum) is an
-unreadable snapshot, as is one this version does not know.
+unreadable snapshot. A snapshot from before parts (the stage's JSON itself,
+without a manifest) is read as it is, so an upgrade keeps the stages' state.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import MutableMapping
+from typing import Any
 
 import orjson
 
@@ -30,19 +32,33 @@ def _part(key: bytes, slot: int, index: int) -> bytes:
 
 def write(table: MutableMapping[bytes, bytes], key: bytes, blob: bytes) -> None:
     """``blob`` as the snapshot under ``key``: its parts first, then the manifest."""
-    old = table.get(key)
-    generation = 0
-    if old is not None:
-        try:
-            generation = int(orjson.loads(old)["gen"]) + 1
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            generation = 0  # a snapshot of an older version: overwritten
+    old = _manifest(table.get(key))
+    generation = int(old["gen"]) + 1 if old else 0
     slot = generation % 2
     parts = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)] or [b""]
     for index, part in enumerate(parts):
         table[_part(key, slot, index)] = part
-    manifest = {"gen": generation, "parts": len(parts), "crc": zlib.crc32(blob)}
+    manifest = {
+        "gen": generation,
+        "parts": len(parts),
+        "crc": zlib.crc32(blob),
+        "other": int(old["parts"]) if old else 0,  # the other slot's parts
+    }
     table[key] = orjson.dumps(manifest)
+    # this slot's parts of two generations ago that the new snapshot did not reuse
+    for index in range(len(parts), int(old.get("other", 0)) if old else 0):
+        table.pop(_part(key, slot, index), None)
+
+
+def _manifest(raw: bytes | None) -> dict[str, Any] | None:
+    """The manifest stored under a key (None: none, or a snapshot from before parts)."""
+    if raw is None:
+        return None
+    try:
+        manifest = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return manifest if isinstance(manifest, dict) and "gen" in manifest else None
 
 
 def read(table: MutableMapping[bytes, bytes], key: bytes) -> bytes | None:
@@ -51,11 +67,13 @@ def read(table: MutableMapping[bytes, bytes], key: bytes) -> bytes | None:
     raw = table.get(key)
     if raw is None:
         return None
+    manifest = _manifest(raw)
+    if manifest is None:
+        return raw  # a snapshot from before parts: the stage's JSON itself
     try:
-        manifest = orjson.loads(raw)
         slot, count, crc = int(manifest["gen"]) % 2, int(manifest["parts"]), manifest["crc"]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise SnapshotError(f"no snapshot manifest under {key!r}: {exc!r}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"a snapshot manifest under {key!r} without {exc}") from None
     parts = [table.get(_part(key, slot, i)) for i in range(count)]
     if any(part is None for part in parts):
         raise SnapshotError(f"snapshot {key!r} misses parts")

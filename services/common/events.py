@@ -156,6 +156,8 @@ def read_record(data: bytes) -> tuple[list[dict[str, Any]], list[Refused]]:
             return [validate(raw)], []
         except EventError as exc:
             return [], [Refused(data, exc)]
+    if not raw:
+        return [], [Refused(data, EventError("", "an empty batch: no event to take"))]
     events: list[dict[str, Any]] = []
     refused: list[Refused] = []
     for index, item in enumerate(raw):

@@ -14,6 +14,7 @@ stage sends again downstream is recognised there (``stages``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -257,8 +258,11 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         if redelivered(stage, message.topic, message.offset):
             return
         events, refused = read_record(value)
-        for r in refused:
-            await dead_letter(message, r.raw, r.error.reason, r.error, r.index)
+        # all at once, each awaited to its acknowledgement: a batch of many bad
+        # events does not wait for the broker once per event
+        await asyncio.gather(
+            *(dead_letter(message, r.raw, r.error.reason, r.error, r.index) for r in refused)
+        )
         if events:
             heard[("one", message.partition, message.topic)] = time.monotonic()
             for event, failure in await apply_events(stage, message.topic, events):

@@ -30,6 +30,8 @@ def test_a_single_event_record_and_a_record_that_is_not_json() -> None:
     events, refused = read_record(b'[{"type": "order"')
     assert events == [] and refused[0].raw == b'[{"type": "order"' and refused[0].index is None
     assert refused[0].error.reason == "json"
+    events, refused = read_record(b"[]")
+    assert events == [] and refused[0].raw == b"[]" and refused[0].error.reason == "schema"
 
 
 def test_batches_keep_order_and_stay_under_a_record_size() -> None:

@@ -478,10 +478,11 @@ def bench(
     def say(what: str) -> None:
         err.print(f"[dim]{time.monotonic() - clock:6.1f} s[/] {what}", highlight=False)
 
+    runner = Bench(settings, Size.of(quick, events), seed, say)
     try:
-        figures = Bench(settings, Size.of(quick, events), seed, say).run().to_json()
+        figures = runner.run().to_json()
     except ServiceError as exc:
-        err.print(f"[red]benchmark failed[/]: {exc}")
+        err.print(f"[red]benchmark failed[/]: {exc}\n(the services' logs: {runner.workdir})")
         raise typer.Exit(1) from None
     table = Table("", "measured", "target")
     for row in summary(figures):

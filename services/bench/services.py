@@ -73,12 +73,9 @@ class Service:
                 self.process.wait(timeout=10)
 
 
-def start(
-    name: str, kind: str, env: Mapping[str, str], workdir: Path, health: str, port: int = 0
-) -> Service:
+def spawn(name: str, kind: str, env: Mapping[str, str], workdir: Path, port: int = 0) -> Service:
     """``opswatch run kind`` in ``workdir``, in a process group of its own, on ``port``
-    (0: a free one), its output appended to ``workdir/name.log``; returned once
-    ``health`` answers."""
+    (0: a free one), its output appended to ``workdir/name.log``."""
     port = port or free_port()
     env = {
         "OPSWATCH_DETECTOR_DATA_DIR": str(workdir / f"{name}-data"),
@@ -96,9 +93,24 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    service = Service(name, process, log, port)
-    wait_until(lambda: _answers(service.url + health), 90, [service], f"{name} to answer")
+    return Service(name, process, log, port)
+
+
+def ready(service: Service, health: str) -> Service:
+    """The service once ``health`` answers; stopped when it never does."""
+    try:
+        wait_until(lambda: _answers(service.url + health), 90, [service], f"{service.name}")
+    except BaseException:
+        service.stop()
+        raise
     return service
+
+
+def start(
+    name: str, kind: str, env: Mapping[str, str], workdir: Path, health: str, port: int = 0
+) -> Service:
+    """``spawn``, then ``ready``."""
+    return ready(spawn(name, kind, env, workdir, port), health)
 
 
 def _answers(url: str) -> bool:

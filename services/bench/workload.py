@@ -138,13 +138,15 @@ def produce(bootstrap: str, batch: list[Record]) -> float:
         prod.close(timeout=10)
 
 
-def store(bootstrap: str, batch: list[Record]) -> None:
+def store(bootstrap: str, batch: list[Record]) -> float:
     """Every record, acknowledged, written as ingest writes a request of 500 events:
-    batch records, one or more per partition."""
+    batch records, one or more per partition. Events/s."""
     sink = KafkaSink(bootstrap, timeout_s=60.0)
     try:
+        clock = time.perf_counter()
         for i in range(0, len(batch), 500):
             sink.send([SinkRecord(r.topic, r.key, r.value) for r in batch[i : i + 500]])
+        return len(batch) / (time.perf_counter() - clock)
     finally:
         sink.close()
 

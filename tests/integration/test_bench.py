@@ -40,12 +40,12 @@ def test_quick_bench_measures_every_figure_and_cleans_up(bootstrap: str, tmp_pat
     figures = orjson.loads(out.read_bytes())
     print({k: figures[k] for k in KEYS})  # the figures, in the test log
     assert all(figures[k] > 0 for k in KEYS)
-    assert figures["ingest_events"] == 50_000  # every event sent was accepted
+    assert figures["ingest_events"] == 40_000  # every event sent was accepted
     # every alert one engine raises over the spikes was listed by the API, and timed
     assert (
         figures["alerts_missed"] == 0 and figures["latency_samples"] == figures["alerts_expected"]
     )
-    assert figures["alerts_expected"] >= 5
+    assert figures["alerts_expected"] >= 4
     assert figures["latency_p50_s"] <= figures["latency_p99_s"]
     assert (figures["slices_1k"], figures["slices_10k"]) == (1_000, 10_000)
     assert figures["rss_bytes_10k_slices"] > figures["rss_bytes_1k_slices"]

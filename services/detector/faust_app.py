@@ -292,12 +292,13 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         """Valid events of one topic into stage one, what closes sent on; the events
         the engine refused."""
         stats = stage.aggregator.stats
-        late, duplicates = stats.late, stats.duplicates
+        late, duplicates, incomplete = stats.late, stats.duplicates, stats.incomplete
         out, refused = stage.on_events(events, topic)
         watermarks[stage.partition] = stage.aggregator.watermark
         for etype, count in Counter(e["type"] for e in events).items():
             metrics.events.labels(etype).inc(count)
         metrics.late.inc(stats.late - late)
+        metrics.incomplete.inc(stats.incomplete - incomplete)
         metrics.duplicates.labels("event").inc(stats.duplicates - duplicates)
         await send_all(out)
         return refused

@@ -74,6 +74,7 @@ class WatermarkLag(Collector):
 class Metrics:
     events: Counter
     late: Counter
+    incomplete: Counter
     deadlettered: Counter
     duplicates: Counter
     caught_up: Counter
@@ -100,6 +101,12 @@ class Metrics:
             late=Counter(
                 "opswatch_detector_late_events_total",
                 "Events that arrived after the watermark had closed their window.",
+                registry=registry,
+            ),
+            incomplete=Counter(
+                "opswatch_detector_incomplete_windows_total",
+                "Windows a partition's stream covered only in part (it began in the middle"
+                " of them): closed without being judged.",
                 registry=registry,
             ),
             deadlettered=Counter(

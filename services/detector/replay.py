@@ -32,6 +32,7 @@ class ReplayStats:
     invalid: int = 0
     late: int = 0
     duplicates: int = 0
+    incomplete: int = 0  # windows the input covered only in part (its first and last)
     alerts: int = 0
     seconds: float = 0.0
     tracked_slices: int = 0
@@ -114,6 +115,7 @@ def replay(
     write(engine.flush())
     stats.late = engine.aggregator.stats.late
     stats.duplicates = engine.aggregator.stats.duplicates
+    stats.incomplete = engine.aggregator.stats.incomplete
     stats.tracked_slices = len(engine.evaluator.slices)
     stats.unjudged = dict(engine.evaluator.unjudged)
     stats.seconds = time.perf_counter() - started

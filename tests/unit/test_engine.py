@@ -74,6 +74,24 @@ def test_a_window_closes_when_the_watermark_passes_it() -> None:
     assert closed[0].partials[ALL_UP].counts[sessions] == 1.0
 
 
+def test_windows_the_input_covers_only_in_part_are_counted_never_judged() -> None:
+    """A stream that begins at 00:03 and ends at 00:22: the windows of 00:00 and
+    00:20 hold part of what happened in them, those between all of it."""
+    engine = Engine(CATALOG, SETTINGS)
+    begin = T0 + timedelta(minutes=3)
+    for minute in range(20):
+        e = event("activity", begin + timedelta(minutes=minute))
+        engine.add(e, event_time(e), leaf_of(e))
+    closed = engine.aggregator.advance()  # the watermark: 00:22 less two minutes
+    start = int(T0.timestamp())
+    assert [w.start for w in closed] == [start + 300, start + 600]
+    assert engine.aggregator.stats.incomplete == 1
+    closed = engine.aggregator.advance(flush=True)
+    assert [w.start for w in closed] == [start + 900]
+    assert engine.aggregator.stats.incomplete == 2
+    assert engine.aggregator.windows == {}
+
+
 def test_late_events_are_counted_not_applied_and_duplicates_dropped() -> None:
     engine = Engine(CATALOG, SETTINGS)
     for e in (event("activity", T0), event("activity", T0 + timedelta(minutes=20))):

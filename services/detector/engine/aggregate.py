@@ -77,6 +77,7 @@ class AggregatorStats:
     applied: int = 0
     late: int = 0
     duplicates: int = 0
+    incomplete: int = 0  # windows the stream covered only in part: closed, never judged
 
 
 def _matches(slot: CountSlot | DistinctSlot, event: Mapping[str, Any]) -> bool:
@@ -161,6 +162,9 @@ class Aggregator:
     stats: AggregatorStats = field(default_factory=AggregatorStats)
     history: dict[tuple[Leaf, int], History] = field(default_factory=dict)  # (leaf, base slot)
     expected: tuple[str, ...] = ()  # the sources to wait for (none: those heard from)
+    # each source's first event time: a window that started before a source had
+    # begun holds only part of what happened in it
+    begun: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         w = self.window_s
@@ -187,6 +191,8 @@ class Aggregator:
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
         """Apply one validated event; False when it is late or a duplicate."""
         self.sources.advance(source, ts)
+        if source not in self.begun:
+            self.begun[source] = ts
         self._newest = max(self._newest, ts)
         start = int(ts // self.window_s) * self.window_s
         end = start + self.window_s
@@ -235,33 +241,41 @@ class Aggregator:
         self.sources.mark_idle(source)
 
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
-        """Close every window the watermark has passed (all of them when ``flush``)."""
+        """Close every window the watermark has passed.
+
+        ``flush`` is the end of the input: the windows that ended by its newest
+        event close too, and any later one, which the input covered only in part,
+        is dropped and counted as incomplete. A window that started before a
+        source's first event is closed (its users enter the history) but not
+        judged either: the stream began in the middle of it.
+        """
         wm = self.watermark
         w = self.window_s
         passed = None if wm is None else int(wm // w) * w  # windows before this have ended
         if flush:
-            starts = sorted(self.windows)
-        elif passed is None:
+            passed = int(self._newest // w) * w if self._newest > -math.inf else None
+        if passed is None:
             return []
-        else:
-            due = {start for start in self.windows if start < passed}
-            if self._lapses and self.history and self.closed_until is not None:
-                due.update(range(self.closed_until, passed, w))
-            starts = sorted(due)
+        due = {start for start in self.windows if start < passed}
+        if self._lapses and self.history and self.closed_until is not None:
+            due.update(range(self.closed_until, passed, w))
+        began = max(self.begun.values(), default=-math.inf)
         closed = []
-        for start in starts:
+        for start in sorted(due):
             leaves = self.windows.pop(start, {})
             self.seen_ids.pop(start, None)
             self._apply_history(start, leaves)
-            if leaves:
+            if start < began:
+                self.stats.incomplete += 1
+            elif leaves:
                 closed.append(ClosedWindow(start, self._roll_up(leaves)))
             self.closed_until = start + w
-        if (
-            passed is not None
-            and not flush
-            and (self.closed_until is None or passed > self.closed_until)
-        ):
+        if self.closed_until is None or passed > self.closed_until:
             self.closed_until = passed
+        if flush:
+            self.stats.incomplete += len(self.windows)
+            self.windows.clear()
+            self.seen_ids.clear()
         return closed
 
     def _apply_history(self, start: int, leaves: dict[Leaf, Acc]) -> None:
@@ -313,7 +327,13 @@ class Aggregator:
             "seen_ids": {str(start): sorted(ids) for start, ids in self.seen_ids.items()},
             "sources": self.sources.to_json(),
             "closed_until": self.closed_until,
-            "stats": [self.stats.applied, self.stats.late, self.stats.duplicates],
+            "begun": self.begun,
+            "stats": [
+                self.stats.applied,
+                self.stats.late,
+                self.stats.duplicates,
+                self.stats.incomplete,
+            ],
             "history": [
                 [list(leaf), base, hist.to_json()] for (leaf, base), hist in self.history.items()
             ],
@@ -328,6 +348,8 @@ class Aggregator:
         self.sources = Marks.from_json(snap["sources"])
         self._newest = max(self.sources.marks.values(), default=-math.inf)
         self.closed_until = snap["closed_until"]
+        # a snapshot from before ``begun`` was kept: its sources had begun long ago
+        self.begun = dict(snap.get("begun", dict.fromkeys(self.sources.marks, -math.inf)))
         self.stats = AggregatorStats(*snap["stats"])
         self.history = {
             ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw)

@@ -80,6 +80,9 @@ class OpswatchSettings(BaseSettings):
     )
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
+    false_alerts_per_day: Annotated[float, Field(gt=0, le=100)] = Field(
+        0.5, validation_alias=env("OPSWATCH_FALSE_ALERTS_PER_DAY")
+    )
     max_slices: Annotated[int, Field(ge=1)] = Field(
         20_000, validation_alias=env("OPSWATCH_MAX_SLICES")
     )
@@ -167,6 +170,7 @@ class OpswatchSettings(BaseSettings):
             window_s=int(self.window.total_seconds()),
             lateness_s=int(self.lateness.total_seconds()),
             alpha=self.alpha,
+            false_alerts_per_day=self.false_alerts_per_day,
             timezone=self.timezone,
             max_slices=self.max_slices,
             min_slice_volume=self.min_slice_volume,

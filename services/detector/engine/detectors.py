@@ -25,11 +25,50 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 SQRT2 = math.sqrt(2.0)
-SHIFTS = (0.2, 0.5)  # relative shifts of a rate the cumulative (CUSUM) statistics look for
-# ... and of a count: only upward and large, so a seasonal profile's bias of a few
-# per cent cannot add up to an alarm while a trickle that triples in a sparse
-# slice (one cancellation a window where one an hour is usual) does
-COUNT_SHIFTS = (2.0, 4.0)
+# The shifts the cumulative (CUSUM) statistics look for, as factors. A rate's are
+# factors of its odds, from a fifth more to ten times (8% of ratings negative
+# becoming 46%), and down to a twentieth: the rate stops. Each window adds its
+# log-likelihood ratio however few observations it holds, so a slice that sees
+# two ratings a window still adds up evidence, and the design nearest the true
+# change adds it fastest.
+RATIO_UP = (1.25, 1.5, 2.0, 4.0, 10.0)
+RATIO_DOWN = (0.8, 0.5, 0.25, 0.05)
+# A count's are large only: a seasonal profile off by a few tens of per cent
+# cannot add up to an alarm, while a trickle that triples in a sparse slice (one
+# cancellation a window where one an hour is usual) does, and so does a count
+# that stops
+COUNT_UP = (3.0, 5.0, 10.0)
+COUNT_DOWN = (0.25, 0.05)
+DESIGNS = max(len(RATIO_UP), len(RATIO_DOWN), len(COUNT_UP), len(COUNT_DOWN))
+# A baseline learned from few events is uncertain, and its error is the same in
+# every window a CUSUM adds up: the shifts are measured from the edge of the
+# baseline's own uncertainty (this many relative standard errors), so that a
+# sparse slice's baseline that is simply a little off cannot add up to an alarm
+BASELINE_Z = 2.0
+
+
+def uncertainty(events: float) -> float:
+    """The factor a baseline learned from ``events`` events may be off by."""
+    return 1.0 + BASELINE_Z / math.sqrt(events + 1.0)
+
+
+def watched(llr: float, information: float, reach: float) -> float:
+    """A design's evidence this window, or -inf (its CUSUM starts again) when a
+    day of the slice's usual traffic under that shift would not add up to
+    ``reach`` (``information``: the evidence a day would give): a 25% rise of a
+    rate seen twice a day can never be told from noise, and a CUSUM that
+    watches for it would only drain for days after a large incident."""
+    return llr if information >= reach else -math.inf
+
+
+def binomial_kl(p1: float, p0: float) -> float:
+    """Evidence per trial for rate p1 against p0, when p1 is true."""
+    return p1 * math.log(p1 / p0) + (1.0 - p1) * math.log((1.0 - p1) / (1.0 - p0))
+
+
+def poisson_kl(mu: float, factor: float) -> float:
+    """Evidence per window for a mean of ``mu * factor`` against ``mu``, when it is true."""
+    return mu * (factor * math.log(factor) - factor + 1.0)
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,7 @@ class Verdict:
     p_up: float
     p_down: float
     n: float
-    # log-likelihood ratios of a shift by each of the detector's shifts against none
+    # log-likelihood ratios of each of the detector's design shifts against none
     llr_up: tuple[float, ...] = ()
     llr_down: tuple[float, ...] = ()
 
@@ -173,8 +212,16 @@ def binomial_llr(x: float, n: float, p0: float, p1: float, phi: float) -> float:
     """Log-likelihood ratio of rate p1 against p0 for x of n, deflated by dispersion."""
     if not 0 < p0 < 1 or not 0 < p1 < 1:
         return 0.0
-    llr = x * math.log(p1 / p0) + (n - x) * math.log((1 - p1) / (1 - p0))
+    # a window's numerator may exceed its denominator (cancellations of orders paid earlier)
+    failures = max(n - x, 0.0)
+    llr = x * math.log(p1 / p0) + failures * math.log((1 - p1) / (1 - p0))
     return llr / phi
+
+
+def odds_shift(p: float, factor: float) -> float:
+    """The rate whose odds are ``factor`` times those of ``p``."""
+    odds = p / (1.0 - p) * factor
+    return odds / (1.0 + odds)
 
 
 def poisson_llr(x: float, mu0: float, mu1: float) -> float:
@@ -223,6 +270,9 @@ class RatioState:
     den: float = 0.0
     phi: float = 1.0
     windows: int = 0
+    # the same over weeks: a sparse rate's prior (a complaint every few hours)
+    long_num: float = 0.0
+    long_den: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +280,10 @@ class RatioDetector(_JsonState[RatioState]):
     name: ClassVar[str] = "quasi-binomial"
     state_cls: ClassVar[type[Any]] = RatioState
     half_life: float = 72.0  # windows of the recent level (6 h at 5 min)
+    long_half_life: float = 2016.0  # windows of the long memory (a week)
+    prior_events: float = 10.0  # what the long memory weighs in the rate, in events
+    day_windows: int = 288
+    reach: float = 15.0  # evidence a design shift must be able to give in a day to be watched
     dispersion_half_life: float = 288.0
     warmup: int = 24
     band_z: float = 3.0
@@ -237,10 +291,21 @@ class RatioDetector(_JsonState[RatioState]):
     def init_state(self) -> RatioState:
         return RatioState()
 
+    def _memory(self, state: RatioState) -> tuple[float, float]:
+        """Successes and trials behind the rate: the recent ones, and the long
+        memory's rate worth ``prior_events`` events on top, so a busy slice's rate
+        is its recent level while a sparse one's (a complaint every few hours)
+        does not rest on the one or two events of its last hours."""
+        if state.long_num <= 0 or state.long_den <= 0:
+            return state.num, state.den
+        trials = min(state.long_den, self.prior_events * state.long_den / state.long_num)
+        return state.num + trials * state.long_num / state.long_den, state.den + trials
+
     def _rate(self, state: RatioState) -> float:
         # below 1 even where a window's numerator may exceed its denominator
         # (cancellations of orders paid in earlier windows)
-        return min((state.num + 0.5) / (state.den + 1.0), 0.999)
+        num, den = self._memory(state)
+        return min((num + 0.5) / (den + 1.0), 0.999)
 
     def score(self, state: RatioState, obs: Observation) -> Verdict:
         n = obs.n
@@ -251,7 +316,8 @@ class RatioDetector(_JsonState[RatioState]):
         if state.windows < self.warmup:
             return quiet(observed, p, n, True)
         q = p * (1.0 - p)
-        phi = max(state.phi, 1.0) + n / max(state.den, 1.0)
+        num, den = self._memory(state)
+        phi = max(state.phi, 1.0) + n / max(den, 1.0)
         p_up, p_down = binomial_tails(obs.x, n, p, phi)
         half = self.band_z * math.sqrt(phi * q / n)
         return Verdict(
@@ -263,9 +329,26 @@ class RatioDetector(_JsonState[RatioState]):
             p_up,
             p_down,
             n,
-            tuple(binomial_llr(obs.x, n, p, min(p * (1 + d), 0.999), phi) for d in SHIFTS),
-            tuple(binomial_llr(obs.x, n, p, p * (1 - d), phi) for d in SHIFTS),
+            *self._llrs(state, obs, p, phi, min(num, den - num)),
         )
+
+    def _llrs(
+        self, state: RatioState, obs: Observation, p: float, phi: float, events: float
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The design shifts' evidence, from either edge of the baseline's
+        uncertainty (the rarer outcome's ``events`` behind it)."""
+        edge = uncertainty(events)
+        usual = state.den * (1.0 - _decay(self.half_life)) * self.day_windows / phi
+
+        def llrs(base: float, factors: tuple[float, ...]) -> tuple[float, ...]:
+            out = []
+            for f in factors:
+                shifted = odds_shift(base, f)
+                llr = binomial_llr(obs.x, obs.n, base, shifted, phi)
+                out.append(watched(llr, usual * binomial_kl(shifted, base), self.reach))
+            return tuple(out)
+
+        return llrs(odds_shift(p, edge), RATIO_UP), llrs(odds_shift(p, 1.0 / edge), RATIO_DOWN)
 
     def learn(self, state: RatioState, obs: Observation) -> RatioState:
         if obs.n <= 0:
@@ -276,8 +359,15 @@ class RatioDetector(_JsonState[RatioState]):
             resid = (obs.x - obs.n * p) ** 2 / max(obs.n * p * (1.0 - p), 1e-9)
             d = _decay(self.dispersion_half_life)
             phi = d * phi + (1.0 - d) * min(resid, 100.0)
-        d = _decay(self.half_life)
-        return RatioState(d * state.num + obs.x, d * state.den + obs.n, phi, state.windows + 1)
+        d, d_long = _decay(self.half_life), _decay(self.long_half_life)
+        return RatioState(
+            d * state.num + obs.x,
+            d * state.den + obs.n,
+            phi,
+            state.windows + 1,
+            d_long * state.long_num + obs.x,
+            d_long * state.long_den + obs.n,
+        )
 
 
 HOURS = 24
@@ -379,6 +469,8 @@ class CountDetector(_JsonState[CountState]):
     sums: bool = False
     day_half_life: float = 576.0  # windows of one weekday: two weeks of 5-minute windows
     day_min_windows: int = 144  # half a day of 5-minute windows
+    hour_windows: int = 12  # windows an hour
+    reach: float = 15.0  # evidence a design shift must be able to give in a day to be watched
 
     def init_state(self) -> CountState:
         return CountState()
@@ -386,13 +478,16 @@ class CountDetector(_JsonState[CountState]):
     def expected(self, state: CountState, hour: int, weekday: int = 0) -> float:
         return self._expected(state, hour, state.day_factor(weekday, self.day_min_windows))
 
-    def _expected(self, state: CountState, hour: int, factor: float) -> float:
-        """The seasonal profile (hour of day times the weekday's ``factor``) at the recent level."""
+    def _expected(self, state: CountState, hour: int, factor: float, floored: bool = True) -> float:
+        """The seasonal profile (hour of day times the weekday's ``factor``) at the recent
+        level; ``floored``, at least the floor a sparse hour gets against a false rise."""
         filled = [p for p, w in zip(state.profile, state.weight, strict=True) if w > 0]
         if not filled:
             return 0.0
         daily = sum(filled) / len(filled) * factor
         base = self._hour_base(state, hour) * factor if state.weight[hour] > 0 else daily
+        if not floored:
+            return base * state.level
         floor = self.floor_share * daily * _sparseness(state, hour)
         return max(base * state.level, floor, 1.0 / max(state.windows, 1))
 
@@ -411,6 +506,16 @@ class CountDetector(_JsonState[CountState]):
             weights += w
         return total / weights if weights > 0 else 0.0
 
+    def _behind(self, state: CountState, hour: int) -> float:
+        """About how many events (or how much of a sum) the hour's expectation
+        rests on, its neighbours' included as far as it borrows from them."""
+        borrow = _sparseness(state, hour)
+        total = 0.0
+        for offset, k in ((-1, borrow), (0, 2.0), (1, borrow)):
+            h = (hour + offset) % HOURS
+            total += k / 2.0 * state.profile[h] * state.weight[h]
+        return total * self.hour_windows
+
     @staticmethod
     def _scale(state: CountState) -> float:
         return state.sq / state.lin if state.lin > 0 else 1.0
@@ -419,21 +524,38 @@ class CountDetector(_JsonState[CountState]):
         return state.windows >= self.warmup and state.weight[hour] > 0
 
     def score(self, state: CountState, obs: Observation) -> Verdict:
-        mu = self.expected(state, obs.hour, obs.weekday)
+        factor = state.day_factor(obs.weekday, self.day_min_windows)
+        mu = self._expected(state, obs.hour, factor)
         if not self._warm(state, obs.hour):
             return quiet(obs.x, mu, obs.x, True)
         scale = self._scale(state) * max(state.phi, 1.0)
         x, m = obs.x / scale, mu / scale
         p_up, p_down = count_tails(x, m)
-        llr_up = tuple(poisson_llr(x, m, m * (1 + d)) for d in COUNT_SHIFTS)
-        if self.sums and state.events > 0 and state.lin > 0:
-            events = mu * state.events / state.lin
+        # evidence of shifts from the edges of the hour profile's uncertainty; a
+        # drop is judged against the profile itself: the floor that keeps a sparse
+        # hour's first order from looking impossible would make its usual silence
+        # look like a drop
+        per_value = state.lin / state.events if state.events > 0 and state.lin > 0 else 1.0
+        edge = uncertainty(self._behind(state, obs.hour) / per_value)
+        m_down = self._expected(state, obs.hour, factor, floored=False) / scale
+        # values expected: none seen lately makes a value as rare as a first order
+        seen = state.events > 0 and state.lin > 0
+        events = mu / per_value if seen else 1.0 / max(state.windows, 1)
+        day = 24 * self.hour_windows
+
+        def llrs(x: float, mean: float, factors: tuple[float, ...]) -> list[float]:
+            return [
+                watched(poisson_llr(x, mean, mean * f), day * poisson_kl(mean, f), self.reach)
+                for f in factors
+            ]
+
+        llr_up, llr_down = llrs(x, m * edge, COUNT_UP), llrs(x, m_down / edge, COUNT_DOWN)
+        if self.sums:
             e_up, e_down = count_tails(obs.n, events)
             p_up, p_down = max(p_up, e_up), max(p_down, e_down)
-            llr_up = tuple(
-                min(llr, poisson_llr(obs.n, events, events * (1 + d)))
-                for llr, d in zip(llr_up, COUNT_SHIFTS, strict=True)
-            )
+            # a sum's evidence is at most that of the number of values behind it
+            llr_up = list(map(min, llr_up, llrs(obs.n, events * edge, COUNT_UP)))
+            llr_down = list(map(min, llr_down, llrs(obs.n, events / edge, COUNT_DOWN)))
         half = self.band_z * math.sqrt(scale * mu)
         return Verdict(
             False,
@@ -444,7 +566,8 @@ class CountDetector(_JsonState[CountState]):
             p_up,
             p_down,
             obs.x,
-            llr_up,
+            tuple(llr_up),
+            tuple(llr_down),
         )
 
     def learn(self, state: CountState, obs: Observation) -> CountState:
@@ -571,13 +694,14 @@ class MeanDetector(_JsonState[MeanState]):
         return MeanState(mean, weight, within, between, state.windows + 1)
 
 
-def detector_for(kind: str) -> Detector[Any]:
+def detector_for(kind: str, window_s: int = 300, reach: float = 15.0) -> Detector[Any]:
+    """The detector of a metric kind; ``reach``: the CUSUMs' threshold."""
     if kind == "ratio":
-        return RatioDetector()
+        return RatioDetector(day_windows=86400 // window_s, reach=reach)
     if kind == "count":
-        return CountDetector()
+        return CountDetector(hour_windows=3600 // window_s, reach=reach)
     if kind == "sum":
-        return CountDetector(sums=True)
+        return CountDetector(sums=True, hour_windows=3600 // window_s, reach=reach)
     if kind == "mean":
         return MeanDetector()
     raise ValueError(f"no detector for metric kind {kind!r}")

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
 from .catalog import Catalog, CompiledMetric
-from .detectors import Observation, Verdict, detector_for, evidence
+from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
 from .marks import Marks
 
 UNJUDGED = ("low_volume", "max_slices")
@@ -42,7 +42,10 @@ class EngineSettings:
     alpha: float = 1e-5
     min_effect: float = 0.1
     min_count_delta: float = 3.0
-    cusum_threshold: float = 12.0
+    # false alerts from accumulated evidence (CUSUMs) allowed per day per 100
+    # tracked slices, all metrics together: the CUSUMs' threshold follows from it
+    false_alerts_per_day: float = 0.5
+    hold_windows: int = 12  # at most this many windows in a row unlearned while evidence builds
     fdr: float = 1e-3
     explain_share: float = 0.6
     resolve_after: int = 3
@@ -50,6 +53,20 @@ class EngineSettings:
     max_slices: int = 20_000  # tracked by one evaluator (a partition of stage two)
     min_slice_volume: float = 30.0  # events (or users) seen before a slice is tracked
     kpi_slices: int = 200  # slices whose KPIs the last window leaves in ``kpis``
+
+    def cusum_threshold(self, metrics: int) -> float:
+        """The level ``h`` at which a CUSUM alarms, from the false-alert budget.
+
+        A CUSUM of log-likelihood ratios crosses ``h`` under no change at most
+        once in ``e**h`` windows on average (Lorden's bound), so with ``metrics``
+        metrics per slice, each watched by ``DESIGNS`` design shifts a side, a
+        slice raises at most ``windows a day x metrics x DESIGNS x e**-h`` false
+        alarms a day: ``h`` is set so that 100 slices stay within the budget.
+        The bound is conservative (designs and metrics on the same events are
+        far from independent), so the budget is an upper bound, not a target.
+        """
+        per_day = 86400 / self.window_s * max(metrics, 1) * DESIGNS * 100
+        return math.log(per_day / self.false_alerts_per_day)
 
 
 @dataclass(frozen=True)
@@ -65,28 +82,32 @@ class Cusum:
     down: tuple[float, ...] = ()
 
     def update(self, verdict: Verdict, h: float) -> Cusum:
+        """Add a window's evidence, however little. A sum is kept below ``1.1 h``,
+        so an alarm ends within a window or two of evidence against the shift
+        instead of lingering while a large sum drains; one window against it
+        (a sparse slice's window without a complaint, during a complaint spike)
+        does not end it."""
         if verdict.warming_up:
             return self
 
         def step(sums: tuple[float, ...], llrs: tuple[float, ...]) -> tuple[float, ...]:
             if not llrs:  # no evidence either way (a ratio without a denominator)
                 return sums
-            if len(sums) != len(llrs):
+            if len(sums) != len(llrs):  # the designs changed: start again
                 sums = (0.0,) * len(llrs)
-            return tuple(
-                0.0 if s >= h and x < 0 else min(1.1 * h, max(0.0, s + x))
-                for s, x in zip(sums, llrs, strict=True)
-            )
+            return tuple(min(1.1 * h, max(0.0, s + x)) for s, x in zip(sums, llrs, strict=True))
 
         return Cusum(step(self.up, verdict.llr_up), step(self.down, verdict.llr_down))
 
     def level(self, alert_on: str) -> float:
+        return self.side(alert_on)[0]
+
+    def side(self, alert_on: str) -> tuple[float, str]:
+        """The highest sum on the sides the metric alerts on, and its side."""
         up, down = max(self.up, default=0.0), max(self.down, default=0.0)
-        if alert_on == "up":
-            return up
-        if alert_on == "down":
-            return down
-        return max(up, down)
+        if alert_on == "up" or (alert_on == "both" and up >= down):
+            return up, "up"
+        return down, "down"
 
 
 @dataclass
@@ -94,6 +115,7 @@ class SliceState:
     since: int  # the first window judged
     detectors: dict[str, Any] = field(default_factory=dict)  # metric -> detector state
     cusums: dict[str, Cusum] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)  # metric -> windows not learned in a row
 
 
 def observation(metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0) -> Observation:
@@ -180,7 +202,11 @@ class Evaluator:
     kpis: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._detectors = {m.name: detector_for(m.kind) for m in self.catalog.metrics}
+        self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
+        self._detectors = {
+            m.name: detector_for(m.kind, self.settings.window_s, self._h)
+            for m in self.catalog.metrics
+        }
         self._tz = ZoneInfo(self.settings.timezone)
         self._volume_slots = (
             [i for i, slot in enumerate(self.catalog.count_slots) if slot.power == 0],
@@ -300,7 +326,7 @@ class Evaluator:
         if det_state is None:
             det_state = detector.init_state()
         verdict = detector.score(det_state, obs)
-        h = self.settings.cusum_threshold
+        h = self._h
         # Evidence accumulated over windows, for the kinds whose detectors give it
         cusum = None
         if verdict.llr_up or verdict.llr_down:
@@ -327,15 +353,26 @@ class Evaluator:
         p = verdict.p_value(metric.alert_on)
         delta = abs(verdict.observed - verdict.expected)
         effect = delta / max(abs(verdict.expected), 1e-9)
-        # accumulated evidence counts while this window leans the same way
-        level = 0.0 if cusum is None else cusum.level(metric.alert_on)
-        sustained = level >= h and metric.alert_on in (verdict.direction(), "both") and p <= 0.25
+        # evidence accumulated on the side the metric alerts on: an alarm while it
+        # stays over the threshold, whatever this one window shows
+        level, side = (0.0, verdict.direction()) if cusum is None else cusum.side(metric.alert_on)
+        sustained = level >= h
+        direction = side if sustained else verdict.direction()
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
         )
         if not anomalous:
-            state.detectors[metric.name] = detector.learn(det_state, obs)
+            # while evidence of a shift builds up, the baseline holds, for up to
+            # ``hold_windows``: an incident too sparse to show in one window must
+            # not become the normal it is judged against before its evidence is
+            # complete, while a baseline that was off learns again
+            held = state.held.get(metric.name, 0)
+            if level < h / 4 or held >= self.settings.hold_windows:
+                state.detectors[metric.name] = detector.learn(det_state, obs)
+                state.held.pop(metric.name, None)
+            else:
+                state.held[metric.name] = held + 1
             return None
         if sustained:
             p = min(p, math.exp(-level))
@@ -348,6 +385,7 @@ class Evaluator:
             "excess": (verdict.observed - verdict.expected) * scale,
             "observed": verdict.observed,
             "expected": verdict.expected,
+            "direction": direction,
             "low": verdict.low,
             "high": verdict.high,
             "n": verdict.n,
@@ -376,11 +414,12 @@ class Evaluator:
                 name: self._detectors[name].state_to_json(s) for name, s in state.detectors.items()
             },
             "cusums": {name: [c.up, c.down] for name, c in state.cusums.items()},
+            "held": state.held,
             "since": state.since,
         }
 
     def restore_slice(self, key: str, raw: Mapping[str, Any]) -> None:
-        state = SliceState(raw["since"])
+        state = SliceState(raw["since"], held=dict(raw.get("held", {})))
         for name, det in raw["detectors"].items():
             if name in self._detectors:
                 state.detectors[name] = self._detectors[name].state_from_json(det)

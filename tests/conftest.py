@@ -35,7 +35,8 @@ class PostgresServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _script(self, command: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "OPSWATCH_PG_DIR": str(self.folder), "OPSWATCH_PG_PORT": str(self.port)}
+        env = {**os.environ, "OPSWATCH_PG_DIR": str(self.folder)}
+        env["OPSWATCH_PG_PORT"] = str(self.port)
         return subprocess.run(
             ["bash", str(POSTGRES), command], env=env, capture_output=True, text=True, check=False
         )

@@ -48,6 +48,7 @@ class OpswatchSettings(BaseSettings):
     database_url: str = Field(
         "sqlite:///opswatch.db", validation_alias=env("OPSWATCH_DATABASE_URL")
     )
+    database_upgrade: bool = Field(True, validation_alias=env("OPSWATCH_DATABASE_UPGRADE"))
     ingest_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_INGEST_HOST"))
     ingest_port: int = Field(8081, validation_alias=env("OPSWATCH_INGEST_PORT"))
     ingest_max_events: Annotated[int, Field(ge=1)] = Field(

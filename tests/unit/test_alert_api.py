@@ -1,4 +1,5 @@
-"""The alert API over a real SQLite database and a real PostgreSQL one: reads, writes, tokens, Slack buttons."""
+"""The alert API over a real SQLite database and a real PostgreSQL one: reads, writes,
+tokens, Slack buttons."""
 
 from __future__ import annotations
 
@@ -147,9 +148,7 @@ def test_writes_need_the_write_token(client: TestClient) -> None:
 
 
 def test_a_read_token_guards_reads_when_set(store_url: str) -> None:
-    book = AlertBook(
-        AlertStore(store_url), {}, Routing(AlertingConfig(), {}), wall_clock
-    )
+    book = AlertBook(AlertStore(store_url), {}, Routing(AlertingConfig(), {}), wall_clock)
     app = create_app(book, CollectorRegistry(), auth=Auth(SecretStr(WRITE), SecretStr(READ)))
     with TestClient(app) as c:
         assert c.get("/v1/alerts").status_code == 401

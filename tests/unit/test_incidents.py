@@ -1,4 +1,5 @@
-"""Incidents and their notifications, through the book over a real SQLite store and a real PostgreSQL one."""
+"""Incidents and their notifications, through the book over a real SQLite store and a
+real PostgreSQL one."""
 
 from __future__ import annotations
 

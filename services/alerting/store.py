@@ -150,6 +150,7 @@ class OutboxRow:
     created_at: str
     attempts: int
     token: str = ""
+    dedupe: str = ""  # the notification's identity, the same on every attempt
 
 
 @dataclass(frozen=True)
@@ -481,7 +482,15 @@ class AlertStore:
                 .values(claimed_until=until, claimed_by=token)
             )
         return OutboxRow(
-            r.id, r.receiver, r.incident_id, r.kind, r.payload, r.created_at, r.attempts, token
+            r.id,
+            r.receiver,
+            r.incident_id,
+            r.kind,
+            r.payload,
+            r.created_at,
+            r.attempts,
+            token,
+            r.dedupe,
         )
 
     def _release(self, row: OutboxRow, **values: Any) -> bool:

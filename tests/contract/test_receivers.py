@@ -241,6 +241,29 @@ def test_generic_webhook_is_signed_with_hmac_sha256(
 
 
 @pytest.mark.usefixtures("secrets_env")
+def test_a_webhook_retry_carries_the_idempotency_key_of_its_first_attempt(
+    store_url: str, recorder: Recorder
+) -> None:
+    hook = {
+        "type": "webhook",
+        "name": "hook",
+        "url": {"env": "T_HOOK_URL"},
+        "secret": {"env": "T_HOOK_SECRET"},
+    }
+    recorder.answer(f"/hook/{HOOK_SECRET}", 503)
+    rig = Rig(store_url, [hook])
+    rig.book.ingest(detector_update())
+    rig.book.ingest(detector_update(slice_={"region": "na"}, metric="gmv"))
+    rig.dispatcher.step()
+    rig.clock.advance(seconds=5)
+    rig.dispatcher.step()
+    keys = [r.headers["Idempotency-Key"] for r in recorder.to(f"/hook/{HOOK_SECRET}")]
+    assert len(keys) == 3 and len(set(keys)) == 2  # two incidents, the first one retried
+    assert keys.count(keys[0]) == 2
+    assert len(recorder.kept()) == 2
+
+
+@pytest.mark.usefixtures("secrets_env")
 def test_slack_is_paced_to_a_message_a_second_without_holding_up_others(
     store_url: str, recorder: Recorder
 ) -> None:

@@ -72,7 +72,11 @@ def fill_before_migrations(engine: Engine) -> None:
             if statement.strip():
                 conn.execute(text(statement))
         for i in range(INCIDENTS):
-            body: dict[str, Any] = {"id": incident_id(i), "family": "conversion", "status": "firing"}
+            body: dict[str, Any] = {
+                "id": incident_id(i),
+                "family": "conversion",
+                "status": "firing",
+            }
             conn.execute(
                 text(
                     "INSERT INTO incidents VALUES (:id, 'conversion', 'firing', 'critical',"

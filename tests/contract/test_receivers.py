@@ -28,6 +28,12 @@ T = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
 FAMILIES = {"conversion_rate": "conversion"}
 HOOK_SECRET = "hook-secret-0123456789"
 TOKEN = "xoxb-0123456789-secret"
+WEBHOOK = {
+    "type": "webhook",
+    "name": "hook",
+    "url": {"env": "T_HOOK_URL"},
+    "secret": {"env": "T_HOOK_SECRET"},
+}
 
 
 @pytest.fixture
@@ -223,13 +229,7 @@ def test_generic_webhook_is_signed_with_hmac_sha256(
     store_url: str, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    hook = {
-        "type": "webhook",
-        "name": "hook",
-        "url": {"env": "T_HOOK_URL"},
-        "secret": {"env": "T_HOOK_SECRET"},
-    }
-    rig = Rig(store_url, [hook])
+    rig = Rig(store_url, [WEBHOOK])
     rig.book.ingest(detector_update())
     rig.dispatcher.step()
     [req] = recorder.to(f"/hook/{HOOK_SECRET}")
@@ -244,14 +244,8 @@ def test_generic_webhook_is_signed_with_hmac_sha256(
 def test_a_webhook_retry_carries_the_idempotency_key_of_its_first_attempt(
     store_url: str, recorder: Recorder
 ) -> None:
-    hook = {
-        "type": "webhook",
-        "name": "hook",
-        "url": {"env": "T_HOOK_URL"},
-        "secret": {"env": "T_HOOK_SECRET"},
-    }
     recorder.answer(f"/hook/{HOOK_SECRET}", 503)
-    rig = Rig(store_url, [hook])
+    rig = Rig(store_url, [WEBHOOK])
     rig.book.ingest(detector_update())
     rig.book.ingest(detector_update(slice_={"region": "na"}, metric="gmv"))
     rig.dispatcher.step()
@@ -300,13 +294,7 @@ def test_one_alertmanager_down_does_not_hold_back_another(
 
 @pytest.mark.usefixtures("secrets_env")
 def test_a_sender_that_raises_is_retried_counted_and_given_up(store_url: str) -> None:
-    hook = {
-        "type": "webhook",
-        "name": "hook",
-        "url": {"env": "T_HOOK_URL"},
-        "secret": {"env": "T_HOOK_SECRET"},
-    }
-    rig = Rig(store_url, [hook])
+    rig = Rig(store_url, [WEBHOOK])
 
     class Broken:
         paced = False

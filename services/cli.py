@@ -169,9 +169,12 @@ def run(
 
     try:
         if service is Service.ingest:
+            from services.ingest.__main__ import answer_book
             from services.ingest.__main__ import serve as serve_ingest
 
-            serve_ingest(settings)
+            with _store_errors(settings):
+                replays = answer_book(settings)
+            serve_ingest(settings, replays)
         elif service is Service.alerting:
             from services.alerting.__main__ import serve as serve_alerting
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     and_,
     create_engine,
     delete,
@@ -115,6 +116,18 @@ deliveries = Table(
     Column("incident_id", String(32), primary_key=True),
     Column("ref", JSON, nullable=False),
 )
+# ingest's answers by Idempotency-Key, when replicas share them (services.ingest.keys)
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("answer", Text),
+    Column("owner", String(32), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=False),
+    Column("created_at", Float, nullable=False, index=True),
+)
 
 
 @dataclass(frozen=True)
@@ -193,7 +206,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return started_at, row_id
 
 
-def _sqlite_transactions(engine: Engine) -> None:
+def sqlite_transactions(engine: Engine) -> None:
     """Real transactions on SQLite: pysqlite's own begins late (at the first write),
     so a read-then-write races and a savepoint's release commits. Every transaction
     here takes the write lock at its start (``BEGIN IMMEDIATE``), so changes are
@@ -248,7 +261,7 @@ class AlertStore:
         self.url = url
         self.engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
-            _sqlite_transactions(self.engine)
+            sqlite_transactions(self.engine)
         prepare(self.engine, upgrade)
 
     @contextmanager

@@ -19,6 +19,7 @@ first used, so the table holds at most a day of keys.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -33,6 +34,8 @@ from services.alerting.schema import prepare
 from services.alerting.store import idempotency_keys as keys
 from services.alerting.store import sqlite_transactions
 from services.common.problems import ProblemError
+
+log = logging.getLogger(__name__)
 
 TTL_S = 86_400.0
 LEASE_S = 30.0  # longer than a request can take (Kafka's acknowledgement waits 15 s at most)
@@ -176,7 +179,10 @@ class SharedReplays:
         values: dict[str, object] = {"lease_until": 0.0}
         if answer is not None:
             values = {"answer": answer.decode(), "lease_until": time.time()}
-        await run_in_threadpool(self._update, key, values)
+        try:
+            await run_in_threadpool(self._update, key, values)
+        except OperationalError as exc:  # the lease runs out; a retry resumes from Kafka
+            log.warning("the answer for Idempotency-Key %r was not stored: %s", key, exc.orig)
 
     def _update(self, key: str, values: dict[str, object]) -> None:
         with self.engine.begin() as conn:

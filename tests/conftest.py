@@ -47,14 +47,21 @@ class PostgresServer:
     def down(self) -> None:
         self._script("down")
 
+    def _admin(self, statement: str) -> None:
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+        engine.dispose()
+
     def database(self) -> str:
         """A new empty database; its URL."""
         name = f"t_{uuid.uuid4().hex[:16]}"
-        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-        engine.dispose()
+        self._admin(f"CREATE DATABASE {name}")
         return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def drop(self, url: str) -> None:
+        """Drop a database ``database`` made, its sessions ended."""
+        self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 def _free(port: int) -> bool:
@@ -88,9 +95,13 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty alert store: a SQLite file, or a new database on the session's PostgreSQL."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty alert store: a SQLite file, or a new database on the session's PostgreSQL
+    (dropped afterwards)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'alerts.db'}"
+        yield f"sqlite:///{tmp_path / 'alerts.db'}"
+        return
     server: PostgresServer = request.getfixturevalue("postgres")
-    return server.database()
+    url = server.database()
+    yield url
+    server.drop(url)

@@ -8,12 +8,12 @@ KAFKA := deploy/local/kafka.sh
 WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy chaos bench clean
+.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration test-postgres check-deploy chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,6 +37,12 @@ test-unit: $(STAMP)
 
 test-integration: kafka-up
 	OPSWATCH_KAFKA_BOOTSTRAP=$${OPSWATCH_KAFKA_BOOTSTRAP:-127.0.0.1:9092} $(BIN)/python -m pytest tests/integration
+
+# The alert store on a real PostgreSQL 15 (Debian's package, installed when missing,
+# started by the tests on a free port and stopped after): the store, API and delivery
+# tests, migrations, and two alerting processes sharing it through a kill -9.
+test-postgres: $(STAMP)
+	$(BIN)/python -m pytest -m postgres tests/unit tests/contract tests/postgres
 
 # Dashboards against a real Prometheus, rules with promtool, the Helm chart with
 # helm lint, helm template and kubeconform, the compose file and the Dockerfile.

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -61,17 +62,29 @@ def _settings() -> OpswatchSettings:
 
 def _alerting(settings: OpswatchSettings) -> Runtime:
     """The alerting parts, or exit 2 with one clear message on a bad configuration."""
+    from services.alerting.routing import ConfigError
+    from services.alerting.runtime import build
+
+    try:
+        with _store_errors(settings):
+            return build(settings)
+    except (ConfigError, ValueError) as exc:
+        err.print(f"[red]alerting configuration error[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _store_errors(settings: OpswatchSettings) -> Iterator[None]:
+    """Exit 2 with one message when the alert store cannot be opened or prepared."""
     from sqlalchemy import make_url
     from sqlalchemy.exc import OperationalError
 
-    from services.alerting.routing import ConfigError
-    from services.alerting.runtime import build
-    from services.alerting.store import SchemaError
+    from services.alerting.schema import SchemaError
 
     try:
-        return build(settings)
-    except (ConfigError, SchemaError, ValueError) as exc:
-        err.print(f"[red]alerting configuration error[/]: {exc}")
+        yield
+    except SchemaError as exc:
+        err.print(f"[red]alert store schema error[/]: {exc}")
         raise typer.Exit(2) from None
     except OperationalError as exc:
         url = make_url(settings.database_url).render_as_string(hide_password=True)
@@ -156,9 +169,12 @@ def run(
 
     try:
         if service is Service.ingest:
+            from services.ingest.__main__ import answer_book
             from services.ingest.__main__ import serve as serve_ingest
 
-            serve_ingest(settings)
+            with _store_errors(settings):
+                replays = answer_book(settings)
+            serve_ingest(settings, replays)
         elif service is Service.alerting:
             from services.alerting.__main__ import serve as serve_alerting
 
@@ -366,6 +382,27 @@ def deadletter_replay(
         f"{verb} {summary.replayed} ({targets}); {summary.still_bad} still invalid, kept",
         highlight=False,
     )
+
+
+database = typer.Typer(help="The alert store's schema (OPSWATCH_DATABASE_URL).")
+app.add_typer(database, name="db")
+
+
+@database.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the alert store's schema to this release's revision (a store from before
+    migrations is recognised and stamped first); for installs that migrate as a job
+    before the services start, with OPSWATCH_DATABASE_UPGRADE=false on the services."""
+    from sqlalchemy import create_engine
+
+    from services.alerting.schema import prepare
+
+    settings = _settings()
+    engine = create_engine(settings.database_url)
+    with _store_errors(settings):
+        outcome = prepare(engine, upgrade=True)
+    engine.dispose()
+    out.print(outcome.describe(), highlight=False, soft_wrap=True)
 
 
 evaluate = typer.Typer(help="Evaluations that print figures: detectors against benchmarks.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ class Recorder:
         self._ts = itertools.count(1)
         self._lock = threading.Lock()
         self.url = ""
+        self.delay_s = 0.0  # how long each answer takes
+        self.in_flight = 0  # requests received and not answered yet
 
     def answer(
         self,
@@ -48,6 +51,19 @@ class Recorder:
 
     def to(self, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.path == path]
+
+    def kept(self) -> list[Recorded]:
+        """What a receiver that honours Idempotency-Key keeps: the first request of
+        each key (and every request without one)."""
+        seen: set[str] = set()
+        out = []
+        for r in self.requests:
+            key = next((v for k, v in r.headers.items() if k.lower() == "idempotency-key"), None)
+            if key is None or key not in seen:
+                out.append(r)
+            if key is not None:
+                seen.add(key)
+        return out
 
     def _respond(self, path: str) -> tuple[int, bytes, dict[str, str]]:
         with self._lock:
@@ -71,6 +87,8 @@ def recording_server(port: int = 0) -> Iterator[Recorder]:
             body = self.rfile.read(length)
             with recorder._lock:
                 recorder.requests.append(Recorded(self.path, dict(self.headers), body))
+                recorder.in_flight += 1
+            time.sleep(recorder.delay_s)
             status, answer, headers = recorder._respond(self.path)
             self.send_response(status)
             for key, value in headers.items():
@@ -78,6 +96,8 @@ def recording_server(port: int = 0) -> Iterator[Recorder]:
             self.send_header("content-length", str(len(answer)))
             self.end_headers()
             self.wfile.write(answer)
+            with recorder._lock:
+                recorder.in_flight -= 1
 
         def log_message(self, *_: Any) -> None:
             return

@@ -5,7 +5,10 @@ network failures with exponential backoff) or Failed (any other 4xx: logged,
 counted, not retried). Slack receivers are paced to about one message per
 second each. A row stays in the outbox until it is sent or has failed, so a
 notification accepted before a crash is sent after the restart; rows are
-leased, so several replicas share the outbox without sending a row twice.
+leased, so several replicas share the outbox without sending a row twice. A
+sender killed while a request is out loses its lease, and another replica
+sends that row again: webhooks carry the row's Idempotency-Key (the same on
+every attempt) so that a receiver keeps one.
 """
 
 from __future__ import annotations
@@ -239,6 +242,7 @@ class WebhookSender(HttpSender):
         body = orjson.dumps(row.payload)
         stamp = str(int(self.clock().timestamp()))
         headers = {
+            "Idempotency-Key": row.dedupe,
             "X-Opswatch-Timestamp": stamp,
             "X-Opswatch-Signature": webhook_signature(self.secret.get_secret_value(), stamp, body),
         }

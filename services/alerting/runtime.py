@@ -34,7 +34,7 @@ def build(settings: OpswatchSettings, clock: Clock = wall_clock) -> Runtime:
     config = load_config(settings.alerting_config)
     families = {m.name: m.family for m in settings.catalog().metrics}
     book = AlertBook(
-        AlertStore(settings.database_url),
+        AlertStore(settings.database_url, settings.database_upgrade),
         families,
         Routing(config, families),
         clock,

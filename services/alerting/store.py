@@ -1,6 +1,7 @@
 """The alert store: alerts, incidents, the notification outbox, in one database.
 
-SQLite by default, PostgreSQL through ``OPSWATCH_DATABASE_URL``. Rows keep the
+SQLite by default, PostgreSQL through ``OPSWATCH_DATABASE_URL``; the tables below
+are what the newest migration (``schema``) leaves. Rows keep the
 lifecycle state as JSON beside the columns that queries filter on; the logic
 that moves them lives in ``lifecycle`` and ``incidents`` and in ``book``,
 which calls these methods inside one transaction per change.
@@ -25,12 +26,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     and_,
     create_engine,
     delete,
     event,
     func,
-    inspect,
     or_,
     select,
     text,
@@ -42,9 +43,9 @@ from sqlalchemy.exc import IntegrityError
 from services.alerting import incidents as inc
 from services.alerting import lifecycle
 from services.alerting.lifecycle import AlertState, iso
+from services.alerting.schema import prepare
 from services.common.contracts import DIMENSIONS
 
-SCHEMA_VERSION = "2"
 BOOK_LOCK = 0x6F707377  # "opsw": the advisory lock that makes the book's changes serial
 RETENTION_DAYS = 7  # sent or failed outbox rows are kept this long
 
@@ -115,6 +116,18 @@ deliveries = Table(
     Column("incident_id", String(32), primary_key=True),
     Column("ref", JSON, nullable=False),
 )
+# ingest's answers by Idempotency-Key, when replicas share them (services.ingest.keys)
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("answer", Text),
+    Column("owner", String(32), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=False),
+    Column("created_at", Float, nullable=False, index=True),
+)
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,7 @@ class OutboxRow:
     created_at: str
     attempts: int
     token: str = ""
+    dedupe: str = ""  # the notification's identity, the same on every attempt
 
 
 @dataclass(frozen=True)
@@ -176,10 +190,6 @@ class CursorError(ValueError):
     pass
 
 
-class SchemaError(RuntimeError):
-    pass
-
-
 # A page token is the position after the last item: its time and id. Any token
 # of this shape is a position, so a well-formed token is never refused.
 PAGE_TOKEN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z~[0-9a-f]{32}$"
@@ -196,7 +206,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return started_at, row_id
 
 
-def _sqlite_transactions(engine: Engine) -> None:
+def sqlite_transactions(engine: Engine) -> None:
     """Real transactions on SQLite: pysqlite's own begins late (at the first write),
     so a read-then-write races and a savepoint's release commits. Every transaction
     here takes the write lock at its start (``BEGIN IMMEDIATE``), so changes are
@@ -244,31 +254,15 @@ def _page(
 
 
 class AlertStore:
-    def __init__(self, url: str) -> None:
+    """``upgrade``: bring an older schema to this release's (else refuse it, see
+    ``schema.prepare``)."""
+
+    def __init__(self, url: str, upgrade: bool = True) -> None:
         self.url = url
         self.engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
-            _sqlite_transactions(self.engine)
-        self._check_schema()
-        metadata.create_all(self.engine)
-        try:
-            with self.engine.begin() as conn:
-                if (
-                    conn.execute(select(meta.c.value).where(meta.c.key == "schema")).scalar()
-                    is None
-                ):
-                    conn.execute(meta.insert().values(key="schema", value=SCHEMA_VERSION))
-        except IntegrityError:
-            pass  # another replica starting at the same moment wrote it
-
-    def _check_schema(self) -> None:
-        names = inspect(self.engine).get_table_names()
-        if "alerts" in names and "opswatch_meta" not in names:
-            raise SchemaError(
-                f"the database {self.engine.url.render_as_string(hide_password=True)} holds "
-                "alerts of an older opswatch (no incidents or lifecycle); point "
-                "OPSWATCH_DATABASE_URL at a new database or delete this one"
-            )
+            sqlite_transactions(self.engine)
+        prepare(self.engine, upgrade)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -501,7 +495,15 @@ class AlertStore:
                 .values(claimed_until=until, claimed_by=token)
             )
         return OutboxRow(
-            r.id, r.receiver, r.incident_id, r.kind, r.payload, r.created_at, r.attempts, token
+            r.id,
+            r.receiver,
+            r.incident_id,
+            r.kind,
+            r.payload,
+            r.created_at,
+            r.attempts,
+            token,
+            r.dedupe,
         )
 
     def _release(self, row: OutboxRow, **values: Any) -> bool:

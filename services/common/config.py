@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
@@ -48,6 +48,7 @@ class OpswatchSettings(BaseSettings):
     database_url: str = Field(
         "sqlite:///opswatch.db", validation_alias=env("OPSWATCH_DATABASE_URL")
     )
+    database_upgrade: bool = Field(True, validation_alias=env("OPSWATCH_DATABASE_UPGRADE"))
     ingest_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_INGEST_HOST"))
     ingest_port: int = Field(8081, validation_alias=env("OPSWATCH_INGEST_PORT"))
     ingest_max_events: Annotated[int, Field(ge=1)] = Field(
@@ -58,6 +59,9 @@ class OpswatchSettings(BaseSettings):
     )
     ingest_max_inflight: Annotated[int, Field(ge=1)] = Field(
         16, validation_alias=env("OPSWATCH_INGEST_MAX_INFLIGHT")
+    )
+    ingest_idempotency: Literal["process", "database"] = Field(
+        "process", validation_alias=env("OPSWATCH_INGEST_IDEMPOTENCY")
     )
     alerting_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_ALERTING_HOST"))
     alerting_port: int = Field(8080, validation_alias=env("OPSWATCH_ALERTING_PORT"))

@@ -8,10 +8,19 @@ from prometheus_client import CollectorRegistry
 from services.common.config import OpswatchSettings
 from services.common.kafka import ensure_topics
 from services.ingest.app import create_app
+from services.ingest.keys import AnswerBook, Replays, SharedReplays
 from services.ingest.sink import KafkaSink
 
 
-def serve(settings: OpswatchSettings) -> None:
+def answer_book(settings: OpswatchSettings) -> AnswerBook:
+    """Where the answers by Idempotency-Key are kept: this process, or the database of
+    OPSWATCH_DATABASE_URL that every replica shares."""
+    if settings.ingest_idempotency == "database":
+        return SharedReplays(settings.database_url, settings.database_upgrade)
+    return Replays()
+
+
+def serve(settings: OpswatchSettings, replays: AnswerBook) -> None:
     assert settings.kafka_bootstrap
     ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
     app = create_app(
@@ -21,6 +30,7 @@ def serve(settings: OpswatchSettings) -> None:
         settings.ingest_max_events,
         settings.ingest_max_bytes,
         settings.ingest_max_inflight,
+        replays,
     )
     uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
 

@@ -12,6 +12,7 @@ from services.common import health as common_health
 from services.common import problems
 from services.common.events import Topics
 from services.ingest.api import events, health
+from services.ingest.keys import AnswerBook, Replays
 from services.ingest.metrics import Metrics
 from services.ingest.sink import Sink
 
@@ -23,10 +24,12 @@ def create_app(
     max_events: int = 10_000,
     max_bytes: int = 10_000_000,
     max_inflight: int = 16,
+    replays: AnswerBook | None = None,
 ) -> FastAPI:
     """``max_inflight`` requests at most are read and produced at once (each holds up to
     ``max_bytes``); one more is answered 503 at once, so memory stays bounded while
-    Kafka is slow or away."""
+    Kafka is slow or away. ``replays`` keeps the answers by Idempotency-Key (in this
+    process unless given)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -39,7 +42,7 @@ def create_app(
     app.state.metrics = Metrics.create(registry)
     app.state.max_events = max_events
     app.state.max_bytes = max_bytes
-    app.state.replays = events.Replays()
+    app.state.replays = replays or Replays()
     app.state.inflight = events.InFlight(max_inflight)
     app.state.topics = topics or Topics()
     problems.install(app)

@@ -8,12 +8,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from services.common.events import batches, deadletter_headers
 from services.common.kafka import producer, reachable, slot
 
 log = logging.getLogger(__name__)
+
+MARK = "opswatch-idempotency"  # header: `{Idempotency-Key}#{n}`, the request's n-th record
+CLOCK_SKEW_S = 5.0  # how far a resumed attempt looks back before the first one's claim
+
+
+Part = tuple[str, int | None, bytes, list[tuple[str, bytes]]]  # topic, partition, value, headers
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,9 @@ class SinkUnavailableError(Exception):
 
 
 class Sink(Protocol):
-    def send(self, records: Sequence[Record]) -> None: ...
+    def send(
+        self, records: Sequence[Record], key: str | None = None, resume_since: float | None = None
+    ) -> None: ...
 
     def ready(self) -> bool: ...
 
@@ -46,37 +55,96 @@ class KafkaSink:
         self._ready_at = 0.0
         self._ready = False
 
-    def send(self, records: Sequence[Record]) -> None:
+    def send(
+        self, records: Sequence[Record], key: str | None = None, resume_since: float | None = None
+    ) -> None:
         """All of ``records`` acknowledged within the timeout, or SinkUnavailableError.
         Keyed records (events) go as batch records, one or more per partition, each
-        event to the partition its key alone would have gone to."""
+        event to the partition its key alone would have gone to. With an
+        Idempotency-Key each record carries it (header ``opswatch-idempotency``); when
+        resuming an attempt begun at ``resume_since``, the records it produced are
+        found in Kafka and not produced again."""
         deadline = time.monotonic() + self._timeout_s
         try:
-            futures = []
-            by_partition: dict[tuple[str, int], list[bytes]] = {}
-            known: dict[str, list[int]] = {}
-            for r in records:
-                if r.key is None:
-                    futures.append(
-                        self._producer.send(r.topic, value=r.value, headers=list(r.headers))
-                    )
-                else:
-                    if r.topic not in known:
-                        known[r.topic] = sorted(self._producer.partitions_for(r.topic))
-                    partitions = known[r.topic]
-                    where = (r.topic, partitions[slot(r.key, len(partitions))])
-                    by_partition.setdefault(where, []).append(r.value)
-            for (topic, partition), values in by_partition.items():
-                futures += [
-                    self._producer.send(topic, value=batch, partition=partition)
-                    for batch in batches(values)
-                ]
+            parts = self._parts(records)
+            marks = [[(MARK, f"{key}#{n}".encode())] if key else [] for n in range(len(parts))]
+            done = (
+                self._produced(key, parts, resume_since, deadline)
+                if key is not None and resume_since is not None
+                else set()
+            )
+            futures = [
+                self._producer.send(topic, value=value, partition=p, headers=[*headers, *mark])
+                for n, ((topic, p, value, headers), mark) in enumerate(
+                    zip(parts, marks, strict=True)
+                )
+                if n not in done
+            ]
             self._producer.flush(timeout=self._timeout_s)
             for f in futures:
                 f.get(timeout=max(0.0, deadline - time.monotonic()))
         except KafkaError as exc:
             log.warning("kafka did not acknowledge a batch: %s", exc)
             raise SinkUnavailableError(str(exc)) from exc
+
+    def _parts(self, records: Sequence[Record]) -> list[Part]:
+        """The Kafka records of a request, in an order its body alone decides: unkeyed
+        ones as they come (the partitioner places them), then the batch records."""
+        parts: list[Part] = []
+        by_partition: dict[tuple[str, int], list[bytes]] = {}
+        known: dict[str, list[int]] = {}
+        for r in records:
+            if r.key is None:
+                parts.append((r.topic, None, r.value, list(r.headers)))
+                continue
+            if r.topic not in known:
+                known[r.topic] = sorted(self._producer.partitions_for(r.topic))
+            partitions = known[r.topic]
+            by_partition.setdefault((r.topic, partitions[slot(r.key, len(partitions))]), []).append(
+                r.value
+            )
+        for (topic, partition), values in by_partition.items():
+            parts += [(topic, partition, batch, []) for batch in batches(values)]
+        return parts
+
+    def _produced(self, key: str, parts: Sequence[Part], since: float, deadline: float) -> set[int]:
+        """Which of ``parts`` an attempt with ``key`` begun at ``since`` produced: read
+        from that time (Kafka's timestamp index) to the end of each partition they go to."""
+        tps: set[TopicPartition] = set()
+        for topic, partition, _, _ in parts:
+            places = self._producer.partitions_for(topic) if partition is None else {partition}
+            tps |= {TopicPartition(topic, p) for p in places}
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id="opswatch-ingest-resume",
+            enable_auto_commit=False,
+            request_timeout_ms=int(self._timeout_s * 1000),
+        )
+        found: set[int] = set()
+        try:
+            consumer.assign(list(tps))
+            starts = consumer.offsets_for_times(
+                {tp: int((since - CLOCK_SKEW_S) * 1000) for tp in tps}
+            )
+            ends = consumer.end_offsets(list(tps))
+            for tp in tps:
+                start = starts.get(tp)
+                consumer.seek(tp, start.offset if start is not None else ends[tp])
+            while any(consumer.position(tp) < ends[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise KafkaTimeoutError("reading back a resumed request's records")
+                for batch in consumer.poll(timeout_ms=500).values():
+                    for r in batch:
+                        for name, value in r.headers or ():
+                            owner, _, n = value.rpartition(b"#")
+                            if name == MARK and owner == key.encode():
+                                found.add(int(n))
+        finally:
+            consumer.close()
+        log.info(
+            "resuming request %r: %d of its %d records were produced", key, len(found), len(parts)
+        )
+        return found
 
     def ready(self) -> bool:
         now = time.monotonic()

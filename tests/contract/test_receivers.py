@@ -10,7 +10,6 @@ import hmac
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +28,12 @@ T = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
 FAMILIES = {"conversion_rate": "conversion"}
 HOOK_SECRET = "hook-secret-0123456789"
 TOKEN = "xoxb-0123456789-secret"
+WEBHOOK = {
+    "type": "webhook",
+    "name": "hook",
+    "url": {"env": "T_HOOK_URL"},
+    "secret": {"env": "T_HOOK_SECRET"},
+}
 
 
 @pytest.fixture
@@ -38,7 +43,7 @@ def recorder() -> Iterator[Recorder]:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, receivers: list[dict[str, Any]]) -> None:
+    def __init__(self, store_url: str, receivers: list[dict[str, Any]]) -> None:
         self.clock = FakeClock(T + timedelta(minutes=5))
         config = AlertingConfig.model_validate(
             {
@@ -50,7 +55,7 @@ class Rig:
             }
         )
         self.book = AlertBook(
-            AlertStore(f"sqlite:///{tmp_path / 'a.db'}"),
+            AlertStore(store_url),
             FAMILIES,
             Routing(config, FAMILIES),
             self.clock,
@@ -93,9 +98,9 @@ SLACK_WEBHOOK = {"type": "slack_webhook", "name": "ops", "url": {"env": "T_SLACK
 
 @pytest.mark.usefixtures("secrets_env")
 def test_slack_webhook_message_is_block_kit_with_escaped_event_text(
-    tmp_path: Path, recorder: Recorder
+    store_url: str, recorder: Recorder
 ) -> None:
-    rig = Rig(tmp_path, [SLACK_WEBHOOK])
+    rig = Rig(store_url, [SLACK_WEBHOOK])
     rig.book.ingest(detector_update(slice_={"region": "<!channel> @here", "channel": "web"}))
     assert rig.dispatcher.step() == 1
     [req] = recorder.requests
@@ -116,13 +121,13 @@ def test_slack_webhook_message_is_block_kit_with_escaped_event_text(
 
 @pytest.mark.usefixtures("secrets_env")
 def test_429_waits_for_retry_after_5xx_backs_off_other_4xx_give_up(
-    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+    store_url: str, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     path = f"/services/T0/B0/{HOOK_SECRET}"
     recorder.answer(path, 429, b"rate_limited", {"Retry-After": "1"})
     recorder.answer(path, 500, b"internal error")
-    rig = Rig(tmp_path, [SLACK_WEBHOOK])
+    rig = Rig(store_url, [SLACK_WEBHOOK])
     rig.book.ingest(detector_update())
     assert rig.dispatcher.step() == 0
     [row] = rig.book.store.outbox_rows()
@@ -148,10 +153,10 @@ def test_429_waits_for_retry_after_5xx_backs_off_other_4xx_give_up(
 
 @pytest.mark.usefixtures("secrets_env")
 def test_slack_bot_posts_then_updates_and_replies_in_the_thread(
-    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+    store_url: str, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    rig = Rig(tmp_path, [slack_bot(recorder)])
+    rig = Rig(store_url, [slack_bot(recorder)])
     update = detector_update()
     rig.book.ingest(update)
     rig.dispatcher.step()
@@ -182,11 +187,11 @@ def test_slack_bot_posts_then_updates_and_replies_in_the_thread(
 
 
 @pytest.mark.usefixtures("secrets_env")
-def test_slack_bot_honours_retry_after_on_429(tmp_path: Path, recorder: Recorder) -> None:
+def test_slack_bot_honours_retry_after_on_429(store_url: str, recorder: Recorder) -> None:
     recorder.answer(
         "/api/chat.postMessage", 429, b'{"ok": false, "error": "ratelimited"}', {"Retry-After": "7"}
     )
-    rig = Rig(tmp_path, [slack_bot(recorder)])
+    rig = Rig(store_url, [slack_bot(recorder)])
     rig.book.ingest(detector_update())
     rig.dispatcher.step()
     [row] = rig.book.store.outbox_rows()
@@ -195,7 +200,7 @@ def test_slack_bot_honours_retry_after_on_429(tmp_path: Path, recorder: Recorder
 
 @pytest.mark.usefixtures("secrets_env")
 def test_pagerduty_events_share_the_incident_as_dedup_key(
-    tmp_path: Path, recorder: Recorder
+    store_url: str, recorder: Recorder
 ) -> None:
     pd = {
         "type": "pagerduty",
@@ -203,7 +208,7 @@ def test_pagerduty_events_share_the_incident_as_dedup_key(
         "routing_key": {"env": "T_PD_KEY"},
         "url": f"{recorder.url}/v2/enqueue",
     }
-    rig = Rig(tmp_path, [pd])
+    rig = Rig(store_url, [pd])
     update = detector_update()
     rig.book.ingest(update)
     rig.dispatcher.step()
@@ -221,16 +226,10 @@ def test_pagerduty_events_share_the_incident_as_dedup_key(
 
 @pytest.mark.usefixtures("secrets_env")
 def test_generic_webhook_is_signed_with_hmac_sha256(
-    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+    store_url: str, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    hook = {
-        "type": "webhook",
-        "name": "hook",
-        "url": {"env": "T_HOOK_URL"},
-        "secret": {"env": "T_HOOK_SECRET"},
-    }
-    rig = Rig(tmp_path, [hook])
+    rig = Rig(store_url, [WEBHOOK])
     rig.book.ingest(detector_update())
     rig.dispatcher.step()
     [req] = recorder.to(f"/hook/{HOOK_SECRET}")
@@ -242,8 +241,25 @@ def test_generic_webhook_is_signed_with_hmac_sha256(
 
 
 @pytest.mark.usefixtures("secrets_env")
+def test_a_webhook_retry_carries_the_idempotency_key_of_its_first_attempt(
+    store_url: str, recorder: Recorder
+) -> None:
+    recorder.answer(f"/hook/{HOOK_SECRET}", 503)
+    rig = Rig(store_url, [WEBHOOK])
+    rig.book.ingest(detector_update())
+    rig.book.ingest(detector_update(slice_={"region": "na"}, metric="gmv"))
+    rig.dispatcher.step()
+    rig.clock.advance(seconds=5)
+    rig.dispatcher.step()
+    keys = [r.headers["Idempotency-Key"] for r in recorder.to(f"/hook/{HOOK_SECRET}")]
+    assert len(keys) == 3 and len(set(keys)) == 2  # two incidents, the first one retried
+    assert keys.count(keys[0]) == 2
+    assert len(recorder.kept()) == 2
+
+
+@pytest.mark.usefixtures("secrets_env")
 def test_slack_is_paced_to_a_message_a_second_without_holding_up_others(
-    tmp_path: Path, recorder: Recorder
+    store_url: str, recorder: Recorder
 ) -> None:
     pd = {
         "type": "pagerduty",
@@ -251,7 +267,7 @@ def test_slack_is_paced_to_a_message_a_second_without_holding_up_others(
         "routing_key": {"env": "T_PD_KEY"},
         "url": f"{recorder.url}/v2/enqueue",
     }
-    rig = Rig(tmp_path, [SLACK_WEBHOOK, pd])
+    rig = Rig(store_url, [SLACK_WEBHOOK, pd])
     for region in ("eu", "us", "apac"):
         rig.book.ingest(detector_update(slice_={"region": region}))
     assert rig.dispatcher.step() == 4  # one Slack message, three PagerDuty events
@@ -263,11 +279,11 @@ def test_slack_is_paced_to_a_message_a_second_without_holding_up_others(
 
 
 def test_one_alertmanager_down_does_not_hold_back_another(
-    tmp_path: Path, recorder: Recorder
+    store_url: str, recorder: Recorder
 ) -> None:
     recorder.answer("/down/api/v2/alerts", 503, times=100)
     am = {"type": "alertmanager", "name": "am", "urls": [f"{recorder.url}/down", recorder.url]}
-    rig = Rig(tmp_path, [am])
+    rig = Rig(store_url, [am])
     rig.book.ingest(detector_update())
     for _ in range(3):
         rig.dispatcher.step()
@@ -277,14 +293,8 @@ def test_one_alertmanager_down_does_not_hold_back_another(
 
 
 @pytest.mark.usefixtures("secrets_env")
-def test_a_sender_that_raises_is_retried_counted_and_given_up(tmp_path: Path) -> None:
-    hook = {
-        "type": "webhook",
-        "name": "hook",
-        "url": {"env": "T_HOOK_URL"},
-        "secret": {"env": "T_HOOK_SECRET"},
-    }
-    rig = Rig(tmp_path, [hook])
+def test_a_sender_that_raises_is_retried_counted_and_given_up(store_url: str) -> None:
+    rig = Rig(store_url, [WEBHOOK])
 
     class Broken:
         paced = False

@@ -174,6 +174,43 @@ def test_without_postgresql_the_alert_store_is_on_a_writable_volume(
     assert "emptyDir" in volumes[mounts[folder]], f"{url} is not on a writable volume"
 
 
+def test_the_schema_is_upgraded_by_a_hook_job_and_ingest_shares_its_keys_in_postgresql(
+    tools: dict[str, str],
+) -> None:
+    docs = [d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "scaled-values.yaml")) if d]
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["db", "upgrade"]
+    by_reference = {"secretKeyRef": {"name": "opswatch-db", "key": "DATABASE_URL"}}
+    [url] = [e for e in container["env"] if e["name"] == "OPSWATCH_DATABASE_URL"]
+    assert url["valueFrom"] == by_reference
+    env = {
+        d["metadata"]["name"].rsplit("-", 1)[1]: {
+            e["name"]: e.get("value", e.get("valueFrom"))
+            for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        }
+        for d in docs
+        if d["kind"] == "Deployment"
+    }
+    assert env["alerting"]["OPSWATCH_DATABASE_UPGRADE"] == "false"
+    assert env["ingest"]["OPSWATCH_INGEST_IDEMPOTENCY"] == "database"
+    assert env["ingest"]["OPSWATCH_DATABASE_URL"] == by_reference
+    assert env["ingest"]["OPSWATCH_DATABASE_UPGRADE"] == "false"
+    default = [d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "default-values.yaml"))]
+    assert not [d for d in default if d and d["kind"] == "Job"]
+
+
+@pytest.mark.parametrize("setting", ["database.migrationJob", "database.sharedIdempotencyKeys"])
+def test_the_database_settings_without_a_database_secret_are_refused(
+    tools: dict[str, str], setting: str
+) -> None:
+    default = str(CHART / "ci" / "default-values.yaml")
+    done = helm(tools, "template", "ops", str(CHART), "-f", default, "--set", f"{setting}=true")
+    assert done.returncode != 0
+    assert f"{setting} needs secrets.database.name" in done.stderr
+
+
 def test_a_custom_metric_catalog_reaches_every_service_and_loads(
     tools: dict[str, str], tmp_path: Path
 ) -> None:

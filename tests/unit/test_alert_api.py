@@ -1,11 +1,11 @@
-"""The alert API over a real SQLite database: reads, writes, tokens, Slack buttons."""
+"""The alert API over a real SQLite database and a real PostgreSQL one: reads, writes,
+tokens, Slack buttons."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,10 +35,10 @@ def alert(
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> TestClient:
+def client(store_url: str) -> TestClient:
     families = {"conversion_rate": "conversion", "gmv": "orders"}
     book = AlertBook(
-        AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}"),
+        AlertStore(store_url),
         families,
         Routing(AlertingConfig(), families),
         wall_clock,
@@ -147,10 +147,8 @@ def test_writes_need_the_write_token(client: TestClient) -> None:
     assert resp.status_code == 200 and resp.json()["status"] == "acknowledged"
 
 
-def test_a_read_token_guards_reads_when_set(tmp_path: Path) -> None:
-    book = AlertBook(
-        AlertStore(f"sqlite:///{tmp_path / 'r.db'}"), {}, Routing(AlertingConfig(), {}), wall_clock
-    )
+def test_a_read_token_guards_reads_when_set(store_url: str) -> None:
+    book = AlertBook(AlertStore(store_url), {}, Routing(AlertingConfig(), {}), wall_clock)
     app = create_app(book, CollectorRegistry(), auth=Auth(SecretStr(WRITE), SecretStr(READ)))
     with TestClient(app) as c:
         assert c.get("/v1/alerts").status_code == 401

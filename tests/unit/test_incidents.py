@@ -1,9 +1,9 @@
-"""Incidents and their notifications, through the book over a real SQLite store."""
+"""Incidents and their notifications, through the book over a real SQLite store and a
+real PostgreSQL one."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,9 +38,9 @@ def clock() -> FakeClock:
     return FakeClock(T + timedelta(minutes=5))
 
 
-def make_book(tmp_path: Path, clock: FakeClock, cfg: AlertingConfig | None = None) -> AlertBook:
+def make_book(store_url: str, clock: FakeClock, cfg: AlertingConfig | None = None) -> AlertBook:
     return AlertBook(
-        AlertStore(f"sqlite:///{tmp_path / 'a.db'}"),
+        AlertStore(store_url),
         FAMILIES,
         Routing(cfg or config(), FAMILIES),
         clock,
@@ -54,8 +54,8 @@ def make_book(tmp_path: Path, clock: FakeClock, cfg: AlertingConfig | None = Non
 
 
 @pytest.fixture
-def book(tmp_path: Path, clock: FakeClock) -> AlertBook:
-    return make_book(tmp_path, clock)
+def book(store_url: str, clock: FakeClock) -> AlertBook:
+    return make_book(store_url, clock)
 
 
 def sent(book: AlertBook) -> list[tuple[str, str]]:
@@ -160,10 +160,10 @@ def test_an_incident_over_before_the_group_wait_is_never_sent(
     assert book.plan() == 0 and sent(book) == []
 
 
-def test_a_mute_window_holds_notifications_not_detection(tmp_path: Path) -> None:
+def test_a_mute_window_holds_notifications_not_detection(store_url: str) -> None:
     clock = FakeClock(datetime(2026, 3, 3, 2, 10, tzinfo=UTC))
     cfg = config(mute_windows=[{"name": "nightly", "start": "02:00", "end": "03:00"}])
-    book = make_book(tmp_path, clock, cfg)
+    book = make_book(store_url, clock, cfg)
     start = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
     book.ingest(detector_update(start=start))
     clock.advance(minutes=10)
@@ -194,9 +194,9 @@ def test_a_flapping_alert_is_not_notified_on_every_flip(book: AlertBook, clock: 
 
 
 def test_alertmanager_gets_every_alert_again_while_firing_and_the_end(
-    tmp_path: Path, clock: FakeClock
+    store_url: str, clock: FakeClock
 ) -> None:
-    book = make_book(tmp_path, clock, config(routes=[{"receivers": ["am"]}]))
+    book = make_book(store_url, clock, config(routes=[{"receivers": ["am"]}]))
     book.ingest(detector_update())
     assert book.plan() == 1  # no group wait: Alertmanager groups by itself
     clock.advance(seconds=30)
@@ -212,12 +212,12 @@ def test_alertmanager_gets_every_alert_again_while_firing_and_the_end(
 
 
 def test_who_heard_of_an_incident_hears_its_end_whatever_leads_it_now(
-    tmp_path: Path, clock: FakeClock
+    store_url: str, clock: FakeClock
 ) -> None:
     cfg = config(
         routes=[{"match": {"region": ["eu"]}, "receivers": ["hook"]}],
     )
-    book = make_book(tmp_path, clock, cfg)
+    book = make_book(store_url, clock, cfg)
     book.ingest(detector_update(slice_={"region": "eu"}, severity="warning"))
     clock.advance(minutes=1)
     book.plan()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -24,6 +22,7 @@ from services.common.events import (
     validate,
 )
 from services.common.problems import ProblemError, problem_responses
+from services.ingest.keys import AnswerBook
 from services.ingest.metrics import Metrics
 from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
 
@@ -60,48 +59,6 @@ def get_topics(request: Request) -> Topics:
 
 def get_max_events(request: Request) -> int:
     return request.app.state.max_events  # type: ignore[no-any-return]
-
-
-class Replays:
-    """Answers already given, by Idempotency-Key: a retried POST gets the first answer
-    again instead of producing its events twice, and a request arriving while the
-    first with its key is still at work waits for that answer. Bounded in bytes and
-    per process: a retry that reaches another replica is produced again, and the
-    detector drops the duplicate event ids."""
-
-    def __init__(self, budget_bytes: int = 32 << 20, ttl_s: float = 86_400.0) -> None:
-        self.budget_bytes = budget_bytes
-        self.ttl_s = ttl_s
-        self._answers: OrderedDict[str, tuple[float, bytes, bytes]] = OrderedDict()
-        self._held = 0
-        self._working: dict[str, asyncio.Future[None]] = {}
-
-    async def claim(self, key: str, digest: bytes) -> bytes | None:
-        """The stored answer for a retry, or None when this request is the first (it
-        must then ``release`` the key, with its answer or without)."""
-        while (working := self._working.get(key)) is not None:
-            await asyncio.shield(working)
-        found = self._answers.get(key)
-        if found is not None and time.monotonic() - found[0] <= self.ttl_s:
-            if found[1] != digest:
-                raise ProblemError(
-                    422,
-                    "Idempotency-Key reused",
-                    "this key was used before for a request with another body",
-                )
-            return found[2]
-        self._working[key] = asyncio.get_running_loop().create_future()
-        return None
-
-    def release(self, key: str, digest: bytes, answer: bytes | None) -> None:
-        if answer is not None:
-            if key in self._answers:
-                self._held -= len(self._answers.pop(key)[2])
-            self._answers[key] = (time.monotonic(), digest, answer)
-            self._held += len(answer)
-            while self._held > self.budget_bytes and self._answers:
-                self._held -= len(self._answers.popitem(last=False)[1][2])
-        self._working.pop(key).set_result(None)
 
 
 class InFlight:
@@ -234,19 +191,21 @@ async def _post_events(
         return await _ingest(body, content_type, sink, metrics, max_events, topics, started)
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
-    replays: Replays = request.app.state.replays
+    replays: AnswerBook = request.app.state.replays
     digest = hashlib.sha256(content_type.encode() + b"\0" + body).digest()
-    earlier = await replays.claim(key, digest)
-    if earlier is not None:
+    claim = await replays.claim(key, digest)
+    if claim.answer is not None:
         response.headers["Idempotent-Replayed"] = "true"
-        return IngestResult.model_validate_json(earlier)
+        return IngestResult.model_validate_json(claim.answer)
     answer = None
     try:
-        result = await _ingest(body, content_type, sink, metrics, max_events, topics, started)
+        result = await _ingest(
+            body, content_type, sink, metrics, max_events, topics, started, key, claim.resume_since
+        )
         answer = result.model_dump_json().encode()
         return result
     finally:
-        replays.release(key, digest, answer)
+        await replays.release(key, answer)
 
 
 async def _ingest(
@@ -257,6 +216,8 @@ async def _ingest(
     max_events: int,
     topics: Topics,
     started: float,
+    key: str | None = None,
+    resume_since: float | None = None,
 ) -> IngestResult:
     items = _split(body, content_type)
     if len(items) > max_events:
@@ -298,7 +259,7 @@ async def _ingest(
     if records:
         produce_started = time.perf_counter()
         try:
-            await run_in_threadpool(sink.send, records)
+            await run_in_threadpool(sink.send, records, key, resume_since)
         except SinkUnavailableError:
             raise ProblemError(
                 503,

@@ -18,6 +18,10 @@
 - name: OPSWATCH_DATABASE_URL
   value: "sqlite:////tmp/opswatch-alerts.db"
 {{- end }}
+{{- if .Values.database.migrationJob }}
+- name: OPSWATCH_DATABASE_UPGRADE
+  value: "false"
+{{- end }}
 {{- if $s.apiWriteToken.name }}
 - name: OPSWATCH_API_WRITE_TOKEN_FILE
   value: {{ printf "%s/api-write-token/%s" $secretDir $s.apiWriteToken.key | quote }}

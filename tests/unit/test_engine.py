@@ -75,19 +75,19 @@ def test_a_window_closes_when_the_watermark_passes_it() -> None:
 
 
 def test_windows_the_input_covers_only_in_part_are_counted_never_judged() -> None:
-    """A stream that begins at 00:03 and ends at 00:22: the windows of 00:00 and
-    00:20 hold part of what happened in them, those between all of it."""
+    """A stream that begins at 00:03 and ends at 00:26: the windows of 00:00 and
+    00:25 hold part of what happened in them, those between all of it."""
     engine = Engine(CATALOG, SETTINGS)
     begin = T0 + timedelta(minutes=3)
-    for minute in range(20):
+    for minute in range(24):
         e = event("activity", begin + timedelta(minutes=minute))
         engine.add(e, event_time(e), leaf_of(e))
-    closed = engine.aggregator.advance()  # the watermark: 00:22 less two minutes
+    closed = engine.aggregator.advance()  # the watermark: 00:26 less two minutes
     start = int(T0.timestamp())
-    assert [w.start for w in closed] == [start + 300, start + 600]
+    assert [w.start for w in closed] == [start + 300, start + 600, start + 900]
     assert engine.aggregator.stats.incomplete == 1
-    closed = engine.aggregator.advance(flush=True)
-    assert [w.start for w in closed] == [start + 900]
+    closed = engine.aggregator.advance(flush=True)  # the end of the input
+    assert [w.start for w in closed] == [start + 1200]
     assert engine.aggregator.stats.incomplete == 2
     assert engine.aggregator.windows == {}
 

@@ -8,7 +8,7 @@ KAFKA := deploy/local/kafka.sh
 WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration check-deploy chaos bench clean
+.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration test-kafka-security check-deploy chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test-unit: $(STAMP)
 
 test-integration: kafka-up
 	OPSWATCH_KAFKA_BOOTSTRAP=$${OPSWATCH_KAFKA_BOOTSTRAP:-127.0.0.1:9092} $(BIN)/python -m pytest tests/integration
+
+# The pipeline end to end over SASL_SSL (SCRAM-SHA-512), and a wrong password, an
+# untrusted CA and a wrong mechanism each ending every command with one message, on a
+# broker of their own with a SASL_SSL listener (started and stopped by the tests).
+test-kafka-security: $(STAMP)
+	$(BIN)/python -m pytest tests/security -p no:cacheprovider
 
 # Dashboards against a real Prometheus, rules with promtool, the Helm chart with
 # helm lint, helm template and kubeconform, the compose file and the Dockerfile.

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from kafka.errors import KafkaError
 
+from services.common.connection import KafkaConnection
 from services.common.events import batches, deadletter_headers
 from services.common.kafka import producer, reachable, slot
 
@@ -39,9 +40,9 @@ class Sink(Protocol):
 class KafkaSink:
     """Produces a request's records and waits until Kafka has acknowledged all of them."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 15.0) -> None:
-        self._bootstrap = bootstrap
-        self._producer = producer(bootstrap, "opswatch-ingest")
+    def __init__(self, kafka: KafkaConnection, timeout_s: float = 15.0) -> None:
+        self._kafka = kafka
+        self._producer = producer(kafka, "opswatch-ingest")
         self._timeout_s = timeout_s
         self._ready_at = 0.0
         self._ready = False
@@ -81,7 +82,7 @@ class KafkaSink:
     def ready(self) -> bool:
         now = time.monotonic()
         if now - self._ready_at > 5.0:
-            self._ready = reachable(self._bootstrap)
+            self._ready = reachable(self._kafka)
             self._ready_at = now
         return self._ready
 

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from services.common.connection import KafkaConnection
 from services.common.events import Topics
 from services.common.kafka import TopicLayoutError, ensure_topics
 from tests.integration.conftest import REPO
@@ -17,10 +18,10 @@ from tests.integration.conftest import REPO
 
 def test_a_changed_partition_count_is_refused_by_name(bootstrap: str) -> None:
     ns = f"t{uuid.uuid4().hex[:10]}"
-    ensure_topics(bootstrap, Topics(ns), 2)
-    ensure_topics(bootstrap, Topics(ns), 2)  # the same layout again is fine
+    ensure_topics(KafkaConnection(bootstrap), Topics(ns), 2)
+    ensure_topics(KafkaConnection(bootstrap), Topics(ns), 2)  # the same layout again is fine
     with pytest.raises(TopicLayoutError, match=rf"is 4 but {ns}\.events\.activity has 2"):
-        ensure_topics(bootstrap, Topics(ns), 4)
+        ensure_topics(KafkaConnection(bootstrap), Topics(ns), 4)
     env = {
         **os.environ,
         "OPSWATCH_KAFKA_BOOTSTRAP": bootstrap,

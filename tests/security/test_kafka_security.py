@@ -1,0 +1,121 @@
+"""opswatch over SASL_SSL with SCRAM-SHA-512, against a real broker: the pipeline end
+to end, and each way of getting the security settings wrong ending the command within
+30 s with one message that names the setting to fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, Stack
+from tests.integration.test_end_to_end import incident_is_alerted
+from tests.security.conftest import Secured
+
+COMMANDS = {
+    "ingest": ["run", "ingest"],
+    "detector": ["run", "detector"],
+    "alerting": ["run", "alerting"],
+    "deadletter replay": ["deadletter", "replay", "--reason", "json"],
+    "bench": ["bench", "--quick"],
+}
+
+
+def test_the_pipeline_runs_end_to_end_over_sasl_ssl(secured_stack: Stack) -> None:
+    incident_is_alerted(secured_stack)
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA that did not sign the broker's certificate."""
+    where = tmp_path_factory.mktemp("other-ca")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        cwd=where,
+        check=True,
+        capture_output=True,
+    )
+    return where / "ca.pem"
+
+
+def wrong_password(secured: Secured, tmp: Path, _: Path) -> dict[str, str]:
+    (tmp / "wrong").write_text(secured.password + "x\n")
+    return {"OPSWATCH_KAFKA_SASL_PASSWORD_FILE": str(tmp / "wrong")}
+
+
+def untrusted_ca(_: Secured, __: Path, other_ca: Path) -> dict[str, str]:
+    return {"OPSWATCH_KAFKA_SSL_CA_FILE": str(other_ca)}
+
+
+def wrong_mechanism(*_: object) -> dict[str, str]:
+    return {"OPSWATCH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256"}
+
+
+FAILURES = {
+    "wrong password": (
+        wrong_password,
+        "refused user 'opswatch' with OPSWATCH_KAFKA_SASL_MECHANISM=SCRAM-SHA-512: check "
+        "OPSWATCH_KAFKA_SASL_USERNAME and OPSWATCH_KAFKA_SASL_PASSWORD",
+    ),
+    "untrusted CA": (
+        untrusted_ca,
+        "is not trusted by the CA certificates in {ca} (self-signed certificate in "
+        "certificate chain); set OPSWATCH_KAFKA_SSL_CA_FILE",
+    ),
+    "wrong mechanism": (
+        wrong_mechanism,
+        "does not offer OPSWATCH_KAFKA_SASL_MECHANISM=SCRAM-SHA-256",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_wrong_setting_ends_the_command_with_one_message_naming_it(
+    secured: Secured, other_ca: Path, tmp_path: Path, failure: str, command: str
+) -> None:
+    make_env, expected = FAILURES[failure]
+    overrides = make_env(secured, tmp_path, other_ca)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OPSWATCH_")},
+        **secured.env(**overrides),
+        "OPSWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'alerts.db'}",
+        "PYTHONPATH": str(REPO),
+    }
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *COMMANDS[command]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    took = time.monotonic() - began
+    assert done.returncode == 2, done.stderr
+    assert took < 30
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Kafka connection error: ")
+    assert expected.format(ca=overrides.get("OPSWATCH_KAFKA_SSL_CA_FILE")) in lines[0]
+    assert secured.password not in done.stderr + done.stdout

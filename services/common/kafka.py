@@ -34,6 +34,7 @@ def ensure_topics(
     topics: Topics,
     partitions: int,
     timeout_s: float = 30.0,
+    single: tuple[str, ...] = (),
     also_check: tuple[str, ...] = (),
 ) -> None:
     """Create opswatch's topics if they are missing (existing ones are left alone)
@@ -42,18 +43,18 @@ def ensure_topics(
     The three event topics and the partials topic share one partition count:
     a leaf slice's orders, activity and feedback land on the same partition
     number and so on the same detector worker. Topics are created with the
-    connection's replication factor and min.insync.replicas; existing ones
-    (and those of ``also_check`` that exist) that differ are named in a
-    TopicLayoutError.
+    connection's replication factor and min.insync.replicas, as are those of
+    ``single`` (one partition each); existing ones (and those of ``also_check``
+    that exist) that differ are named in a TopicLayoutError.
     """
-    wanted = topics.all()
+    wanted = [*topics.all(), *single]
     admin = admin_client(kafka, "opswatch-admin")
     try:
         existing = set(admin.list_topics())
         missing = [
             NewTopic(
                 name,
-                1 if name == topics.reports else partitions,
+                1 if name == topics.reports or name in single else partitions,
                 kafka.replicas,
                 topic_configs=kafka.topic_configs(),
             )

@@ -16,7 +16,7 @@ from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
 from services.common.kafka import ensure_topics, reachable
 from services.common.logs import dict_config
-from services.detector.faust_app import changelogs, create_app
+from services.detector.faust_app import changelogs, create_app, leader_topic
 
 log = logging.getLogger(__name__)
 BROKER_WAIT_S = 300.0
@@ -24,7 +24,11 @@ BROKER_WAIT_S = 300.0
 
 def serve(settings: OpswatchSettings, kafka: KafkaConnection) -> None:
     ensure_topics(
-        kafka, settings.topics(), settings.kafka_partitions, also_check=changelogs(settings)
+        kafka,
+        settings.topics(),
+        settings.kafka_partitions,
+        single=(leader_topic(settings),),
+        also_check=changelogs(settings),
     )
     registry = CollectorRegistry()
     app = create_app(settings, kafka, registry)

@@ -55,6 +55,12 @@ def changelogs(settings: OpswatchSettings) -> tuple[str, ...]:
     return tuple(f"{settings.detector_app_id}-{table}-changelog" for table in TABLES)
 
 
+def leader_topic(settings: OpswatchSettings) -> str:
+    """Faust's one-partition topic that elects the group's leader; created by opswatch
+    (Faust would create it without the topic configuration)."""
+    return f"{settings.detector_app_id}-__assignor-__leader"
+
+
 def create_app(
     settings: OpswatchSettings, kafka: KafkaConnection, registry: CollectorRegistry
 ) -> faust.App:

@@ -65,6 +65,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 @pytest.fixture
 def secured_stack(secured: Secured, tmp_path: Path) -> Iterator[Stack]:
-    """Services in a topic namespace of their own that know only the SASL_SSL listener."""
-    with new_stack(secured.env(), tmp_path) as s:
+    """Services in a topic namespace of their own that know only the SASL_SSL listener,
+    their topics' min.insync.replicas set."""
+    replicated = {
+        "OPSWATCH_KAFKA_REPLICATION_FACTOR": "1",
+        "OPSWATCH_KAFKA_MIN_INSYNC_REPLICAS": "1",
+    }
+    with new_stack(secured.env(**replicated), tmp_path) as s:
         yield s

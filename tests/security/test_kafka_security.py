@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+from services.common.events import Topics
+from services.detector.faust_app import TABLES
 from tests.integration.conftest import REPO, Stack
 from tests.integration.test_end_to_end import incident_is_alerted
 from tests.security.conftest import Secured
@@ -25,8 +28,21 @@ COMMANDS = {
 }
 
 
-def test_the_pipeline_runs_end_to_end_over_sasl_ssl(secured_stack: Stack) -> None:
+def test_the_pipeline_runs_end_to_end_over_sasl_ssl(secured: Secured, secured_stack: Stack) -> None:
     incident_is_alerted(secured_stack)
+    # every topic the services created, Faust's changelogs too, carries the setting
+    admin = KafkaAdminClient(bootstrap_servers=secured.broker.bootstrap)
+    try:
+        ns = secured_stack.namespace
+        created = [t for t in admin.list_topics() if t.startswith(ns)]
+        assert len(created) >= len(Topics(ns).all()) + len(TABLES)
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in created]
+        configs = admin.describe_configs(resources)["topic"]
+    finally:
+        admin.close()
+    assert {t: configs[t].get("min.insync.replicas", {}).get("value") for t in created} == {
+        t: "1" for t in created
+    }
 
 
 @pytest.fixture(scope="module")

@@ -200,7 +200,10 @@ class OpswatchSettings(BaseSettings):
         if protocol.startswith("SASL_"):
             missing = [name for name, value in sasl.items() if not value]
             if missing:
-                raise ValueError(f"{given}: set {' and '.join(missing)} (or their _FILE) too")
+                raise ValueError(
+                    f"{given}: set {' and '.join(missing)} too (the user and password "
+                    "also as _FILE)"
+                )
         elif any(sasl.values()):
             names = ", ".join(name for name, value in sasl.items() if value)
             raise ValueError(f"{names} set but {given} (SASL_SSL or SASL_PLAINTEXT use them)")

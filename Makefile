@@ -39,8 +39,9 @@ test-integration: kafka-up
 	OPSWATCH_KAFKA_BOOTSTRAP=$${OPSWATCH_KAFKA_BOOTSTRAP:-127.0.0.1:9092} $(BIN)/python -m pytest tests/integration
 
 # The pipeline end to end over SASL_SSL (SCRAM-SHA-512), and a wrong password, an
-# untrusted CA and a wrong mechanism each ending every command with one message, on a
-# broker of their own with a SASL_SSL listener (started and stopped by the tests).
+# untrusted CA and a wrong mechanism each ending every command with one message, and
+# mutual TLS, on a broker of their own with SASL_SSL and SSL listeners (started and
+# stopped by the tests).
 test-kafka-security: $(STAMP)
 	$(BIN)/python -m pytest tests/security -p no:cacheprovider
 

@@ -190,9 +190,15 @@ def _refusal(kafka: KafkaConnection, host: str, port: int, exc: BaseException) -
             f"set {CA_FILE} to the CA that signed the broker's certificate"
         )
     if isinstance(exc, CLOSED):
+        wants = (
+            f", and whether it wants a client certificate ({CERT_FILE}, {KEY_FILE})"
+            if kafka.tls
+            else ""
+        )
         return (
             f"{where} closed the connection during the handshake: check that "
-            f"{PROTOCOL}={kafka.security_protocol} is the protocol of the listener at that port"
+            f"{PROTOCOL}={kafka.security_protocol} is the protocol of the listener at that "
+            f"port{wants}"
         )
     if isinstance(exc, ssl.SSLError):
         return (

@@ -1,5 +1,6 @@
 """A broker of these tests' own with a SASL_SSL listener (SCRAM-SHA-512, a CA made
-at its start), and opswatch's settings to reach it."""
+at its start) and an SSL listener that wants client certificates, and opswatch's
+settings to reach them."""
 
 from __future__ import annotations
 
@@ -21,12 +22,25 @@ USER = "opswatch"
 class Secured:
     broker: Broker
     sasl_port: int
+    ssl_port: int
     password: str
     tmp: Path
 
     @property
     def ca_file(self) -> Path:
         return self.broker.cache / "tls" / "ca.pem"
+
+    def mutual_tls_env(self, **overrides: str) -> dict[str, str]:
+        """What a client needs to reach the SSL listener, which wants a client certificate."""
+        tls = self.broker.cache / "tls"
+        return {
+            "OPSWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ssl_port}",
+            "OPSWATCH_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "OPSWATCH_KAFKA_SSL_CA_FILE": str(self.ca_file),
+            "OPSWATCH_KAFKA_SSL_CERT_FILE": str(tls / "client.pem"),
+            "OPSWATCH_KAFKA_SSL_KEY_FILE": str(tls / "client.key"),
+            **overrides,
+        }
 
     def env(self, **overrides: str) -> dict[str, str]:
         """What a service needs to reach the SASL_SSL listener, the password from a file."""
@@ -45,7 +59,7 @@ class Secured:
 
 @pytest.fixture(scope="session")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    sasl_port = free_port()
+    sasl_port, ssl_port = free_port(), free_port()
     password = secrets.token_urlsafe(18)
     broker = Broker(
         tmp_path_factory.mktemp("secured-kafka"),
@@ -53,12 +67,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         free_port(),
         {
             "OPSWATCH_KAFKA_SASL_SSL_PORT": str(sasl_port),
+            "OPSWATCH_KAFKA_SSL_PORT": str(ssl_port),
             "OPSWATCH_KAFKA_SCRAM_USERS": f"{USER}:{password}",
         },
     )
     broker.up()
     try:
-        yield Secured(broker, sasl_port, password, tmp_path_factory.mktemp("secured-client"))
+        tmp = tmp_path_factory.mktemp("secured-client")
+        yield Secured(broker, sasl_port, ssl_port, password, tmp)
     finally:
         broker.down()
 

@@ -104,6 +104,48 @@ FAILURES = {
 }
 
 
+def opswatch(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """An opswatch command with only ``env``'s opswatch settings, to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("OPSWATCH_")},
+            **env,
+            "OPSWATCH_DATABASE_URL": f"sqlite:///{cwd / 'alerts.db'}",
+            "PYTHONPATH": str(REPO),
+        },
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_mutual_tls_reads_and_writes_with_a_client_certificate(
+    secured: Secured, tmp_path: Path
+) -> None:
+    env = {**secured.mutual_tls_env(), "OPSWATCH_TOPIC_NAMESPACE": "mtls"}
+    done = opswatch(
+        env, tmp_path, "simulate", "--duration", "1h", "--kafka", env["OPSWATCH_KAFKA_BOOTSTRAP"]
+    )
+    assert done.returncode == 0, done.stderr
+    assert "events written" in done.stderr
+    done = opswatch(env, tmp_path, "deadletter", "replay", "--reason", "json", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "dead letters read" in done.stdout
+
+
+def test_without_its_client_certificate_mutual_tls_is_refused_by_name(
+    secured: Secured, tmp_path: Path
+) -> None:
+    env = secured.mutual_tls_env()
+    del env["OPSWATCH_KAFKA_SSL_CERT_FILE"], env["OPSWATCH_KAFKA_SSL_KEY_FILE"]
+    done = opswatch(env, tmp_path, "deadletter", "replay", "--reason", "json")
+    assert done.returncode == 2
+    assert "wants a client certificate (OPSWATCH_KAFKA_SSL_CERT_FILE" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("failure", FAILURES)
 def test_a_wrong_setting_ends_the_command_with_one_message_naming_it(
@@ -111,22 +153,8 @@ def test_a_wrong_setting_ends_the_command_with_one_message_naming_it(
 ) -> None:
     make_env, expected = FAILURES[failure]
     overrides = make_env(secured, tmp_path, other_ca)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OPSWATCH_")},
-        **secured.env(**overrides),
-        "OPSWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'alerts.db'}",
-        "PYTHONPATH": str(REPO),
-    }
     began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", *COMMANDS[command]],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = opswatch(secured.env(**overrides), tmp_path, *COMMANDS[command])
     took = time.monotonic() - began
     assert done.returncode == 2, done.stderr
     assert took < 30

@@ -5,6 +5,7 @@ to end, and each way of getting the security settings wrong ending the command w
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,8 +16,8 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from services.common.events import Topics
 from services.detector.faust_app import TABLES
-from tests.integration.conftest import REPO, Stack
-from tests.integration.test_end_to_end import incident_is_alerted
+from tests.integration.conftest import REPO, Stack, new_stack
+from tests.integration.test_end_to_end import incident_is_alerted, processed
 from tests.security.conftest import Secured
 
 COMMANDS = {
@@ -122,16 +123,19 @@ def opswatch(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
     )
 
 
-def test_mutual_tls_reads_and_writes_with_a_client_certificate(
+def test_mutual_tls_carries_events_to_the_detector_with_a_client_certificate(
     secured: Secured, tmp_path: Path
 ) -> None:
-    env = {**secured.mutual_tls_env(), "OPSWATCH_TOPIC_NAMESPACE": "mtls"}
-    done = opswatch(
-        env, tmp_path, "simulate", "--duration", "1h", "--kafka", env["OPSWATCH_KAFKA_BOOTSTRAP"]
-    )
-    assert done.returncode == 0, done.stderr
-    assert "events written" in done.stderr
-    done = opswatch(env, tmp_path, "deadletter", "replay", "--reason", "json", "--dry-run")
+    with new_stack(secured.mutual_tls_env(), tmp_path) as stack:
+        bootstrap = stack.env["OPSWATCH_KAFKA_BOOTSTRAP"]
+        done = opswatch(stack.env, tmp_path, "simulate", "--duration", "1h", "--kafka", bootstrap)
+        assert done.returncode == 0, done.stderr
+        found = re.search(r"(\d+) events written", done.stderr)
+        assert found, done.stderr
+        written = int(found[1])
+        detector = stack.start("detector", health=None)
+        stack.wait(lambda: processed(detector.url) >= written, 180)
+    done = opswatch(stack.env, tmp_path, "deadletter", "replay", "--reason", "json", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "dead letters read" in done.stdout
 

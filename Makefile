@@ -8,7 +8,7 @@ KAFKA := deploy/local/kafka.sh
 WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration test-postgres check-deploy chaos bench clean
+.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration test-postgres test-kafka-security check-deploy chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test-integration: kafka-up
 # tests, migrations, and two alerting processes sharing it through a kill -9.
 test-postgres: $(STAMP)
 	$(BIN)/python -m pytest -m postgres tests/unit tests/contract tests/postgres
+
+# The pipeline end to end over SASL_SSL (SCRAM-SHA-512), and a wrong password, an
+# untrusted CA and a wrong mechanism each ending every command with one message, and
+# mutual TLS, on a broker of their own with SASL_SSL and SSL listeners (started and
+# stopped by the tests).
+test-kafka-security: $(STAMP)
+	$(BIN)/python -m pytest tests/security -p no:cacheprovider
 
 # Dashboards against a real Prometheus, rules with promtool, the Helm chart with
 # helm lint, helm template and kubeconform, the compose file and the Dockerfile.

@@ -26,6 +26,7 @@ from services.detector.engine.catalog import CatalogError
 
 if TYPE_CHECKING:
     from services.alerting.runtime import Runtime
+    from services.common.connection import KafkaConnection
 
 app = typer.Typer(
     help="opswatch: streaming anomaly detection for orders, activity and feedback.",
@@ -50,14 +51,34 @@ def _settings() -> OpswatchSettings:
         settings.catalog()
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "settings"
-        err.print(f"[red]configuration error[/]: {name}: {first['msg']}")
+        if first["loc"]:
+            err.print(f"[red]configuration error[/]: {first['loc'][0]}: {first['msg']}")
+        else:  # a check across settings: its message names them
+            message = first["msg"].removeprefix("Value error, ")
+            err.print(f"[red]configuration error[/]: {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except CatalogError as exc:
         err.print(f"[red]metric catalog error[/]: {exc}")
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     return settings
+
+
+def _kafka(settings: OpswatchSettings, command: str) -> KafkaConnection:
+    """The connection every Kafka client of ``command`` is built from, tried once: or
+    exit 2 with one message naming the setting to fix (within 30 s, never a hang)."""
+    from services.common.connection import KafkaAccessError, check
+
+    if not settings.kafka_bootstrap:
+        err.print(f"[red]{command}[/] needs OPSWATCH_KAFKA_BOOTSTRAP (host:port)")
+        raise typer.Exit(2)
+    try:
+        kafka = settings.kafka()
+        check(kafka)
+    except KafkaAccessError as exc:
+        err.print(f"[red]Kafka connection error[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    return kafka
 
 
 def _alerting(settings: OpswatchSettings) -> Runtime:
@@ -162,9 +183,7 @@ def run(
     if service is None:
         _run_all()
         return
-    if not settings.kafka_bootstrap:
-        err.print(f"[red]opswatch run {service}[/] needs OPSWATCH_KAFKA_BOOTSTRAP (host:port)")
-        raise typer.Exit(2)
+    kafka = _kafka(settings, f"opswatch run {service}")
     from services.common.kafka import TopicLayoutError
 
     try:
@@ -174,17 +193,17 @@ def run(
 
             with _store_errors(settings):
                 replays = answer_book(settings)
-            serve_ingest(settings, replays)
+            serve_ingest(settings, kafka, replays)
         elif service is Service.alerting:
             from services.alerting.__main__ import serve as serve_alerting
 
-            serve_alerting(settings, _alerting(settings))
+            serve_alerting(settings, _alerting(settings), kafka)
         else:
             from services.detector.__main__ import serve as serve_detector
 
-            serve_detector(settings)
+            serve_detector(settings, kafka)
     except TopicLayoutError as exc:
-        err.print(f"[red]topic layout error[/]: {exc}")
+        err.print(f"[red]topic layout error[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -348,7 +367,8 @@ def simulate(
         sys.stdout.buffer.write(truth + b"\n")
     else:
         assert kafka is not None
-        n = to_kafka(sim.events(), kafka, _settings().topics(), batch)
+        settings = _settings().model_copy(update={"kafka_bootstrap": kafka})
+        n = to_kafka(sim.events(), _kafka(settings, "opswatch simulate"), settings.topics(), batch)
         sys.stdout.buffer.write(truth + b"\n")
     err.print(f"{n} events written", highlight=False)
 
@@ -371,10 +391,8 @@ def deadletter_replay(
     from services.common.deadletters import replay as replay_deadletters
 
     settings = _settings()
-    if not settings.kafka_bootstrap:
-        err.print("[red]opswatch deadletter replay[/] needs OPSWATCH_KAFKA_BOOTSTRAP (host:port)")
-        raise typer.Exit(2)
-    summary = replay_deadletters(settings.kafka_bootstrap, settings.topics(), reason, dry_run)
+    kafka = _kafka(settings, "opswatch deadletter replay")
+    summary = replay_deadletters(kafka, settings.topics(), reason, dry_run)
     verb = "would replay" if dry_run else "replayed"
     targets = ", ".join(f"{n} to {t}" for t, n in sorted(summary.by_topic.items())) or "none"
     out.print(
@@ -508,15 +526,13 @@ def bench(
     settings = _settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per metrics poll
     logging.getLogger("kafka").setLevel(logging.ERROR)  # warns of its own slow polls under load
-    if not settings.kafka_bootstrap:
-        err.print("[red]opswatch bench[/] needs OPSWATCH_KAFKA_BOOTSTRAP (make bench starts one)")
-        raise typer.Exit(2)
+    kafka = _kafka(settings, "opswatch bench")
     clock = time.monotonic()
 
     def say(what: str) -> None:
         err.print(f"[dim]{time.monotonic() - clock:6.1f} s[/] {what}", highlight=False)
 
-    runner = Bench(settings, Size.of(quick, events), seed, say)
+    runner = Bench(settings, kafka, Size.of(quick, events), seed, say)
     try:
         figures = runner.run().to_json()
     except ServiceError as exc:

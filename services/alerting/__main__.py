@@ -9,12 +9,12 @@ from prometheus_client import CollectorRegistry
 from services.alerting.app import create_app
 from services.alerting.runtime import Runtime
 from services.common.config import OpswatchSettings
+from services.common.connection import KafkaConnection
 from services.common.kafka import ensure_topics
 
 
-def serve(settings: OpswatchSettings, runtime: Runtime) -> None:
-    assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
+def serve(settings: OpswatchSettings, runtime: Runtime, kafka: KafkaConnection) -> None:
+    ensure_topics(kafka, settings.topics(), settings.kafka_partitions)
     app = create_app(
         runtime.book,
         CollectorRegistry(),
@@ -22,7 +22,7 @@ def serve(settings: OpswatchSettings, runtime: Runtime) -> None:
         auth=runtime.auth,
         slack_signing_secret=settings.secret("slack_signing_secret"),
         digest=runtime.config.digest,
-        kafka_bootstrap=settings.kafka_bootstrap,
+        kafka=kafka,
         topics=settings.topics(),
     )
     uvicorn.run(app, host=settings.alerting_host, port=settings.alerting_port, log_level="warning")

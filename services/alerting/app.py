@@ -18,6 +18,7 @@ from services.alerting.metrics import Metrics, StoreCollector
 from services.alerting.notify import Dispatcher, Sender
 from services.alerting.routing import DigestConfig
 from services.common import health, problems
+from services.common.connection import KafkaConnection
 from services.common.events import Topics
 
 
@@ -28,7 +29,7 @@ def create_app(
     senders: dict[str, Sender] | None = None,
     auth: Auth | None = None,
     slack_signing_secret: SecretStr | None = None,
-    kafka_bootstrap: str | None = None,
+    kafka: KafkaConnection | None = None,
     topics: Topics | None = None,
     dispatch_interval_s: float = 1.0,
     digest: DigestConfig | None = None,
@@ -47,11 +48,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        consumer = (
-            KafkaAlertConsumer(kafka_bootstrap, topics or Topics(), intake)
-            if kafka_bootstrap
-            else None
-        )
+        consumer = KafkaAlertConsumer(kafka, topics or Topics(), intake) if kafka else None
         if consumer is not None:
             consumer.start()
         if dispatcher is not None:

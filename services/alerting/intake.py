@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from services.alerting.book import AlertBook
 from services.alerting.metrics import Metrics
+from services.common.connection import KafkaConnection
 from services.common.contracts import Alert
 from services.common.events import Topics, deadletter_headers
 from services.common.kafka import producer
@@ -92,8 +93,8 @@ class KafkaAlertConsumer:
     dead-letter topic; one the store cannot take is read again after a pause, not
     skipped; offsets are committed once what they cover is stored or dead-lettered."""
 
-    def __init__(self, bootstrap: str, topics: Topics, intake: AlertIntake) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, topics: Topics, intake: AlertIntake) -> None:
+        self._kafka = kafka
         self._topic = topics.alerts
         self._deadletter = topics.deadletter
         self._group = f"{topics.namespace}-alerting"
@@ -113,15 +114,16 @@ class KafkaAlertConsumer:
 
         consumer = KafkaConsumer(
             self._topic,
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id="opswatch-alerting",
-            # new partitions (a scaled-out topic) join the assignment within seconds
-            metadata_max_age_ms=10_000,
+            **self._kafka.client(
+                group_id=self._group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id="opswatch-alerting",
+                # new partitions (a scaled-out topic) join the assignment within seconds
+                metadata_max_age_ms=10_000,
+            ),
         )
-        letters = producer(self._bootstrap, "opswatch-alerting")
+        letters = producer(self._kafka, "opswatch-alerting")
         try:
             while not self._stop.is_set():
                 try:

@@ -26,14 +26,15 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaPartition
 
 from services.bench import workload
 from services.bench.services import Service, ServiceError, ready, spawn, wait_until
 from services.common.config import OpswatchSettings
+from services.common.connection import KafkaConnection
 from services.common.events import Topics, event_time, leaf_of
-from services.common.kafka import ensure_topics, slot
+from services.common.kafka import admin_client, ensure_topics, slot
 from services.detector.engine.engine import Engine
 from services.ingest.sink import KafkaSink
 from services.ingest.sink import Record as SinkRecord
@@ -132,12 +133,12 @@ class Bench:
     def __init__(
         self,
         settings: OpswatchSettings,
+        kafka: KafkaConnection,
         size: Size,
         seed: int,
         say: Callable[[str], None],
     ) -> None:
-        assert settings.kafka_bootstrap
-        self.bootstrap = settings.kafka_bootstrap
+        self.kafka = kafka
         self.settings = settings
         self.size = size
         self.seed = seed
@@ -154,7 +155,7 @@ class Bench:
         ns = f"{self.prefix}-{phase}"
         return {
             **os.environ,
-            "OPSWATCH_KAFKA_BOOTSTRAP": self.bootstrap,
+            "OPSWATCH_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "OPSWATCH_TOPIC_NAMESPACE": ns,
             "OPSWATCH_DETECTOR_APP_ID": f"{ns}-detector",
             "OPSWATCH_DATABASE_URL": f"sqlite:///{self.workdir / phase}-alerts.db",
@@ -164,7 +165,7 @@ class Bench:
 
     def topics(self, phase: str) -> Topics:
         topics = Topics(f"{self.prefix}-{phase}")
-        ensure_topics(self.bootstrap, topics, self.partitions)
+        ensure_topics(self.kafka, topics, self.partitions)
         return topics
 
     def spawn(self, phase: str, name: str, kind: str, **extra: str) -> Service:
@@ -191,7 +192,7 @@ class Bench:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def delete_topics(self) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="opswatch-bench")
+        admin = admin_client(self.kafka, "opswatch-bench")
         try:
             mine = [t for t in admin.list_topics() if t.startswith(self.prefix)]
             if mine:
@@ -210,11 +211,11 @@ class Bench:
             self.say("producing them, one record each, with the producer ingest uses")
             plain = self.topics("plain")
             self.figures.producer_limit_events_per_s = workload.produce(
-                self.bootstrap, workload.records(events, plain)
+                self.kafka, workload.records(events, plain)
             )
             self.say("the same producer writing them as ingest does, in batch records, twice")
-            self.figures.producer_batched_events_per_s = workload.store(self.bootstrap, batch)
-            workload.store(self.bootstrap, workload.records(events, two))
+            self.figures.producer_batched_events_per_s = workload.store(self.kafka, batch)
+            workload.store(self.kafka, workload.records(events, two))
             self.say("reading them with a plain aiokafka consumer (the limit)")
             self.figures.limit_events_per_s = asyncio.run(self.plain_consumer(one))
             self.say("and the same events one record each")
@@ -233,7 +234,7 @@ class Bench:
 
     async def plain_consumer(self, topics: Topics) -> float:
         """Events/s of a plain consumer reading and decoding every event, first to last."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**self.kafka.client(enable_auto_commit=False))
         await consumer.start()
         try:
             tps = [
@@ -261,7 +262,7 @@ class Bench:
         group = [self.spawn(phase, f"detector{i}", "detector") for i in range(workers)]
         for worker in group:  # all started before any is waited for: they join together
             ready(worker, "/metrics")
-        drained = Drained(self.bootstrap, f"{self.prefix}-{phase}-detector", self.topics(phase))
+        drained = Drained(self.kafka, f"{self.prefix}-{phase}-detector", self.topics(phase))
         samples: list[tuple[float, float]] = []  # (time, events processed), from the first
 
         def done() -> bool:
@@ -308,7 +309,7 @@ class Bench:
         cut = first_spike.timestamp() - window_s
         history = [r for r in batch if r.ts < cut]
         paced = [r for r in batch if r.ts >= cut]
-        workload.store(self.bootstrap, history)
+        workload.store(self.kafka, history)
         alerting = self.start("latency", "alerting", "alerting")
         detector = self.start("latency", "detector", "detector")
         wait_until(
@@ -319,7 +320,7 @@ class Bench:
         )
         watch = AlertWatch(alerting.url + "/v1/alerts")
         closes = Closes(len(topics.events), self.partitions, window_s, lateness_s)
-        sink = KafkaSink(self.bootstrap)
+        sink = KafkaSink(self.kafka)
         try:
             with watch.polling():
                 # a minute of event time every 0.2 s: a window a second, written as
@@ -357,7 +358,7 @@ class Bench:
             target, self.size.memory_windows + 1, 3, self.seed, window_s
         )
         phase = f"mem{target}"
-        workload.store(self.bootstrap, workload.records(events, self.topics(phase)))
+        workload.store(self.kafka, workload.records(events, self.topics(phase)))
         # every slice has a few events only: track each all the same
         detector = self.start(phase, "detector", "detector", OPSWATCH_MIN_SLICE_VOLUME="0")
         wait_until(
@@ -381,10 +382,10 @@ class Bench:
 class Drained:
     """Whether a consumer group has committed every event record there is now."""
 
-    def __init__(self, bootstrap: str, group: str, topics: Topics) -> None:
+    def __init__(self, kafka: KafkaConnection, group: str, topics: Topics) -> None:
         self.group = group
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="opswatch-bench")
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="opswatch-bench")
+        self.admin = admin_client(kafka, "opswatch-bench")
+        consumer = KafkaConsumer(**kafka.client(client_id="opswatch-bench"))
         try:
             tps = [
                 KafkaPartition(t, p)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from services.common.connection import KafkaConnection
 from services.common.events import Topics, event_time, partition_key
 from services.common.kafka import producer
 from services.common.simulator import Incident, Simulator
@@ -123,10 +124,10 @@ def spikes(count: int, seed: int) -> tuple[list[dict[str, Any]], datetime]:
     return list(sim.events()), first
 
 
-def produce(bootstrap: str, batch: list[Record]) -> float:
+def produce(kafka: KafkaConnection, batch: list[Record]) -> float:
     """Every record, acknowledged, through the producer the ingest service uses: the
     producer limit in events/s."""
-    prod = producer(bootstrap, "opswatch-bench")
+    prod = producer(kafka, "opswatch-bench")
     try:
         clock = time.perf_counter()
         futures = [prod.send(r.topic, key=r.key, value=r.value) for r in batch]
@@ -138,10 +139,10 @@ def produce(bootstrap: str, batch: list[Record]) -> float:
         prod.close(timeout=10)
 
 
-def store(bootstrap: str, batch: list[Record]) -> float:
+def store(kafka: KafkaConnection, batch: list[Record]) -> float:
     """Every record, acknowledged, written as ingest writes a request of 500 events:
     batch records, one or more per partition. Events/s."""
-    sink = KafkaSink(bootstrap, timeout_s=60.0)
+    sink = KafkaSink(kafka, timeout_s=60.0)
     try:
         clock = time.perf_counter()
         for i in range(0, len(batch), 500):

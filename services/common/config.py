@@ -11,9 +11,24 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common import connection as kc
+from services.common.connection import (
+    KafkaAccessError,
+    KafkaConnection,
+    SaslMechanism,
+    SecurityProtocol,
+    tls_context,
+)
 from services.common.events import Topics
 from services.detector.engine.catalog import Catalog, load_catalog
 from services.detector.engine.evaluate import EngineSettings
@@ -44,6 +59,24 @@ class OpswatchSettings(BaseSettings):
     kafka_bootstrap: str | None = Field(None, validation_alias=env("OPSWATCH_KAFKA_BOOTSTRAP"))
     kafka_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
         4, validation_alias=env("OPSWATCH_KAFKA_PARTITIONS")
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", validation_alias=env(kc.PROTOCOL)
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(None, validation_alias=env(kc.MECHANISM))
+    kafka_sasl_username: str | None = Field(None, validation_alias=env(kc.USERNAME))
+    kafka_sasl_username_file: Path | None = Field(None, validation_alias=env(f"{kc.USERNAME}_FILE"))
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=env(kc.PASSWORD))
+    kafka_sasl_password_file: Path | None = Field(None, validation_alias=env(f"{kc.PASSWORD}_FILE"))
+    kafka_ssl_ca_file: Path | None = Field(None, validation_alias=env(kc.CA_FILE))
+    kafka_ssl_cert_file: Path | None = Field(None, validation_alias=env(kc.CERT_FILE))
+    kafka_ssl_key_file: Path | None = Field(None, validation_alias=env(kc.KEY_FILE))
+    kafka_ssl_check_hostname: bool = Field(True, validation_alias=env(kc.CHECK_HOSTNAME))
+    kafka_replication_factor: Annotated[int, Field(ge=1, le=32)] | None = Field(
+        None, validation_alias=env("OPSWATCH_KAFKA_REPLICATION_FACTOR")
+    )
+    kafka_min_insync_replicas: Annotated[int, Field(ge=1, le=32)] | None = Field(
+        None, validation_alias=env("OPSWATCH_KAFKA_MIN_INSYNC_REPLICAS")
     )
     database_url: str = Field(
         "sqlite:///opswatch.db", validation_alias=env("OPSWATCH_DATABASE_URL")
@@ -157,6 +190,71 @@ class OpswatchSettings(BaseSettings):
             raise ValueError("must be a real secret of at least 16 characters")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> OpswatchSettings:
+        protocol = self.kafka_security_protocol
+        given = f"{kc.PROTOCOL} is {protocol}"
+        sasl = {
+            kc.MECHANISM: self.kafka_sasl_mechanism,
+            kc.USERNAME: self.kafka_sasl_username or self.kafka_sasl_username_file,
+            kc.PASSWORD: self.kafka_sasl_password or self.kafka_sasl_password_file,
+        }
+        tls = {
+            kc.CA_FILE: self.kafka_ssl_ca_file,
+            kc.CERT_FILE: self.kafka_ssl_cert_file,
+            kc.KEY_FILE: self.kafka_ssl_key_file,
+        }
+        if protocol.startswith("SASL_"):
+            missing = [name for name, value in sasl.items() if not value]
+            if missing:
+                raise ValueError(
+                    f"{given}: set {' and '.join(missing)} too (the user and password "
+                    "also as _FILE)"
+                )
+        elif any(sasl.values()):
+            names = ", ".join(name for name, value in sasl.items() if value)
+            raise ValueError(f"{names} set but {given} (SASL_SSL or SASL_PLAINTEXT use them)")
+        if protocol not in ("SSL", "SASL_SSL") and any(tls.values()):
+            names = ", ".join(name for name, value in tls.items() if value)
+            raise ValueError(f"{names} set but {given} (SSL or SASL_SSL use them)")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ValueError(f"{kc.CERT_FILE} and {kc.KEY_FILE} go together (mutual TLS)")
+        factor, isr = self.kafka_replication_factor, self.kafka_min_insync_replicas
+        if isr is not None and isr > (factor or 1):
+            raise ValueError(
+                f"OPSWATCH_KAFKA_MIN_INSYNC_REPLICAS is {isr}, more than the {factor or 1} "
+                "replicas of OPSWATCH_KAFKA_REPLICATION_FACTOR: no write could succeed"
+            )
+        return self
+
+    def kafka(self) -> KafkaConnection:
+        """How every client reaches Kafka: credentials read from their files and the TLS
+        context made now, or KafkaAccessError naming the setting."""
+        if not self.kafka_bootstrap:
+            raise KafkaAccessError(f"{kc.BOOTSTRAP} is not set (host:port, comma separated)")
+        password = self.kafka_sasl_password
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username or _read(self.kafka_sasl_username_file, kc.USERNAME),
+            password=password.get_secret_value()
+            if password
+            else _read(self.kafka_sasl_password_file, kc.PASSWORD),
+            ssl_context=tls_context(
+                self.kafka_ssl_ca_file,
+                self.kafka_ssl_cert_file,
+                self.kafka_ssl_key_file,
+                self.kafka_ssl_check_hostname,
+            )
+            if tls
+            else None,
+            ca_file=self.kafka_ssl_ca_file,
+            replication_factor=self.kafka_replication_factor,
+            min_insync_replicas=self.kafka_min_insync_replicas,
+        )
+
     def secret(self, name: str) -> SecretStr | None:
         """A secret from its variable or, failing that, from the file its _FILE names."""
         value: SecretStr | None = getattr(self, name)
@@ -191,3 +289,16 @@ class OpswatchSettings(BaseSettings):
             path = self.metrics_file
             self._catalog = load_catalog(path) if path else load_catalog()
         return self._catalog
+
+
+def _read(path: Path | None, setting: str) -> str | None:
+    """The content of a credential's _FILE, without its final newline."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise KafkaAccessError(f"{setting}_FILE: cannot read {path} ({exc.strerror})") from None
+    if not text:
+        raise KafkaAccessError(f"{setting}_FILE: {path} is empty")
+    return text

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 
+from .connection import KafkaConnection
 from .events import EventError, Topics, decode, partition_key, refuse_future
 from .kafka import producer
 
@@ -29,19 +30,20 @@ class ReplaySummary:
 
 
 def replay(
-    bootstrap: str, topics: Topics, reason: str, dry_run: bool, idle_ms: int = 5000
+    kafka: KafkaConnection, topics: Topics, reason: str, dry_run: bool, idle_ms: int = 5000
 ) -> ReplaySummary:
     """Re-produce the dead letters of ``reason`` that are valid events now."""
     consumer = KafkaConsumer(
         topics.deadletter,
-        bootstrap_servers=bootstrap,
-        group_id=f"{topics.namespace}-deadletter-replay-{reason}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=idle_ms,
-        client_id="opswatch-deadletter-replay",
+        **kafka.client(
+            group_id=f"{topics.namespace}-deadletter-replay-{reason}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=idle_ms,
+            client_id="opswatch-deadletter-replay",
+        ),
     )
-    out = None if dry_run else producer(bootstrap, "opswatch-deadletter-replay")
+    out = None if dry_run else producer(kafka, "opswatch-deadletter-replay")
     summary = ReplaySummary()
     try:
         for record in consumer:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from .connection import KafkaConnection
 from .events import Topics, partition_key
 from .kafka import producer
 
@@ -67,10 +68,10 @@ def to_ingest(
 
 
 def to_kafka(
-    events: Iterable[dict[str, Any]], bootstrap: str, topics: Topics, batch: int = 500
+    events: Iterable[dict[str, Any]], kafka: KafkaConnection, topics: Topics, batch: int = 500
 ) -> int:
     names = topics.events
-    prod = producer(bootstrap, "opswatch-simulate")
+    prod = producer(kafka, "opswatch-simulate")
     n = 0
     try:
         for chunk in batched(events, batch):

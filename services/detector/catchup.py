@@ -19,19 +19,22 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from services.common.connection import KafkaConnection
+
 log = logging.getLogger(__name__)
 
 
 class CatchUp:
     """A consumer outside the group: the group's committed offsets, and ranges of records."""
 
-    def __init__(self, bootstrap: str, group: str) -> None:
+    def __init__(self, kafka: KafkaConnection, group: str) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{group}-catch-up",
+            **kafka.client(
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id=f"{group}-catch-up",
+            )
         )
 
     async def __aenter__(self) -> CatchUp:

@@ -1,6 +1,6 @@
 """The Faust adapter: Kafka in and out around the two stages. No detection logic here.
 
-The app is built by ``create_app(settings)``, never at import time. Processing
+The app is built by ``create_app(settings, kafka, registry)``, never at import time. Processing
 is at-least-once (Faust's exactly-once is experimental); the stages' state is
 snapshotted into changelog-backed tables, keyed by partition, so a worker that
 takes over a partition resumes from the snapshot instead of warming up again.
@@ -33,6 +33,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from services.common.config import OpswatchSettings
+from services.common.connection import KafkaConnection
 from services.common.events import deadletter_headers, event_time, read_record
 from services.detector import snapshots
 from services.detector.catchup import CatchUp
@@ -46,10 +47,23 @@ KPI_EVERY_S = 1.0
 Stage = TypeVar("Stage", StageOne, StageTwo, StageThree)
 
 
-def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust.App:
-    bootstrap = settings.kafka_bootstrap
-    if not bootstrap:
-        raise ValueError("the detector needs OPSWATCH_KAFKA_BOOTSTRAP")
+TABLES = {"opswatch-stage-one": False, "opswatch-stage-two": False, "opswatch-stage-three": True}
+
+
+def changelogs(settings: OpswatchSettings) -> tuple[str, ...]:
+    """The changelog topics of the stages' tables (Faust creates them)."""
+    return tuple(f"{settings.detector_app_id}-{table}-changelog" for table in TABLES)
+
+
+def leader_topic(settings: OpswatchSettings) -> str:
+    """Faust's one-partition topic that elects the group's leader; created by opswatch
+    (Faust would create it without the topic configuration)."""
+    return f"{settings.detector_app_id}-__assignor-__leader"
+
+
+def create_app(
+    settings: OpswatchSettings, kafka: KafkaConnection, registry: CollectorRegistry
+) -> faust.App:
     catalog = settings.catalog()
     engine_settings = settings.engine()
     n = settings.kafka_partitions
@@ -63,13 +77,14 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
     kpis = KpiExport(metrics.kpis)
     app = faust.App(
         settings.detector_app_id,
-        broker=f"kafka://{bootstrap}",
+        **kafka.faust(),
         store="memory://",
         datadir=str(settings.detector_data_dir),
         web_enabled=False,
         processing_guarantee="at_least_once",
         topic_partitions=n,
-        topic_replication_factor=1,
+        # the changelog and repartition topics Faust creates: replicated as opswatch's own
+        topic_replication_factor=kafka.replicas,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -90,6 +105,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         "partitions": n,
         "key_type": bytes,
         "value_type": bytes,
+        "extra_topic_configs": kafka.topic_configs(),
     }
     stage_one_table = app.Table("opswatch-stage-one", **table_opts)
     stage_two_table = app.Table("opswatch-stage-two", **table_opts)
@@ -282,7 +298,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
             return
         log.warning("records missing from the stream", extra={"topic": message.topic})
         tp = TopicPartition(message.topic, message.partition)
-        async with CatchUp(bootstrap, settings.detector_app_id) as reader:
+        async with CatchUp(kafka, settings.detector_app_id) as reader:
             async for record in gap(reader, stage, tp, {tp: message.offset}):
                 await take(record, record.value)
 
@@ -406,7 +422,7 @@ def create_app(settings: OpswatchSettings, registry: CollectorRegistry) -> faust
         if not assigned:
             return
         clock = time.perf_counter()
-        async with CatchUp(bootstrap, settings.detector_app_id) as reader:
+        async with CatchUp(kafka, settings.detector_app_id) as reader:
             committed = await reader.committed([TopicPartition(*tp) for tp in assigned])
             for p in sorted(
                 {tp.partition for tp in assigned if tp.topic in topics.events.values()}

@@ -6,6 +6,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from services.common.config import OpswatchSettings
+from services.common.connection import KafkaConnection
 from services.common.kafka import ensure_topics
 from services.ingest.app import create_app
 from services.ingest.keys import AnswerBook, Replays, SharedReplays
@@ -20,11 +21,10 @@ def answer_book(settings: OpswatchSettings) -> AnswerBook:
     return Replays()
 
 
-def serve(settings: OpswatchSettings, replays: AnswerBook) -> None:
-    assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.kafka_partitions)
+def serve(settings: OpswatchSettings, kafka: KafkaConnection, replays: AnswerBook) -> None:
+    ensure_topics(kafka, settings.topics(), settings.kafka_partitions)
     app = create_app(
-        KafkaSink(settings.kafka_bootstrap),
+        KafkaSink(kafka),
         CollectorRegistry(),
         settings.topics(),
         settings.ingest_max_events,

@@ -11,6 +11,7 @@ from typing import Protocol
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
+from services.common.connection import KafkaConnection
 from services.common.events import batches, deadletter_headers
 from services.common.kafka import producer, reachable, slot
 
@@ -48,9 +49,9 @@ class Sink(Protocol):
 class KafkaSink:
     """Produces a request's records and waits until Kafka has acknowledged all of them."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 15.0) -> None:
-        self._bootstrap = bootstrap
-        self._producer = producer(bootstrap, "opswatch-ingest")
+    def __init__(self, kafka: KafkaConnection, timeout_s: float = 15.0) -> None:
+        self._kafka = kafka
+        self._producer = producer(kafka, "opswatch-ingest")
         self._timeout_s = timeout_s
         self._ready_at = 0.0
         self._ready = False
@@ -115,10 +116,11 @@ class KafkaSink:
             places = self._producer.partitions_for(topic) if partition is None else {partition}
             tps |= {TopicPartition(topic, p) for p in places}
         consumer = KafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            client_id="opswatch-ingest-resume",
-            enable_auto_commit=False,
-            request_timeout_ms=int(self._timeout_s * 1000),
+            **self._kafka.client(
+                client_id="opswatch-ingest-resume",
+                enable_auto_commit=False,
+                request_timeout_ms=int(self._timeout_s * 1000),
+            )
         )
         found: set[int] = set()
         try:
@@ -149,7 +151,7 @@ class KafkaSink:
     def ready(self) -> bool:
         now = time.monotonic()
         if now - self._ready_at > 5.0:
-            self._ready = reachable(self._bootstrap)
+            self._ready = reachable(self._kafka)
             self._ready_at = now
         return self._ready
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,7 @@ class Broker:
     cache: Path
     port: int
     controller_port: int
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -52,9 +53,12 @@ class Broker:
         env = {
             **os.environ,
             "OPSWATCH_CACHE": str(self.cache),
-            "OPSWATCH_KAFKA_LIBS": str(REPO / ".cache" / "kafka-libs"),
+            "OPSWATCH_KAFKA_LIBS": os.environ.get(
+                "OPSWATCH_KAFKA_LIBS", str(REPO / ".cache" / "kafka-libs")
+            ),
             "OPSWATCH_KAFKA_PORT": str(self.port),
             "OPSWATCH_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            **self.extra_env,
         }
         subprocess.run(["bash", str(KAFKA), command], env=env, check=True, capture_output=True)
 

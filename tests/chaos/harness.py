@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 
 from services.bench.services import Service, free_port
 from services.common.config import OpswatchSettings
+from services.common.connection import KafkaConnection
 from services.common.events import Topics, event_time, leaf_of, partition_key
 from services.common.kafka import ensure_topics
 from services.common.simulator import Incident, Simulator
@@ -224,7 +225,7 @@ class Run:
         }
         self.services: dict[str, Service] = {}
         self.kills: dict[str, int] = defaultdict(int)
-        ensure_topics(bootstrap, self.topics, PARTITIONS)
+        ensure_topics(KafkaConnection(bootstrap), self.topics, PARTITIONS)
 
     def start(self, name: str, kind: str) -> Service:
         """Start (or start again, on the same port) service ``name`` running ``kind``."""

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.common.config import OpswatchSettings
 from services.detector.engine.catalog import load_catalog
 
 REPO = Path(__file__).parents[2]
@@ -233,7 +234,20 @@ def test_without_a_servicemonitor_api_none_is_rendered(tools: dict[str, str]) ->
     assert "kind: ServiceMonitor" not in done.stdout
 
 
-@pytest.mark.parametrize("bad", ["bogus=1", "ingest.bogus=1", "detector.replicas=many"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "bogus=1",
+        "ingest.bogus=1",
+        "detector.replicas=many",
+        # a Kafka password is only ever a reference to a Secret
+        "secrets.kafkaSasl=hunter2",
+        "secrets.kafkaSasl.password=hunter2",
+        "kafkaPassword=hunter2",
+        "extraEnv[0].name=OPSWATCH_KAFKA_SASL_PASSWORD,extraEnv[0].value=hunter2",
+        "kafkaSecurityProtocol=TLS",
+    ],
+)
 def test_unknown_or_mistyped_values_are_refused(tools: dict[str, str], bad: str) -> None:
     default = str(CHART / "ci" / "default-values.yaml")
     for command in (["lint", "--strict"], ["template", "ops"]):
@@ -264,3 +278,63 @@ def test_kubeconform_fails_on_a_broken_manifest(
         container[field] = value
     checked = kubeconform(tools, schemas, yaml.safe_dump(deployment))
     assert checked.returncode != 0, f"a Deployment with {field}={value!r} passed"
+
+
+def test_the_sasl_ssl_scenario_mounts_the_kafka_secrets_into_every_service(
+    tools: dict[str, str],
+) -> None:
+    docs = [
+        d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "sasl-ssl-values.yaml")) if d
+    ]
+    env = next(
+        d for d in docs if d["kind"] == "ConfigMap" and "OPSWATCH_KAFKA_BOOTSTRAP" in d["data"]
+    )
+    settings = env["data"]
+    OpswatchSettings(**settings)  # what opswatch accepts
+    assert settings["OPSWATCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert settings["OPSWATCH_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert settings["OPSWATCH_KAFKA_REPLICATION_FACTOR"] == "3"
+    assert settings["OPSWATCH_KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+    files = {
+        "OPSWATCH_KAFKA_SASL_USERNAME_FILE": ("opswatch-kafka-user", "username"),
+        "OPSWATCH_KAFKA_SASL_PASSWORD_FILE": ("opswatch-kafka-user", "password"),
+        "OPSWATCH_KAFKA_SSL_CA_FILE": ("kafka-cluster-ca-cert", "ca.crt"),
+    }
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for setting, (secret, key) in files.items():
+            path = Path(settings[setting])
+            mount = mounts[str(path.parent)]
+            assert mount["readOnly"] is True
+            source = volumes[mount["name"]]["secret"]
+            assert source["secretName"] == secret
+            assert {"key": key, "path": path.name} in source["items"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            "kafkaSecurityProtocol=SASL_SSL,kafkaSaslMechanism=PLAIN",
+            "secrets.kafkaSasl.name is required with kafkaSecurityProtocol=SASL_SSL",
+        ),
+        (
+            "kafkaSecurityProtocol=SASL_SSL,secrets.kafkaSasl.name=u",
+            "kafkaSaslMechanism is required with kafkaSecurityProtocol=SASL_SSL",
+        ),
+        (
+            "secrets.kafkaCa.name=ca",
+            "secrets.kafkaCa and secrets.kafkaClientCert need kafkaSecurityProtocol SSL",
+        ),
+    ],
+)
+def test_incomplete_kafka_security_is_refused_with_a_clear_message(
+    tools: dict[str, str], values: str, message: str
+) -> None:
+    default = str(CHART / "ci" / "default-values.yaml")
+    done = helm(tools, "template", "ops", str(CHART), "-f", default, "--set", values)
+    assert done.returncode != 0 and message in done.stderr, done.stderr

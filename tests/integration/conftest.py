@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -86,10 +87,17 @@ def _opswatch_metrics(service: Service) -> str:
 @pytest.fixture
 def stack(bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     """Services in a topic namespace of their own, so tests never see each other's data."""
+    with new_stack({"OPSWATCH_KAFKA_BOOTSTRAP": bootstrap}, tmp_path) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def new_stack(kafka: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    """A stack reaching Kafka with the settings ``kafka``, its services stopped after."""
     ns = f"t{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
-        "OPSWATCH_KAFKA_BOOTSTRAP": bootstrap,
+        **kafka,
         "OPSWATCH_TOPIC_NAMESPACE": ns,
         "OPSWATCH_DETECTOR_APP_ID": f"{ns}-detector",
         "OPSWATCH_DETECTOR_DATA_DIR": str(tmp_path / "detector"),

@@ -10,6 +10,7 @@ import httpx
 import orjson
 from kafka import KafkaProducer
 
+from services.common.connection import KafkaConnection
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
 from tests.factories import event
@@ -57,7 +58,7 @@ def _replay(stack: Stack, bootstrap: str, *args: str) -> str:
 
 def test_fixed_dead_letters_are_replayed_once_per_reason(stack: Stack, bootstrap: str) -> None:
     topics = Topics(stack.namespace)
-    ensure_topics(bootstrap, topics, 2)
+    ensure_topics(KafkaConnection(bootstrap), topics, 2)
     fixed, broken = event("order"), {"type": "order", "event_id": "still-bad"}
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     for value, reason in [(fixed, b"engine"), (broken, b"engine"), (event(), b"schema")]:

@@ -44,6 +44,12 @@ def run_pipeline(stack: Stack, with_incident: bool) -> tuple[list[dict[str, Any]
 
 
 def test_an_injected_conversion_drop_raises_an_alert_for_its_slice(stack: Stack) -> None:
+    incident_is_alerted(stack)
+
+
+def incident_is_alerted(stack: Stack) -> None:
+    """Traffic with a conversion drop through ingest, the detector and alerting: the
+    alert of its slice is listed by the API, with the incident's start."""
     _, url = run_pipeline(stack, with_incident=True)
     detector = next(s for s in stack.services if s.name == "detector")
     past_incident = (START + timedelta(hours=6, minutes=10)).timestamp()

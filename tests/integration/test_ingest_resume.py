@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
+from services.common.connection import KafkaConnection
 from services.common.events import Topics, partition_key
 from services.common.kafka import ensure_topics
 from services.ingest.sink import MARK, KafkaSink, Record
@@ -41,9 +42,9 @@ def request(topics: Topics) -> tuple[list[dict[str, Any]], list[Record]]:
 
 def test_a_resumed_request_produces_only_what_its_first_attempt_did_not(bootstrap: str) -> None:
     topics = Topics(f"t{uuid.uuid4().hex[:10]}")
-    ensure_topics(bootstrap, topics, 4)
+    ensure_topics(KafkaConnection(bootstrap), topics, 4)
     events, records = request(topics)
-    sink = KafkaSink(bootstrap)
+    sink = KafkaSink(KafkaConnection(bootstrap))
     parts = sink._parts(records)
     assert len(parts) >= 4
     began = time.time()

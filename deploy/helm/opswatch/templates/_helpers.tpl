@@ -89,6 +89,93 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "opswatch.componentName" (dict "ctx" . "component" "alerting-config") -}}
 {{- end -}}
 
+{{/*
+Kafka security: the settings (in the env ConfigMap), and the Secrets they name,
+mounted read-only into every service under /var/run/secrets/opswatch/kafka-*.
+*/}}
+{{- define "opswatch.kafkaSecretDir" -}}
+/var/run/secrets/opswatch
+{{- end -}}
+
+{{- define "opswatch.kafkaEnv" -}}
+{{- $v := .Values -}}
+{{- $s := $v.secrets -}}
+{{- $dir := include "opswatch.kafkaSecretDir" . -}}
+{{- $protocol := $v.kafkaSecurityProtocol -}}
+{{- $sasl := hasPrefix "SASL_" $protocol -}}
+{{- $tls := has $protocol (list "SSL" "SASL_SSL") -}}
+OPSWATCH_KAFKA_SECURITY_PROTOCOL: {{ $protocol | quote }}
+{{- if $sasl }}
+OPSWATCH_KAFKA_SASL_MECHANISM: {{ required (printf "kafkaSaslMechanism is required with kafkaSecurityProtocol=%s: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512" $protocol) $v.kafkaSaslMechanism | quote }}
+{{- $_ := required (printf "secrets.kafkaSasl.name is required with kafkaSecurityProtocol=%s: the existing Secret holding the user (%s) and password (%s)" $protocol $s.kafkaSasl.usernameKey $s.kafkaSasl.passwordKey) $s.kafkaSasl.name }}
+OPSWATCH_KAFKA_SASL_USERNAME_FILE: {{ printf "%s/kafka-sasl/%s" $dir $s.kafkaSasl.usernameKey | quote }}
+OPSWATCH_KAFKA_SASL_PASSWORD_FILE: {{ printf "%s/kafka-sasl/%s" $dir $s.kafkaSasl.passwordKey | quote }}
+{{- else if or $s.kafkaSasl.name $v.kafkaSaslMechanism }}
+{{- fail (printf "secrets.kafkaSasl and kafkaSaslMechanism need kafkaSecurityProtocol SASL_SSL or SASL_PLAINTEXT, not %s" $protocol) }}
+{{- end }}
+{{- if $tls }}
+{{- if $s.kafkaCa.name }}
+OPSWATCH_KAFKA_SSL_CA_FILE: {{ printf "%s/kafka-ca/%s" $dir $s.kafkaCa.key | quote }}
+{{- end }}
+{{- if $s.kafkaClientCert.name }}
+OPSWATCH_KAFKA_SSL_CERT_FILE: {{ printf "%s/kafka-client-cert/%s" $dir $s.kafkaClientCert.certKey | quote }}
+OPSWATCH_KAFKA_SSL_KEY_FILE: {{ printf "%s/kafka-client-cert/%s" $dir $s.kafkaClientCert.keyKey | quote }}
+{{- end }}
+{{- if not $v.kafkaSslCheckHostname }}
+OPSWATCH_KAFKA_SSL_CHECK_HOSTNAME: "false"
+{{- end }}
+{{- else if or $s.kafkaCa.name $s.kafkaClientCert.name }}
+{{- fail (printf "secrets.kafkaCa and secrets.kafkaClientCert need kafkaSecurityProtocol SSL or SASL_SSL, not %s" $protocol) }}
+{{- end }}
+{{- if $v.kafkaReplicationFactor }}
+OPSWATCH_KAFKA_REPLICATION_FACTOR: {{ $v.kafkaReplicationFactor | quote }}
+{{- end }}
+{{- if $v.kafkaMinInsyncReplicas }}
+OPSWATCH_KAFKA_MIN_INSYNC_REPLICAS: {{ $v.kafkaMinInsyncReplicas | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The Kafka Secrets' mounts and volumes of every service (none without them). */}}
+{{- define "opswatch.kafkaSecrets" -}}
+{{- $s := .Values.secrets -}}
+{{- $out := list -}}
+{{- if and (hasPrefix "SASL_" .Values.kafkaSecurityProtocol) $s.kafkaSasl.name -}}
+{{- $out = append $out (dict "volume" "kafka-sasl" "secret" $s.kafkaSasl.name "keys" (list $s.kafkaSasl.usernameKey $s.kafkaSasl.passwordKey)) -}}
+{{- end -}}
+{{- if has .Values.kafkaSecurityProtocol (list "SSL" "SASL_SSL") -}}
+{{- if $s.kafkaCa.name -}}
+{{- $out = append $out (dict "volume" "kafka-ca" "secret" $s.kafkaCa.name "keys" (list $s.kafkaCa.key)) -}}
+{{- end -}}
+{{- if $s.kafkaClientCert.name -}}
+{{- $out = append $out (dict "volume" "kafka-client-cert" "secret" $s.kafkaClientCert.name "keys" (list $s.kafkaClientCert.certKey $s.kafkaClientCert.keyKey)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- define "opswatch.kafkaMounts" -}}
+{{- $dir := include "opswatch.kafkaSecretDir" . -}}
+{{- range (include "opswatch.kafkaSecrets" . | fromJsonArray) }}
+- name: {{ .volume }}
+  mountPath: {{ printf "%s/%s" $dir .volume }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "opswatch.kafkaVolumes" -}}
+{{- range (include "opswatch.kafkaSecrets" . | fromJsonArray) }}
+- name: {{ .volume }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0440
+    items:
+      {{- range (.keys | uniq) }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* The Kafka bootstrap, required. */}}
 {{- define "opswatch.kafkaBootstrap" -}}
 {{- required "kafkaBootstrap is required: set it to your Kafka brokers, e.g. --set kafkaBootstrap=kafka-0.kafka:9092,kafka-1.kafka:9092" .Values.kafkaBootstrap -}}

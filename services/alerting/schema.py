@@ -10,6 +10,7 @@ to upgrade, refuses it and names the command that does).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from sqlalchemy.engine import Connection, Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST = "0001"
 MIGRATION_LOCK = 0x6F70736D  # "opsm": one replica migrates at a time
+
+log = logging.getLogger(__name__)
 
 
 class SchemaError(RuntimeError):
@@ -98,4 +101,7 @@ def prepare(engine: Engine, upgrade: bool = True) -> Outcome:
                     "`opswatch db upgrade` (or set OPSWATCH_DATABASE_UPGRADE=true)"
                 )
             command.upgrade(config, target)
-    return Outcome(current, target, stamped)
+    outcome = Outcome(current, target, stamped)
+    if current != target or stamped:  # alembic's own lines are kept quiet (logs.NOISY)
+        log.info("%s", outcome.describe())
+    return outcome

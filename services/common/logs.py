@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-NOISY = ("kafka", "aiokafka", "faust", "mode")
+NOISY = ("kafka", "aiokafka", "faust", "mode", "alembic")
 
 
 class _ContextFormatter(logging.Formatter):

@@ -249,3 +249,14 @@ def test_a_sparse_ratio_adds_up_the_evidence_of_windows_too_small_to_judge() -> 
         levels = sparse_ratio_run(normal + [0.6] * 36, 1.7, seed)
         assert max(levels[: len(normal)]) < h  # three quiet days: no alarm
         assert max(levels[len(normal) :]) >= h
+
+
+def test_a_ratio_whose_numerator_outruns_its_denominator_is_judged() -> None:
+    """Cancellations of orders paid in earlier windows: more cancelled than paid."""
+    detector = RatioDetector()
+    state = detector.init_state()
+    for _ in range(48):
+        state = detector.learn(state, Observation(3.0, 2.0))
+    verdict = detector.score(state, Observation(5.0, 1.0))
+    assert all(math.isfinite(x) or x == -math.inf for x in verdict.llr_up + verdict.llr_down)
+    assert 0.0 <= verdict.p_up <= 1.0

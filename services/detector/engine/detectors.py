@@ -49,7 +49,7 @@ BASELINE_Z = 2.0
 
 def uncertainty(events: float) -> float:
     """The factor a baseline learned from ``events`` events may be off by."""
-    return 1.0 + BASELINE_Z / math.sqrt(events + 1.0)
+    return 1.0 + BASELINE_Z / math.sqrt(max(events, 0.0) + 1.0)
 
 
 def watched(llr: float, information: float, reach: float) -> float:

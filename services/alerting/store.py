@@ -48,6 +48,7 @@ from services.common.contracts import DIMENSIONS
 
 BOOK_LOCK = 0x6F707377  # "opsw": the advisory lock that makes the book's changes serial
 RETENTION_DAYS = 7  # sent or failed outbox rows are kept this long
+SERIES_KEPT = 288  # windows of an alert's series kept (a day of five-minute windows)
 
 metadata = MetaData()
 meta = Table(
@@ -115,6 +116,13 @@ deliveries = Table(
     Column("receiver", String(64), primary_key=True),
     Column("incident_id", String(32), primary_key=True),
     Column("ref", JSON, nullable=False),
+)
+# each alert's windows, [window_start, observed, expected, low, high, anomalous], oldest first
+alert_series = Table(
+    "alert_series",
+    metadata,
+    Column("alert_id", String(32), primary_key=True),
+    Column("points", JSON, nullable=False),
 )
 # ingest's answers by Idempotency-Key, when replicas share them (services.ingest.keys)
 idempotency_keys = Table(
@@ -313,6 +321,29 @@ class AlertStore:
         done = conn.execute(alerts.update().where(alerts.c.id == state.id).values(**row))
         if done.rowcount == 0:
             conn.execute(alerts.insert().values(id=state.id, **row))
+
+    def add_series(self, conn: Connection, alert_id: str, points: Sequence[Sequence[Any]]) -> None:
+        """Merge windows into an alert's series: a window seen again takes the newer
+        values; the newest ``SERIES_KEPT`` are kept."""
+        held = conn.execute(
+            select(alert_series.c.points).where(alert_series.c.alert_id == alert_id)
+        ).scalar()
+        merged = {p[0]: list(p) for p in (held or [])}
+        merged.update((p[0], list(p)) for p in points)
+        kept = [merged[k] for k in sorted(merged)][-SERIES_KEPT:]
+        if held is None:
+            conn.execute(alert_series.insert().values(alert_id=alert_id, points=kept))
+        else:
+            conn.execute(
+                update(alert_series).where(alert_series.c.alert_id == alert_id).values(points=kept)
+            )
+
+    def series(self, alert_id: str) -> list[list[Any]]:
+        with self.engine.connect() as conn:
+            points = conn.execute(
+                select(alert_series.c.points).where(alert_series.c.alert_id == alert_id)
+            ).scalar()
+        return [list(p) for p in points or []]
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

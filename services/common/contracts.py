@@ -133,6 +133,10 @@ class Driver(BaseModel):
     contribution: float | None = None
 
 
+SERIES_WINDOWS = 48
+SeriesValue = StrictFloat | None
+SeriesPoint = tuple[Timestamp, SeriesValue, SeriesValue, SeriesValue, SeriesValue]
+
 AlertSlice = dict[Literal["region", "channel", "platform"], str]
 
 
@@ -176,6 +180,8 @@ class Alert(BaseModel):
     config_version: str | None = None
     drivers: list[Driver] | None = None
     breakdown: Breakdown | None = None
+    # the first update's recent windows: [window_start, observed, expected, low, high]
+    series: Annotated[list[SeriesPoint], Field(max_length=SERIES_WINDOWS)] | None = None
     # the lifecycle, as the alert API serves an alert (the detector leaves them out)
     last_seen: Timestamp | None = None
     peak_score: Annotated[float, Field(ge=0, le=1)] | None = None

@@ -22,6 +22,7 @@ def serve(settings: OpswatchSettings, runtime: Runtime) -> None:
         auth=runtime.auth,
         slack_signing_secret=settings.secret("slack_signing_secret"),
         digest=runtime.config.digest,
+        timezone=settings.timezone,
         kafka_bootstrap=settings.kafka_bootstrap,
         topics=settings.topics(),
     )

@@ -345,6 +345,16 @@ class AlertStore:
             ).scalar()
         return [list(p) for p in points or []]
 
+    def members(self, incident: Mapping[str, Any]) -> list[tuple[dict[str, Any], list[list[Any]]]]:
+        """An incident's alerts, in its order, each with its series."""
+        ids = list(incident["alert_ids"])
+        with self.engine.connect() as conn:
+            found = select(alerts.c.id, alerts.c.body).where(alerts.c.id.in_(ids))
+            bodies = {r.id: dict(r.body) for r in conn.execute(found)}
+            held = select(alert_series).where(alert_series.c.alert_id.in_(ids))
+            series = {r.alert_id: [list(p) for p in r.points] for r in conn.execute(held)}
+        return [(bodies[i], series.get(i, [])) for i in ids if i in bodies]
+
     def get(self, alert_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             body = conn.execute(select(alerts.c.body).where(alerts.c.id == alert_id)).scalar()

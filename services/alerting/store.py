@@ -88,6 +88,7 @@ incidents = Table(
     Column("updated_at", String(32), nullable=False),
     Column("resolved_at", String(32)),
     Column("active", Boolean, nullable=False, index=True),
+    Column("title", String(300)),
     Column("body", JSON, nullable=False),
     Column("state", JSON, nullable=False),
     Index("ix_incidents_opened", "opened_at", "id"),
@@ -124,6 +125,17 @@ alert_series = Table(
     Column("alert_id", String(32), primary_key=True),
     Column("points", JSON, nullable=False),
 )
+# what responders learn about an incident: its cause, what was done, lessons
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(32), nullable=False, index=True),
+    Column("author", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
 # ingest's answers by Idempotency-Key, when replicas share them (services.ingest.keys)
 idempotency_keys = Table(
     "idempotency_keys",
@@ -159,6 +171,7 @@ class IncidentFilter:
     family: str | None = None
     since: str | None = None
     until: str | None = None
+    q: str | None = None  # in the title or a note, whatever the case
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,10 @@ def _page(
         last = rows[limit - 1]
         token = encode_cursor(last[1], last.id)
     return [dict(r.body) for r in rows[:limit]], token
+
+
+def _note(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "author", "kind", "text", "created_at")}
 
 
 class AlertStore:
@@ -423,6 +440,7 @@ class AlertStore:
             "resolved_at": body["resolved_at"],
             "active": summary.status != "resolved"
             or any(t in ("firing", "acknowledged") for t in told),
+            "title": str(body["title"])[:300],
             "body": dict(body),
             "state": inc.dump(state),
         }
@@ -431,11 +449,43 @@ class AlertStore:
             conn.execute(incidents.insert().values(id=state.id, **row))
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        """The incident as the API serves it, with its notes."""
         with self.engine.connect() as conn:
             body = conn.execute(
                 select(incidents.c.body).where(incidents.c.id == incident_id)
             ).scalar()
-        return dict(body) if body is not None else None
+            if body is None:
+                return None
+            return {**body, "notes": self._notes(conn, [incident_id]).get(incident_id, [])}
+
+    def add_note(
+        self, incident_id: str, author: str, kind: str, text_: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """The note as stored; None when there is no such incident."""
+        with self.transaction() as conn:
+            found = conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id))
+            if found.first() is None:
+                return None
+            row = {
+                "incident_id": incident_id,
+                "author": author,
+                "kind": kind,
+                "text": text_,
+                "created_at": iso(now),
+            }
+            done = conn.execute(notes.insert().values(**row))
+            assert done.inserted_primary_key is not None
+        return _note({"id": done.inserted_primary_key[0], **row})
+
+    @staticmethod
+    def _notes(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        rows = conn.execute(
+            select(notes).where(notes.c.incident_id.in_(list(ids))).order_by(notes.c.id)
+        ).all()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r.incident_id, []).append(_note(dict(r._mapping)))
+        return out
 
     def list_incidents(
         self, flt: IncidentFilter, limit: int, cursor: str | None = None
@@ -449,8 +499,21 @@ class AlertStore:
             conds.append(incidents.c.updated_at >= flt.since)
         if flt.until is not None:
             conds.append(incidents.c.opened_at <= flt.until)
+        if flt.q:
+            q = flt.q.lower()
+            noted = select(notes.c.incident_id).where(
+                func.lower(notes.c.text).contains(q, autoescape=True)
+            )
+            conds.append(
+                or_(
+                    func.lower(incidents.c.title).contains(q, autoescape=True),
+                    incidents.c.id.in_(noted),
+                )
+            )
         with self.engine.connect() as conn:
-            return _page(conn, incidents, "opened_at", conds, limit, cursor)
+            items, token = _page(conn, incidents, "opened_at", conds, limit, cursor)
+            found = self._notes(conn, [i["id"] for i in items])
+        return [{**i, "notes": found.get(i["id"], [])} for i in items], token
 
     def incidents_between(self, since: str, until: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -195,6 +195,24 @@ class Alert(BaseModel):
     incident_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
 
+NoteKind = Literal["cause", "action", "lesson"]
+
+
+class NoteRequest(BaseModel):
+    """A note on an incident, as POST /v1/incidents/{id}/notes takes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    author: Annotated[str, Field(min_length=1, max_length=100)]
+    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    kind: NoteKind
+
+
+class Note(NoteRequest):
+    id: int
+    created_at: Timestamp
+
+
 class Incident(BaseModel):
     """Alerts that share a cause, as GET /v1/incidents serves them."""
 
@@ -217,3 +235,4 @@ class Incident(BaseModel):
     snoozed: bool
     flapping: bool
     notified_status: Literal["firing", "acknowledged", "resolved"] | None
+    notes: list[Note] = Field(default_factory=list)  # oldest first

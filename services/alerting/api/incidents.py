@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from services.alerting.api.alerts import iso
-from services.alerting.api.deps import ReadAuth, StoreDep
+from services.alerting.api.deps import BookDep, ReadAuth, StoreDep, WriteAuth
 from services.alerting.store import PAGE_TOKEN, IncidentFilter
-from services.common.contracts import Incident, Timestamp
+from services.common.contracts import Incident, Note, NoteRequest, Timestamp
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -34,13 +34,17 @@ def list_incidents(
     family: str | None = None,
     since: Annotated[Timestamp | None, Query(description="updated at or after")] = None,
     until: Annotated[Timestamp | None, Query(description="opened at or before")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="in the title or a note, whatever the case"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[
         str | None, Query(pattern=PAGE_TOKEN, description="next_page_token of the page before")
     ] = None,
 ) -> IncidentPage:
-    """Incidents, newest first."""
-    flt = IncidentFilter(status, severity, family, iso(since), iso(until))
+    """Incidents, newest first, each with its notes."""
+    flt = IncidentFilter(status, severity, family, iso(since), iso(until), q)
     items, token = store.list_incidents(flt, limit, page_token)
     return IncidentPage(items=[Incident.model_validate(i) for i in items], next_page_token=token)
 
@@ -56,3 +60,20 @@ def get_incident(incident_id: str, store: StoreDep) -> Incident:
     if body is None:
         raise ProblemError(404, "Incident not found", f"no incident with id {incident_id!r}")
     return Incident.model_validate(body)
+
+
+@router.post(
+    "/{incident_id}/notes",
+    response_model=Note,
+    status_code=201,
+    dependencies=[WriteAuth],
+    responses=problem_responses(401, 404, 422),
+)
+def add_note(incident_id: str, request: NoteRequest, book: BookDep) -> Note:
+    """What was learned: the cause, an action taken, or a lesson for next time."""
+    note = book.store.add_note(
+        incident_id, request.author, request.kind, request.text, book.clock()
+    )
+    if note is None:
+        raise ProblemError(404, "Incident not found", f"no incident with id {incident_id!r}")
+    return Note.model_validate(note)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.alerting.api import alerts, charts, incidents, slack, stats
+from services.alerting.api import alerts, charts, incidents, pages, slack, stats
 from services.alerting.api.deps import Auth
 from services.alerting.book import AlertBook
 from services.alerting.charts import ChartCache
@@ -75,7 +75,7 @@ def create_app(
     app.state.timezone = timezone
     app.state.charts = ChartCache()
     problems.install(app)
-    for module in (alerts, incidents, charts, stats, slack):
+    for module in (alerts, incidents, charts, pages, stats, slack):
         app.include_router(module.router)
     app.include_router(health.router)
     return app

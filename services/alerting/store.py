@@ -643,6 +643,18 @@ class AlertStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(~outbox.c.done)).scalar() or 0)
 
+    def notifications(self, incident_id: str) -> list[dict[str, Any]]:
+        """An incident's notifications, oldest first: receiver, kind, when accepted,
+        outcome (None while pending) and attempts."""
+        cols = (outbox.c.receiver, outbox.c.kind, outbox.c.created_at, outbox.c.outcome)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*cols, outbox.c.attempts)
+                .where(outbox.c.incident_id == incident_id)
+                .order_by(outbox.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
     def outbox_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(outbox).order_by(outbox.c.id)).all()

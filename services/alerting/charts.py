@@ -98,14 +98,12 @@ def alert_plot(
     )
 
 
-def incident_plot(
-    incident: Mapping[str, Any],
-    members: Sequence[tuple[Mapping[str, Any], Sequence[Sequence[Any]]]],
-    timezone: str,
-) -> PlotData:
-    """An incident's chart: the alert on the incident's own metric and slice (else
-    its first), with the other members of that metric as its driver lines."""
-    lead = next(
+Member = tuple[Mapping[str, Any], Sequence[Sequence[Any]]]  # an alert and its series
+
+
+def lead_of(incident: Mapping[str, Any], members: Sequence[Member]) -> Member:
+    """The alert on the incident's own metric and slice, else its first."""
+    return next(
         (
             m
             for m in members
@@ -113,6 +111,16 @@ def incident_plot(
         ),
         members[0],
     )
+
+
+def incident_plot(
+    incident: Mapping[str, Any],
+    members: Sequence[Member],
+    timezone: str,
+) -> PlotData:
+    """An incident's chart: its lead alert, with the other members of that metric
+    as its driver lines."""
+    lead = lead_of(incident, members)
     zone = ZoneInfo(timezone)
     drivers = [
         Line(

@@ -213,6 +213,21 @@ class Note(NoteRequest):
     created_at: Timestamp
 
 
+class SimilarIncident(BaseModel):
+    """A resolved incident of the same metric family on a related slice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    title: str
+    slice: AlertSlice
+    opened_at: Timestamp
+    resolved_at: Timestamp | None
+    resolve_s: int | None = Field(description="seconds from its start to its resolve")
+    label: Literal["true_positive", "false_positive", "expected"] | None
+    notes: list[Note]
+
+
 class Incident(BaseModel):
     """Alerts that share a cause, as GET /v1/incidents serves them."""
 
@@ -236,3 +251,5 @@ class Incident(BaseModel):
     flapping: bool
     notified_status: Literal["firing", "acknowledged", "resolved"] | None
     notes: list[Note] = Field(default_factory=list)  # oldest first
+    # GET /v1/incidents/{id}: up to three resolved incidents like it, the closest first
+    similar: list[SimilarIncident] | None = None

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from services.alerting.api.deps import READ_COOKIE, StoreDep, may_read
 from services.alerting.messages import num, where
 from services.alerting.pages import local, timeline
+from services.alerting.review import duration, similar_to
 from services.alerting.store import AlertStore, IncidentFilter
 
 router = APIRouter(include_in_schema=False)
@@ -51,7 +52,13 @@ def _render(
     def local_dt(value: datetime) -> str:
         return local(value.isoformat(), tz)
 
-    context |= {"local": local_time, "local_dt": local_dt, "where": where, "num": num}
+    context |= {
+        "local": local_time,
+        "local_dt": local_dt,
+        "where": where,
+        "num": num,
+        "duration": duration,
+    }
     response = templates.TemplateResponse(request, name, context, status_code=status)
     if token is not None:
         response.set_cookie(READ_COOKIE, token, httponly=True, samesite="lax")
@@ -64,7 +71,8 @@ def _incident_page(store: AlertStore, incident_id: str) -> dict[str, Any] | None
         return None
     alerts = [body for body, _ in store.members(incident)]
     events = timeline(alerts, store.notifications(incident_id), incident["notes"])
-    return {"incident": incident, "alerts": alerts, "timeline": events}
+    like = similar_to(store, incident)
+    return {"incident": incident, "alerts": alerts, "timeline": events, "similar": like}
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)

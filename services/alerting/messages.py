@@ -29,7 +29,8 @@ class Links:
         return f"{self.public_url.rstrip('/')}/v1/alerts/{alert_id}"
 
     def incident(self, incident_id: str) -> str:
-        return f"{self.public_url.rstrip('/')}/v1/incidents/{incident_id}"
+        """The incident's page, for people."""
+        return f"{self.public_url.rstrip('/')}/incidents/{incident_id}"
 
     def dashboard(self, alert: Mapping[str, Any]) -> str | None:
         if not self.grafana_url:
@@ -128,7 +129,7 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
                 ],
             }
         )
-    link_items = [("Alert", links.alert(lead["id"]))]
+    link_items = [("Incident", links.incident(incident["id"])), ("Alert", links.alert(lead["id"]))]
     dashboard = links.dashboard(lead)
     if dashboard:
         link_items.append(("Dashboard", dashboard))

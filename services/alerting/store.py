@@ -341,12 +341,16 @@ class AlertStore:
 
     def add_series(self, conn: Connection, alert_id: str, points: Sequence[Sequence[Any]]) -> None:
         """Merge windows into an alert's series: a window seen again takes the newer
-        values; the newest ``SERIES_KEPT`` are kept."""
+        values, and stays anomalous once it was (a reopened alert's first update
+        carries earlier anomalous windows as history); the newest ``SERIES_KEPT``
+        are kept."""
         held = conn.execute(
             select(alert_series.c.points).where(alert_series.c.alert_id == alert_id)
         ).scalar()
         merged = {p[0]: list(p) for p in (held or [])}
-        merged.update((p[0], list(p)) for p in points)
+        for p in points:
+            before = merged.get(p[0])
+            merged[p[0]] = [*p[:5], bool(p[5]) or bool(before and before[5])]
         kept = [merged[k] for k in sorted(merged)][-SERIES_KEPT:]
         if held is None:
             conn.execute(alert_series.insert().values(alert_id=alert_id, points=kept))

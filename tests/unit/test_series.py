@@ -6,11 +6,16 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from services.alerting.app import create_app
 from services.alerting.book import AlertBook
+from services.alerting.charts import alert_plot
 from services.alerting.routing import AlertingConfig, Routing
 from services.alerting.store import SERIES_KEPT, AlertStore
 from services.common import contracts
@@ -123,3 +128,41 @@ def test_alerting_keeps_each_alerts_series_bounded_with_its_own_windows(store_ur
     kept = store.series(first["id"])
     assert len(kept) == SERIES_KEPT
     assert kept[-1][0] == iso(start + timedelta(seconds=W * (SERIES_KEPT + 9)))
+
+
+def test_a_reopened_alerts_history_keeps_its_earlier_windows_anomalous(store_url: str) -> None:
+    store = AlertStore(store_url)
+    with store.transaction() as conn:
+        store.add_series(conn, "a" * 32, [["t1", 1.0, 1.0, 0.0, 2.0, True]])
+        store.add_series(conn, "a" * 32, [["t1", 1.5, 1.0, 0.0, 2.0, False]])
+    assert store.series("a" * 32) == [["t1", 1.5, 1.0, 0.0, 2.0, True]]
+
+
+def test_the_engines_alerts_chart_their_own_numbers(
+    alerts: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The simulated outage's alerts, through alerting's intake, charted."""
+    families = {m.name: m.family for m in CATALOG.metrics}
+    book = AlertBook(
+        AlertStore(f"sqlite:///{tmp_path / 'a.db'}"),
+        families,
+        Routing(AlertingConfig(), families),
+        FakeClock(),
+    )
+    app = create_app(book, CollectorRegistry())
+    for a in alerts:
+        assert app.state.intake.handle(a) == "stored"
+    first = next(a for a in alerts if a["status"] == "firing" and a["windows"] == 1)
+    client = TestClient(app)
+    chart = client.get(f"/v1/alerts/{first['id']}/chart.png")
+    assert chart.status_code == 200 and chart.content[:8] == b"\x89PNG\r\n\x1a\n"
+    body = client.get(f"/v1/alerts/{first['id']}").json()
+    data = alert_plot(body, book.store.series(first["id"]), "UTC")
+    history = first["series"][:-1]
+    firing = [a for a in alerts if a["id"] == first["id"] and a["status"] == "firing"]
+    n = len(history)
+    plain = [math.nan if p[1] is None else p[1] for p in history]
+    assert data.observed[:n] == pytest.approx(plain, nan_ok=True)
+    assert data.observed[n : n + len(firing)] == [a["observed"] for a in firing]
+    assert data.expected[n : n + len(firing)] == [a["expected"] for a in firing]
+    assert data.anomalous[: n + len(firing)] == [False] * n + [True] * len(firing)

@@ -90,3 +90,25 @@ def test_the_timeline_orders_what_happened() -> None:
     events = timeline([alert], [sent | {"created_at": iso(START + timedelta(minutes=5))}], notes)
     assert [e.kind for e in events] == ["anomaly", "note", "notified", "acknowledged", "resolved"]
     assert events[2].text == "firing notification to slack (sent)"
+
+
+def test_an_open_incident_is_listed_however_many_came_after_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.alerting.api.pages.RECENT", 2)
+    intake = client.app.state.intake  # type: ignore[attr-defined]
+    old = detector_update(slice_={"region": "eu"}, start=START)
+    intake.handle(old)
+    clock = client.app.state.book.clock  # type: ignore[attr-defined]
+    for i in range(3):
+        clock.advance(hours=1)  # incidents open in the order they are seen
+        later = START + timedelta(hours=i + 1)
+        slice_ = {"region": f"r{i}"}
+        intake.handle(detector_update(slice_=slice_, start=later))
+        intake.handle(detector_update(slice_=slice_, start=later, window=3, status="resolved"))
+    html = client.get(f"/incidents?token={READ}").text
+    opened = html[html.index('id="open"') : html.index('id="recent"')]
+    recent = html[html.index('id="recent"') :]
+    assert "conversion_rate dropped in region=eu" in opened
+    assert "region=r2" in recent and "region=eu" not in recent
+    assert "region=r" not in opened

@@ -96,14 +96,21 @@ async def incidents_page(
     token: str | None = None,
 ) -> Response:
     """Open incidents and the most recent ones, filtered by status, severity and text."""
-    flt = IncidentFilter(status or None, severity or None, q=q or None)
 
-    def listed() -> list[dict[str, Any]]:
+    def listed(wanted: str | None) -> list[dict[str, Any]]:
+        flt = IncidentFilter(wanted, severity or None, q=q or None)
         return store.list_incidents(flt, RECENT)[0]
 
-    recent = await run_in_threadpool(listed)
+    def open_and_recent() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        shown = [s for s in ("firing", "acknowledged") if status in ("", s)]
+        opened = sorted(
+            (i for s in shown for i in listed(s)), key=lambda i: i["opened_at"], reverse=True
+        )
+        return opened, listed(status or None)
+
+    opened, recent = await run_in_threadpool(open_and_recent)
     context = {
-        "open": [i for i in recent if i["status"] != "resolved"],
+        "open": opened,
         "recent": recent,
         "status": status,
         "severity": severity,

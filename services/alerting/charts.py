@@ -113,13 +113,19 @@ def lead_of(incident: Mapping[str, Any], members: Sequence[Member]) -> Member:
     )
 
 
+def _below(lead: Mapping[str, Any], alert: Mapping[str, Any]) -> bool:
+    """Whether the alert's slice is a sub-slice of the lead's (a driver of it)."""
+    here, there = lead["slice"], alert["slice"]
+    return len(there) > len(here) and all(there.get(d) == v for d, v in here.items())
+
+
 def incident_plot(
     incident: Mapping[str, Any],
     members: Sequence[Member],
     timezone: str,
 ) -> PlotData:
-    """An incident's chart: its lead alert, with the other members of that metric
-    as its driver lines."""
+    """An incident's chart: its lead alert, with the members of that metric on its
+    sub-slices (its drivers) as thin lines."""
     lead = lead_of(incident, members)
     zone = ZoneInfo(timezone)
     drivers = [
@@ -129,7 +135,7 @@ def incident_plot(
             [_value(p[1]) for p in points],
         )
         for alert, points in members
-        if alert is not lead[0] and alert["metric"] == lead[0]["metric"] and points
+        if alert["metric"] == lead[0]["metric"] and points and _below(lead[0], alert)
     ]
     data = alert_plot(lead[0], lead[1], timezone, drivers)
     times = data.title.split("\n", 1)[1]

@@ -40,13 +40,16 @@ def history(slice_: dict[str, str], n: int = 12, level: float = 0.07) -> list[li
     ]
 
 
-def ingest_episode(client: TestClient, slice_: dict[str, str], observed: list[float]) -> str:
+def ingest_episode(
+    client: TestClient, slice_: dict[str, str], observed: list[float], **over: Any
+) -> str:
     intake = client.app.state.intake  # type: ignore[attr-defined]
-    first = detector_update(slice_=slice_, start=START, series=history(slice_))
+    first = detector_update(slice_=slice_, start=START, series=history(slice_), **over)
     first["observed"] = observed[0]
     assert intake.handle(first) == "stored"
     for w, value in enumerate(observed[1:], start=1):
-        assert intake.handle(detector_update(slice_=slice_, start=START, window=w, observed=value))
+        update = detector_update(slice_=slice_, start=START, window=w, observed=value, **over)
+        assert intake.handle(update) == "stored"
     return str(first["id"])
 
 
@@ -82,13 +85,15 @@ def test_the_plot_data_are_the_alerts_windows(client: TestClient) -> None:
 def test_alert_and_incident_charts_are_pngs_of_slacks_size(client: TestClient) -> None:
     lead = ingest_episode(client, {"region": "eu"}, [0.01, 0.02])
     ingest_episode(client, {"region": "eu", "channel": "web"}, [0.005, 0.01])
+    # a slice of the incident that is not below the lead's: not a driver
+    ingest_episode(client, {"channel": "web"}, [0.03, 0.04], severity="warning")
     png = client.get(f"/v1/alerts/{lead}/chart.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png_size(png.content) == (800, 400)
     assert 10_000 < len(png.content) < 300_000
     incident_id = client.get(f"/v1/alerts/{lead}").json()["incident_id"]
     incident = client.get(f"/v1/incidents/{incident_id}").json()
-    assert incident["alerts"] == 2
+    assert incident["alerts"] == 3
     chart = client.get(f"/v1/incidents/{incident_id}/chart.png")
     assert chart.status_code == 200 and png_size(chart.content) == (800, 400)
     store: AlertStore = client.app.state.book.store  # type: ignore[attr-defined]

@@ -84,31 +84,10 @@ def main() -> None:
         (DOCS / "chart.png").write_bytes(
             httpx.get(f"{base}/v1/incidents/{incident['id']}/chart.png").content
         )
-        chromium = subprocess.run(
-            ["bash", str(REPO / "deploy/local/chromium.sh"), "install"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[-1]
-        subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={tmp}/profile",
-                "--window-size=412,1100",
-                "--virtual-time-budget=5000",
-                f"--screenshot={DOCS / 'incident.png'}",
-                f"{base}/incidents/{incident['id']}",
-            ],
-            capture_output=True,
-            check=True,
-        )
+        page = f"{base}/incidents/{incident['id']}"
+        shot = str(DOCS / "incident.png")
+        script = str(REPO / "deploy" / "local" / "chromium.sh")
+        subprocess.run(["bash", script, "screenshot", page, shot], capture_output=True, check=True)
         server.should_exit = True
     print(f"docs/chart.png and docs/incident.png: {incident['title']}")
 

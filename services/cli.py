@@ -266,6 +266,28 @@ def digest(
 
 
 @app.command()
+def review(
+    incident_id: Annotated[str, typer.Argument(help="the incident's id")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown file")] = None,
+) -> None:
+    """The post-incident review as Markdown: summary, timeline, impact against expected,
+    chart link, notes, label and similar past incidents."""
+    from services.alerting.review import review as write_review
+
+    settings = _settings()
+    runtime = _alerting(settings)
+    chart = f"{runtime.config.public_url.rstrip('/')}/v1/incidents/{incident_id}/chart.png"
+    text = write_review(runtime.book.store, incident_id, settings.timezone, chart)
+    if text is None:
+        err.print(f"[red]no incident with id {incident_id!r}[/] in the alert store")
+        raise typer.Exit(1)
+    if output:
+        output.write_text(text)
+    else:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def replay(
     input: Annotated[Path, typer.Option("--input", "-i", help="events, NDJSON")],
     output: Annotated[Path, typer.Option("--output", "-o", help="alerts, NDJSON")],

@@ -4,6 +4,7 @@ deploy/local/postgres.sh (``-m postgres`` selects the PostgreSQL cases alone).""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -105,3 +106,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = server.database()
     yield url
     server.drop(url)
+
+
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """The command configures logging on the root logger; give it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -22,6 +22,7 @@ def serve(settings: OpswatchSettings, runtime: Runtime, kafka: KafkaConnection) 
         auth=runtime.auth,
         slack_signing_secret=settings.secret("slack_signing_secret"),
         digest=runtime.config.digest,
+        timezone=settings.timezone,
         kafka=kafka,
         topics=settings.topics(),
     )

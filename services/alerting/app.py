@@ -9,9 +9,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.alerting.api import alerts, incidents, slack, stats
+from services.alerting.api import alerts, charts, incidents, pages, slack, stats
 from services.alerting.api.deps import Auth
 from services.alerting.book import AlertBook
+from services.alerting.charts import ChartCache
 from services.alerting.digest import scheduler
 from services.alerting.intake import AlertIntake, KafkaAlertConsumer
 from services.alerting.metrics import Metrics, StoreCollector
@@ -33,9 +34,10 @@ def create_app(
     topics: Topics | None = None,
     dispatch_interval_s: float = 1.0,
     digest: DigestConfig | None = None,
+    timezone: str = "UTC",
 ) -> FastAPI:
     """The alert API; with senders it also notifies, with a Kafka bootstrap it also
-    consumes opswatch.alerts."""
+    consumes opswatch.alerts. Charts give times in ``timezone`` (the business's)."""
     metrics = Metrics.create(registry, list(senders or ()))
     registry.register(StoreCollector(book.store))
     intake = AlertIntake(book, metrics)
@@ -67,8 +69,10 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.auth = auth or Auth()
     app.state.slack_signing_secret = slack_signing_secret
+    app.state.timezone = timezone
+    app.state.charts = ChartCache()
     problems.install(app)
-    for module in (alerts, incidents, stats, slack):
+    for module in (alerts, incidents, charts, pages, stats, slack):
         app.include_router(module.router)
     app.include_router(health.router)
     return app

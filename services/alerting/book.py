@@ -79,7 +79,12 @@ class AlertBook:
     # detector updates
 
     def ingest(self, update: Mapping[str, Any]) -> Change:
-        """Apply one detector update (already validated against the contract)."""
+        """Apply one detector update (already validated against the contract).
+
+        A firing update's window, and a first update's recent windows (``series``),
+        are added to the alert's series; the alert itself keeps neither."""
+        update = dict(update)
+        series = update.pop("series", None) or []
         with self.store.transaction() as conn:
             found = self.store.latest_for(conn, update["fingerprint"])
             before, incident_id = found if found else (None, None)
@@ -98,6 +103,11 @@ class AlertBook:
                 )
                 incident = inc.touch(current, state, material)
             self._save(conn, incident, state, now)
+            if update["status"] == "firing":  # the update's own window is anomalous
+                own = [update[k] for k in ("window_start", "observed", "expected")]
+                own += [update["expected_low"], update["expected_high"], True]
+                recent = [[*p, False] for p in series]
+                self.store.add_series(conn, state.id, [*recent, own])
         return change
 
     def _incident_for(

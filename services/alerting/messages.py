@@ -29,7 +29,8 @@ class Links:
         return f"{self.public_url.rstrip('/')}/v1/alerts/{alert_id}"
 
     def incident(self, incident_id: str) -> str:
-        return f"{self.public_url.rstrip('/')}/v1/incidents/{incident_id}"
+        """The incident's page, for people."""
+        return f"{self.public_url.rstrip('/')}/incidents/{incident_id}"
 
     def dashboard(self, alert: Mapping[str, Any]) -> str | None:
         if not self.grafana_url:
@@ -54,7 +55,7 @@ def where(slice_: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in slice_.items()) or "all-up"
 
 
-def _num(value: float | None) -> str:
+def num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
@@ -67,8 +68,8 @@ def headline(notice: Mapping[str, Any]) -> str:
     }.get(incident["status"], incident["severity"].upper())
     return (
         f"[{state}] {lead['metric']} {'dropped' if lead['direction'] == 'down' else 'rose'} "
-        f"in {where(lead['slice'])}: observed {_num(lead['observed'])}, expected "
-        f"{_num(lead['expected'])} ({_num(lead['expected_low'])}-{_num(lead['expected_high'])})"
+        f"in {where(lead['slice'])}: observed {num(lead['observed'])}, expected "
+        f"{num(lead['expected'])} ({num(lead['expected_low'])}-{num(lead['expected_high'])})"
     )
 
 
@@ -81,11 +82,10 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
     fields = [
         ("Metric", escape(lead["metric"])),
         ("Slice", escape(where(lead["slice"]))),
-        ("Observed", f"{_num(lead['observed'])} (n={_num(lead.get('n'))})"),
+        ("Observed", f"{num(lead['observed'])} (n={num(lead.get('n'))})"),
         (
             "Expected",
-            f"{_num(lead['expected'])} [{_num(lead['expected_low'])}, "
-            f"{_num(lead['expected_high'])}]",
+            f"{num(lead['expected'])} [{num(lead['expected_low'])}, {num(lead['expected_high'])}]",
         ),
         ("Since", lead["started_at"]),
         ("Status", incident["status"] + (" (snoozed)" if incident.get("snoozed") else "")),
@@ -103,7 +103,7 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
     drivers = lead.get("drivers") or []
     if drivers:
         text = "; ".join(
-            f"{escape(where(d['slice']))} {_num(d.get('observed'))} vs {_num(d.get('expected'))}"
+            f"{escape(where(d['slice']))} {num(d.get('observed'))} vs {num(d.get('expected'))}"
             for d in drivers[:5]
         )
         blocks.append(
@@ -129,7 +129,7 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
                 ],
             }
         )
-    link_items = [("Alert", links.alert(lead["id"]))]
+    link_items = [("Incident", links.incident(incident["id"])), ("Alert", links.alert(lead["id"]))]
     dashboard = links.dashboard(lead)
     if dashboard:
         link_items.append(("Dashboard", dashboard))
@@ -191,9 +191,9 @@ def alertmanager_alerts(notice: Mapping[str, Any], links: Links) -> list[dict[st
         annotations = {
             "summary": f"{alert['metric']} {alert['direction']} in {where(alert['slice'])}",
             "description": (
-                f"observed {_num(alert['observed'])}, expected {_num(alert['expected'])} "
-                f"[{_num(alert['expected_low'])}, {_num(alert['expected_high'])}], "
-                f"n={_num(alert.get('n'))}, score {alert['score']:.2f}"
+                f"observed {num(alert['observed'])}, expected {num(alert['expected'])} "
+                f"[{num(alert['expected_low'])}, {num(alert['expected_high'])}], "
+                f"n={num(alert.get('n'))}, score {alert['score']:.2f}"
             ),
             "incident_id": notice["incident"]["id"],
             "alert_id": alert["id"],

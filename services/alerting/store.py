@@ -48,6 +48,7 @@ from services.common.contracts import DIMENSIONS
 
 BOOK_LOCK = 0x6F707377  # "opsw": the advisory lock that makes the book's changes serial
 RETENTION_DAYS = 7  # sent or failed outbox rows are kept this long
+SERIES_KEPT = 288  # windows of an alert's series kept (a day of five-minute windows)
 
 metadata = MetaData()
 meta = Table(
@@ -87,6 +88,7 @@ incidents = Table(
     Column("updated_at", String(32), nullable=False),
     Column("resolved_at", String(32)),
     Column("active", Boolean, nullable=False, index=True),
+    Column("title", String(300)),
     Column("body", JSON, nullable=False),
     Column("state", JSON, nullable=False),
     Index("ix_incidents_opened", "opened_at", "id"),
@@ -115,6 +117,24 @@ deliveries = Table(
     Column("receiver", String(64), primary_key=True),
     Column("incident_id", String(32), primary_key=True),
     Column("ref", JSON, nullable=False),
+)
+# each alert's windows, [window_start, observed, expected, low, high, anomalous], oldest first
+alert_series = Table(
+    "alert_series",
+    metadata,
+    Column("alert_id", String(32), primary_key=True),
+    Column("points", JSON, nullable=False),
+)
+# what responders learn about an incident: its cause, what was done, lessons
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(32), nullable=False, index=True),
+    Column("author", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
 )
 # ingest's answers by Idempotency-Key, when replicas share them (services.ingest.keys)
 idempotency_keys = Table(
@@ -151,6 +171,7 @@ class IncidentFilter:
     family: str | None = None
     since: str | None = None
     until: str | None = None
+    q: str | None = None  # in the title or a note, whatever the case
 
 
 @dataclass(frozen=True)
@@ -253,6 +274,10 @@ def _page(
     return [dict(r.body) for r in rows[:limit]], token
 
 
+def _note(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "author", "kind", "text", "created_at")}
+
+
 class AlertStore:
     """``upgrade``: bring an older schema to this release's (else refuse it, see
     ``schema.prepare``)."""
@@ -313,6 +338,43 @@ class AlertStore:
         done = conn.execute(alerts.update().where(alerts.c.id == state.id).values(**row))
         if done.rowcount == 0:
             conn.execute(alerts.insert().values(id=state.id, **row))
+
+    def add_series(self, conn: Connection, alert_id: str, points: Sequence[Sequence[Any]]) -> None:
+        """Merge windows into an alert's series: a window seen again takes the newer
+        values, and stays anomalous once it was (a reopened alert's first update
+        carries earlier anomalous windows as history); the newest ``SERIES_KEPT``
+        are kept."""
+        held = conn.execute(
+            select(alert_series.c.points).where(alert_series.c.alert_id == alert_id)
+        ).scalar()
+        merged = {p[0]: list(p) for p in (held or [])}
+        for p in points:
+            before = merged.get(p[0])
+            merged[p[0]] = [*p[:5], bool(p[5]) or bool(before and before[5])]
+        kept = [merged[k] for k in sorted(merged)][-SERIES_KEPT:]
+        if held is None:
+            conn.execute(alert_series.insert().values(alert_id=alert_id, points=kept))
+        else:
+            conn.execute(
+                update(alert_series).where(alert_series.c.alert_id == alert_id).values(points=kept)
+            )
+
+    def series(self, alert_id: str) -> list[list[Any]]:
+        with self.engine.connect() as conn:
+            points = conn.execute(
+                select(alert_series.c.points).where(alert_series.c.alert_id == alert_id)
+            ).scalar()
+        return [list(p) for p in points or []]
+
+    def members(self, incident: Mapping[str, Any]) -> list[tuple[dict[str, Any], list[list[Any]]]]:
+        """An incident's alerts, in its order, each with its series."""
+        ids = list(incident["alert_ids"])
+        with self.engine.connect() as conn:
+            found = select(alerts.c.id, alerts.c.body).where(alerts.c.id.in_(ids))
+            bodies = {r.id: dict(r.body) for r in conn.execute(found)}
+            held = select(alert_series).where(alert_series.c.alert_id.in_(ids))
+            series = {r.alert_id: [list(p) for p in r.points] for r in conn.execute(held)}
+        return [(bodies[i], series.get(i, [])) for i in ids if i in bodies]
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -382,6 +444,7 @@ class AlertStore:
             "resolved_at": body["resolved_at"],
             "active": summary.status != "resolved"
             or any(t in ("firing", "acknowledged") for t in told),
+            "title": str(body["title"])[:300],
             "body": dict(body),
             "state": inc.dump(state),
         }
@@ -390,11 +453,68 @@ class AlertStore:
             conn.execute(incidents.insert().values(id=state.id, **row))
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        """The incident as the API serves it, with its notes."""
         with self.engine.connect() as conn:
             body = conn.execute(
                 select(incidents.c.body).where(incidents.c.id == incident_id)
             ).scalar()
-        return dict(body) if body is not None else None
+            if body is None:
+                return None
+            return {**body, "notes": self._notes(conn, [incident_id]).get(incident_id, [])}
+
+    def resolved_of_family(self, family: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The family's most recently opened resolved incidents, each with its notes
+        and its alerts' labels."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(incidents.c.body)
+                .where(incidents.c.family == family, incidents.c.status == "resolved")
+                .order_by(incidents.c.opened_at.desc())
+                .limit(limit)
+            ).all()
+            ids = [r.body["id"] for r in rows]
+            found = self._notes(conn, ids)
+            labelled = conn.execute(
+                select(alerts.c.incident_id, alerts.c.label).where(
+                    alerts.c.incident_id.in_(ids), alerts.c.label.is_not(None)
+                )
+            ).all()
+        labels: dict[str, list[str]] = {}
+        for incident_id, label in labelled:
+            labels.setdefault(incident_id, []).append(label)
+        return [
+            {**r.body, "notes": found.get(r.body["id"], []), "labels": labels.get(r.body["id"], [])}
+            for r in rows
+        ]
+
+    def add_note(
+        self, incident_id: str, author: str, kind: str, text_: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """The note as stored; None when there is no such incident."""
+        with self.transaction() as conn:
+            found = conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id))
+            if found.first() is None:
+                return None
+            row = {
+                "incident_id": incident_id,
+                "author": author,
+                "kind": kind,
+                "text": text_,
+                "created_at": iso(now),
+            }
+            done = conn.execute(notes.insert().values(**row))
+            assert done.inserted_primary_key is not None
+        return _note({"id": done.inserted_primary_key[0], **row})
+
+    @staticmethod
+    def _notes(conn: Connection, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        rows = conn.execute(
+            select(notes).where(notes.c.incident_id.in_(list(ids))).order_by(notes.c.id)
+        ).all()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r.incident_id, []).append(_note(dict(r._mapping)))
+        return out
 
     def list_incidents(
         self, flt: IncidentFilter, limit: int, cursor: str | None = None
@@ -408,8 +528,21 @@ class AlertStore:
             conds.append(incidents.c.updated_at >= flt.since)
         if flt.until is not None:
             conds.append(incidents.c.opened_at <= flt.until)
+        if flt.q:
+            q = flt.q.lower()
+            noted = select(notes.c.incident_id).where(
+                func.lower(notes.c.text).contains(q, autoescape=True)
+            )
+            conds.append(
+                or_(
+                    func.lower(incidents.c.title).contains(q, autoescape=True),
+                    incidents.c.id.in_(noted),
+                )
+            )
         with self.engine.connect() as conn:
-            return _page(conn, incidents, "opened_at", conds, limit, cursor)
+            items, token = _page(conn, incidents, "opened_at", conds, limit, cursor)
+            found = self._notes(conn, [i["id"] for i in items])
+        return [{**i, "notes": found.get(i["id"], [])} for i in items], token
 
     def incidents_between(self, since: str, until: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -538,6 +671,18 @@ class AlertStore:
     def outbox_depth(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(~outbox.c.done)).scalar() or 0)
+
+    def notifications(self, incident_id: str) -> list[dict[str, Any]]:
+        """An incident's notifications, oldest first: receiver, kind, when accepted,
+        outcome (None while pending) and attempts."""
+        cols = (outbox.c.receiver, outbox.c.kind, outbox.c.created_at, outbox.c.outcome)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*cols, outbox.c.attempts)
+                .where(outbox.c.incident_id == incident_id)
+                .order_by(outbox.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
 
     def outbox_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -133,6 +133,10 @@ class Driver(BaseModel):
     contribution: float | None = None
 
 
+SERIES_WINDOWS = 48
+SeriesValue = StrictFloat | None
+SeriesPoint = tuple[Timestamp, SeriesValue, SeriesValue, SeriesValue, SeriesValue]
+
 AlertSlice = dict[Literal["region", "channel", "platform"], str]
 
 
@@ -176,6 +180,8 @@ class Alert(BaseModel):
     config_version: str | None = None
     drivers: list[Driver] | None = None
     breakdown: Breakdown | None = None
+    # the first update's recent windows: [window_start, observed, expected, low, high]
+    series: Annotated[list[SeriesPoint], Field(max_length=SERIES_WINDOWS)] | None = None
     # the lifecycle, as the alert API serves an alert (the detector leaves them out)
     last_seen: Timestamp | None = None
     peak_score: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -187,6 +193,39 @@ class Alert(BaseModel):
     flapping: bool | None = None
     reopens: Annotated[int, Field(ge=0)] | None = None
     incident_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
+
+
+NoteKind = Literal["cause", "action", "lesson"]
+
+
+class NoteRequest(BaseModel):
+    """A note on an incident, as POST /v1/incidents/{id}/notes takes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    author: Annotated[str, Field(min_length=1, max_length=100)]
+    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    kind: NoteKind
+
+
+class Note(NoteRequest):
+    id: int
+    created_at: Timestamp
+
+
+class SimilarIncident(BaseModel):
+    """A resolved incident of the same metric family on a related slice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    title: str
+    slice: AlertSlice
+    opened_at: Timestamp
+    resolved_at: Timestamp | None
+    resolve_s: int | None = Field(description="seconds from its start to its resolve")
+    label: Literal["true_positive", "false_positive", "expected"] | None
+    notes: list[Note]
 
 
 class Incident(BaseModel):
@@ -211,3 +250,6 @@ class Incident(BaseModel):
     snoozed: bool
     flapping: bool
     notified_status: Literal["firing", "acknowledged", "resolved"] | None
+    notes: list[Note] = Field(default_factory=list)  # oldest first
+    # GET /v1/incidents/{id}: up to three resolved incidents like it, the closest first
+    similar: list[SimilarIncident] | None = None

@@ -75,6 +75,7 @@ def run_embedded(
         auth=Auth(write_token, alerting.auth.read_token),
         slack_signing_secret=settings.secret("slack_signing_secret"),
         digest=alerting.config.digest,
+        timezone=settings.timezone,
     )
     intake: AlertIntake = app.state.intake
     server = uvicorn.Server(

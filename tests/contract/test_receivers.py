@@ -20,11 +20,12 @@ from services.alerting.book import AlertBook
 from services.alerting.metrics import Metrics
 from services.alerting.notify import Dispatcher, build_senders
 from services.alerting.routing import AlertingConfig, Routing
-from services.alerting.store import AlertStore
+from services.alerting.store import AlertStore, IncidentFilter
 from tests.factories import FakeClock, detector_update
 from tests.recording import Recorder, recording_server
 
 T = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
+PUBLIC = "http://opswatch.test"
 FAMILIES = {"conversion_rate": "conversion"}
 HOOK_SECRET = "hook-secret-0123456789"
 TOKEN = "xoxb-0123456789-secret"
@@ -47,7 +48,7 @@ class Rig:
         self.clock = FakeClock(T + timedelta(minutes=5))
         config = AlertingConfig.model_validate(
             {
-                "public_url": "http://opswatch.test",
+                "public_url": PUBLIC,
                 "grafana_url": "http://grafana.test/d/opswatch-ops",
                 "runbook_url": "http://runbooks.test/{metric}",
                 "receivers": receivers,
@@ -115,6 +116,8 @@ def test_slack_webhook_message_is_block_kit_with_escaped_event_text(
     link = "http://grafana.test/d/opswatch-ops?var-metric=conversion_rate&var-slice="
     assert link + "region%3D%3C%21channel%3E+%40here%2Cchannel%3Dweb" in blob
     assert "http://runbooks.test/conversion_rate" in blob
+    [incident] = rig.book.store.list_incidents(IncidentFilter(), 10)[0]
+    assert f"<{PUBLIC}/incidents/{incident['id']}|Incident>" in blob  # the page, for people
     actions = next(b for b in attachment["blocks"] if b["type"] == "actions")["elements"]
     assert [a["action_id"] for a in actions] == ["acknowledge", "snooze", "false_alarm"]
 
@@ -222,6 +225,9 @@ def test_pagerduty_events_share_the_incident_as_dedup_key(
     assert rig.book.store.get_incident(incident_id) is not None
     assert events[0]["payload"]["severity"] == "critical"
     assert events[0]["routing_key"] == "pd-routing-key-secret"
+    assert events[0]["links"] == [
+        {"href": f"{PUBLIC}/incidents/{incident_id}", "text": "opswatch incident"}
+    ]
 
 
 @pytest.mark.usefixtures("secrets_env")

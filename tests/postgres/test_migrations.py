@@ -76,6 +76,7 @@ def fill_before_migrations(engine: Engine) -> None:
                 "id": incident_id(i),
                 "family": "conversion",
                 "status": "firing",
+                "title": f"gmv dropped in region=r{i}",
             }
             conn.execute(
                 text(
@@ -145,6 +146,9 @@ def test_a_store_from_before_migrations_is_stamped_upgraded_and_keeps_every_row(
     listed, _ = store.list_incidents(IncidentFilter(), 1000)
     assert sorted(i["id"] for i in listed) == [incident_id(i) for i in range(INCIDENTS)]
     assert len(store.list_alerts(AlertFilter(incident_id=incident_id(2)), 1000)[0]) == 5
+    # titles from before revision 0004 are searchable
+    found, _ = store.list_incidents(IncidentFilter(q="REGION=R3"), 1000)
+    assert [i["id"] for i in found] == [incident_id(3)]
     rows = store.outbox_rows()
     assert [(r["dedupe"], r["payload"], r["done"]) for r in rows] == [
         (f"hook:{i}", {"n": i}, i % 3 == 0) for i in range(INCIDENTS * 2)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,16 +106,6 @@ def test_digest_receivers_must_take_a_digest() -> None:
                 "digest": {"receivers": ["am"]},
             }
         )
-
-
-@pytest.fixture
-def own_logging() -> Iterator[None]:
-    """The command configures logging on the root logger; give it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("own_logging")

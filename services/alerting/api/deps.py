@@ -14,6 +14,7 @@ from services.alerting.book import AlertBook
 from services.alerting.store import AlertStore
 from services.common.problems import ProblemError
 
+READ_COOKIE = "opswatch_read"  # the read token, as the incident pages keep it
 bearer = HTTPBearer(auto_error=False, description="OPSWATCH_API_WRITE_TOKEN (or READ_TOKEN)")
 
 
@@ -46,15 +47,21 @@ def _unauthorized(detail: str) -> ProblemError:
     )
 
 
+def may_read(auth: Auth, given: str) -> bool:
+    """Whether ``given`` opens reads: any value without a read token set."""
+    if auth.read_token is None:
+        return True
+    return _matches(given, auth.read_token) or _matches(given, auth.write_token)
+
+
 def require_read(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    auth: Auth = request.app.state.auth
-    if auth.read_token is None:
-        return
-    given = credentials.credentials if credentials else ""
-    if not (_matches(given, auth.read_token) or _matches(given, auth.write_token)):
+    """The read token as a bearer token, or the cookie the incident pages set (so a
+    page's chart loads in the browser)."""
+    given = credentials.credentials if credentials else request.cookies.get(READ_COOKIE, "")
+    if not may_read(request.app.state.auth, given):
         raise _unauthorized("reads need the read token as a bearer token")
 
 

@@ -15,7 +15,9 @@ a change and keeps the alerts' lifecycle.
 
 from __future__ import annotations
 
+import base64
 import math
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +30,7 @@ from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
 from .marks import Marks
 
 UNJUDGED = ("low_volume", "max_slices")
+SERIES_WINDOWS = 48  # recent windows kept per (slice, metric), sent with a new alert
 
 
 def _depth(slice_key: str) -> int:
@@ -110,12 +113,57 @@ class Cusum:
         return down, "down"
 
 
+@dataclass(frozen=True)
+class Ring:
+    """The last ``SERIES_WINDOWS`` consecutive windows of one (slice, metric):
+    observed, expected, low and high of each, oldest first, as float32 (16 bytes a
+    window). ``last`` is the start of the newest."""
+
+    last: int
+    values: array[float]
+
+    def add(self, start: int, window_s: int, point: tuple[float, float, float, float]) -> Ring:
+        """The ring with a window added; a gap (never between windows judged in turn)
+        starts it again, so each entry's start follows from ``last``."""
+        kept = self.values if start == self.last + window_s else array("f")
+        values = array("f", kept[-4 * (SERIES_WINDOWS - 1) :] if kept else ())
+        values.extend(point)
+        return Ring(start, values)
+
+    def points(self, window_s: int) -> list[list[float | None]]:
+        """[start, observed, expected, low, high] per window, oldest first; float32's
+        seven significant digits, None for a value that is not a number."""
+
+        def plain(x: float) -> float | None:
+            return float(f"{x:.7g}") if math.isfinite(x) else None
+
+        n = len(self.values) // 4
+        return [
+            [self.last - (n - 1 - i) * window_s, *map(plain, self.values[4 * i : 4 * i + 4])]
+            for i in range(n)
+        ]
+
+    def to_json(self) -> list[Any]:
+        return [self.last, base64.b64encode(self.values.tobytes()).decode()]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> Ring:
+        values = array("f")
+        values.frombytes(base64.b64decode(raw[1]))
+        return cls(int(raw[0]), values)
+
+
+def empty_ring() -> Ring:
+    return Ring(0, array("f"))
+
+
 @dataclass
 class SliceState:
     since: int  # the first window judged
     detectors: dict[str, Any] = field(default_factory=dict)  # metric -> detector state
     cusums: dict[str, Cusum] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)  # metric -> windows not learned in a row
+    rings: dict[str, Ring] = field(default_factory=dict)  # metric -> recent windows
 
 
 def observation(metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0) -> Observation:
@@ -334,6 +382,10 @@ class Evaluator:
             state.cusums[metric.name] = cusum
         if verdict.warming_up:
             self.warming[metric.name] += 1
+        point = (verdict.observed, verdict.expected, verdict.low, verdict.high)
+        assert report.start is not None
+        ring = state.rings.get(metric.name) or empty_ring()
+        ring = state.rings[metric.name] = ring.add(report.start, self.settings.window_s, point)
         if shown and (verdict.n > 0 or metric.kind not in ("ratio", "mean")):
             # the band so far, warming up or not: a dashboard shows it converge
             self.kpis[(metric.name, key)] = (
@@ -392,6 +444,7 @@ class Evaluator:
             "score": evidence(p),  # p is the window's, or lower where evidence accumulated
             "severity": severity(verdict, p),
             "baseline": detector.name,
+            "series": ring.points(self.settings.window_s),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -416,6 +469,7 @@ class Evaluator:
             "cusums": {name: [c.up, c.down] for name, c in state.cusums.items()},
             "held": state.held,
             "since": state.since,
+            "rings": {name: ring.to_json() for name, ring in state.rings.items()},
         }
 
     def restore_slice(self, key: str, raw: Mapping[str, Any]) -> None:
@@ -425,6 +479,8 @@ class Evaluator:
                 state.detectors[name] = self._detectors[name].state_from_json(det)
         for name, (up, down) in raw["cusums"].items():
             state.cusums[name] = Cusum(tuple(up), tuple(down))
+        for name, ring in raw.get("rings", {}).items():  # snapshots from before rings: none
+            state.rings[name] = Ring.from_json(ring)
         self.slices[key] = state
 
     def restore(self, snap: Mapping[str, Any]) -> None:

@@ -13,7 +13,8 @@ Per metric and window it
    its sub-slices and the traffic mix across them (``breakdown``), from every
    sub-slice's denominator and baseline;
 4. keeps the lifecycle: one alert per fingerprint (metric + slice), updated
-   while it fires, resolved after ``resolve_after`` windows without it.
+   while it fires, resolved after ``resolve_after`` windows without it; an
+   alert's first update carries the slice's recent windows (``series``).
 
 Alert ids derive from the fingerprint and the window the anomaly started in,
 so reprocessing the same events gives the same ids. Windows are decided only
@@ -275,6 +276,9 @@ class AlertBook:
             "baseline": cand["baseline"],
             "config_version": self.config_version,
         }
+        if status == "firing" and current.windows == 1 and cand.get("series"):
+            # the recent windows up to this one: later updates carry their own window
+            alert["series"] = [[iso(p[0]), *p[1:]] for p in cand["series"]]
         if drivers:
             total = cand["excess"] or 1.0
             alert["drivers"] = [

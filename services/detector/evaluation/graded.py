@@ -4,7 +4,7 @@ textbook CUSUM.
 For each generator (the simulator, and the marketplace, built differently) and
 traffic level, one incident-free history of 7.5 days is simulated once and
 replayed once through the engine and through the textbook CUSUM's windows; at
-its end (day 8, 12:00 UTC) the engine's snapshot, the textbook's windows and the
+its end (day 8, 12:45 UTC) the engine's snapshot, the textbook's windows and the
 generator's own state are kept. Each scenario resumes all three from there with
 one incident at 13:00, so its data before the incident is exactly the history's.
 The clean run goes on from the same point for a day, without incident.
@@ -56,8 +56,8 @@ from services.detector.evaluation.textbook import Textbook, calibrate, episodes
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 JUDGED_FROM = START + timedelta(days=7)  # the textbook's first window with 7 days behind it
-FORK = START + timedelta(days=7, hours=12)  # where the shared history ends
-INCIDENT_AT = FORK + timedelta(hours=1)
+FORK = START + timedelta(days=7, hours=12, minutes=45)  # where the shared history ends
+INCIDENT_AT = FORK + timedelta(minutes=15)
 CLEAN_END = FORK + timedelta(days=1)
 GRACE = timedelta(hours=1)  # alerts this long after the incident are not false
 AFTER = timedelta(hours=2)  # data after the incident's end

@@ -4,11 +4,11 @@ Per slice and metric (the catalog's ratios, counts and sums that need no user
 history), on the engine's own windows:
 
 - baseline: the same 5-minute window of each of the previous 7 days, pooled:
-  a ratio's rate, sum of numerators / sum of denominators (numerators capped
-  at their denominators, the rate kept 0.5 / (denominators + 1) away from 0
-  and 1), a count's mean, sum / 7; a sum is read as a count of its mean value
-  (the baseline's sum per event), so it is judged like a count; a window
-  whose baseline saw nothing (no denominator, no count) adds nothing;
+  a ratio's rate, sum of numerators / sum of denominators (denominators
+  raised to their numerators where these outrun them, the rate kept
+  0.5 / (denominators + 1) away from 0 and 1), a count's mean, sum / 7; a
+  sum is judged by the count of what it adds up (paid orders for GMV), as
+  the evidence is; a window whose baseline saw nothing adds nothing;
 - fixed design shifts: ratios x0.5, x1.5 and x0.05 (to zero, nearly), counts
   x0.5, x2 and x0.05 (stops, nearly); only those in the metric's alert_on;
 - per shift a one-sided CUSUM of the window's binomial (ratios) or Poisson
@@ -96,14 +96,11 @@ class Textbook:
         bx = np.sum([p[0] for p in past], axis=0, dtype=float)
         bn = np.sum([p[1] for p in past], axis=0, dtype=float)
         ratio = self.ratio
-        x = np.where(ratio, np.minimum(x, n), x)  # a window's numerator can outrun its
-        bx = np.where(ratio, np.minimum(bx, bn), bx)  # denominator (orders after sessions)
+        n = np.where(ratio, np.maximum(n, x), n)  # a window's numerator can outrun its
+        bn = np.where(ratio, np.maximum(bn, bx), bn)  # denominator (orders after sessions)
         edge = 0.5 / (bn + 1.0)
         p0 = np.clip(bx / np.maximum(bn, 1.0), edge, 1.0 - edge)
-        # a sum's mean value per event (its baseline's) turns it into a count
-        per_event = bx / np.maximum(bn, 1.0)
-        as_count = np.where(per_event > 0, x / np.where(per_event > 0, per_event, 1.0), n)
-        count = np.where(self.sum, as_count, x)
+        count = np.where(self.sum, n, x)  # a sum: the Poisson count of what it adds up
         mean0 = np.where(self.sum, bn, bx) / DAYS
         known = np.where(ratio, bn, mean0) > 0  # no baseline, nothing to compare with
         out: dict[str, list[np.ndarray]] = {"up": [], "down": []}

@@ -502,7 +502,8 @@ def run_graded(
     gens = GENERATORS[:1] if quick else GENERATORS
     levels = LEVELS[:1] if quick else LEVELS
     suite = QUICK if quick else SUITE
-    pairs = list(product(gens, levels))
+    # the busier level first: two workers then finish their histories together
+    pairs = [(g, lv) for lv, g in product(sorted(levels, reverse=True), gens)]
     with ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(jobs)) if jobs > 1 else None
         mapper = pool.map if pool is not None else map

@@ -431,7 +431,8 @@ def eval_scenarios(
     quick: Annotated[
         bool,
         typer.Option(
-            "--quick", help="only four graded scenarios, one generator and level (about 2 minutes)"
+            "--quick",
+            help="only four graded scenarios, one generator and level (2.5 minutes of one core)",
         ),
     ] = False,
 ) -> None:
@@ -444,7 +445,7 @@ def eval_scenarios(
     if suite != Suite.graded and not quick:
         figures.update(_classic(settings, rate, seed, jobs))
     if suite != Suite.classic or quick:
-        out.print(graded.HEADER, highlight=False)
+        out.print(graded.HEADER, highlight=False, soft_wrap=True)
         summary = graded.run_graded(
             settings.catalog(),
             settings.engine(),
@@ -452,10 +453,10 @@ def eval_scenarios(
             quick=quick,
             jobs=jobs,
             progress=lambda line: err.print(line, highlight=False),
-            done=lambda row: out.print(graded.format_row(row), highlight=False),
+            done=lambda row: out.print(graded.format_row(row), highlight=False, soft_wrap=True),
         )
         for line in graded.format_summary(summary):
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, soft_wrap=True)
         figures["graded"] = summary.to_json()
     if json_out is not None:
         json_out.write_bytes(

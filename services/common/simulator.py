@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import heapq
 import math
+import pickle
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.special import zeta
 
 REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
 CHANNELS = (("web", 0.50), ("app", 0.33), ("partner", 0.11), ("email", 0.06))
@@ -124,43 +127,119 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(t))) + f".{ms:03d}Z"
 
 
+QUANTITIES = (
+    "sessions",
+    "checkouts",
+    "paid",
+    "failed",
+    "cancelled",
+    "churn",
+    "feedback",
+    "negative",
+    "complaints",
+    "users",
+)
+DIMS = ("region", "channel", "platform")
+_NO_EFFECT = {
+    "traffic": 1.0,
+    "pay": 1.0,
+    "checkout": 1.0,
+    "cancel": 1.0,
+    "churn": 1.0,
+    "bad_feedback": 0.0,
+    "complaint": 0.0,
+    "new_user": 0.0,
+    "one_off": 0.0,
+}
+
+
 @dataclass
-class Simulator:
+class _Cursor:
+    """Where a run stands: its random state, its leaves, the events not yet emitted."""
+
+    rng: np.random.Generator
+    slices: Any
+    heap: list[tuple[float, int, dict[str, Any]]]
+    t: float
+
+
+@lru_cache(maxsize=4)
+def _user_pmf(users: int, zipf_a: float = 1.3) -> np.ndarray:
+    """P(user k) for ``zipf(a) % users``: exact up to 200 laps, the tail spread evenly."""
+    x = np.arange(1, users * 200 + 1, dtype=float)
+    p = x**-zipf_a / float(zeta(zipf_a))
+    pmf: np.ndarray = np.bincount(x.astype(np.int64) % users, weights=p, minlength=users)
+    out: np.ndarray = pmf + (1.0 - float(pmf.sum())) / users
+    return out
+
+
+class Resumable:
+    """Minute by minute generation into a time-ordered heap, which can stop at a
+    checkpoint and resume from it with other incidents (those start after it)."""
+
     start: datetime
     duration: timedelta
-    seed: int = 42
-    sessions_per_minute: float = 200.0
-    incidents: Sequence[Incident] = ()
-    users_per_leaf: int = 4000
-    _seq: int = field(default=0, init=False)
+    seed: int
+    incidents: Sequence[Incident]
+    _seq: int
+    _cursor: _Cursor | None
 
     def events(self) -> Iterator[dict[str, Any]]:
-        rng = np.random.default_rng(self.seed)
-        slices = leaves(rng)
-        heap: list[tuple[float, int, dict[str, Any]]] = []
-        t0 = self.start.timestamp()
-        end = t0 + self.duration.total_seconds()
-        step = 60.0
-        t = t0
-        while t < end:
-            season = seasonality(t)
-            for idx, leaf in enumerate(slices):
-                effects = self._effects(leaf.key, t)
-                rate = self.sessions_per_minute * leaf.weight * season * effects["traffic"]
-                for _ in range(int(rng.poisson(rate))):
-                    for ev in self._session(rng, idx, leaf, t + rng.uniform(0, step), effects):
-                        heapq.heappush(heap, (ev["_t"], self._next(), ev))
-                if effects["one_off"] > 0:  # visitors who come once and never again
-                    for _ in range(int(rng.poisson(rate * effects["one_off"]))):
-                        at = t + rng.uniform(0, step)
-                        for ev in self._session(rng, idx, leaf, at, {**effects, "new_user": 1.0}):
-                            heapq.heappush(heap, (ev["_t"], self._next(), ev))
-            t += step
+        self._cursor = self._begin()
+        yield from self._advance(self._end)
+        yield from self._drain()
+
+    def events_until(self, at: datetime) -> Iterator[dict[str, Any]]:
+        """The events before ``at`` (a whole minute after ``start``); then ``checkpoint()``
+        holds what ``resume`` needs to go on exactly as ``events()`` would."""
+        self._cursor = self._begin()
+        yield from self._advance(at.timestamp())
+
+    def checkpoint(self) -> bytes:
+        cur = self._cursor
+        assert cur is not None, "events_until() first"
+        return pickle.dumps((cur.rng, cur.slices, cur.heap, cur.t, self._seq))
+
+    def resume(self, checkpoint: bytes) -> Iterator[dict[str, Any]]:
+        """The events from a checkpoint to the end, with this generator's incidents
+        (which must all start after it)."""
+        rng, slices, heap, t, seq = pickle.loads(checkpoint)
+        assert all(inc.start.timestamp() >= t for inc in self.incidents)
+        self._cursor = _Cursor(rng, slices, heap, t)
+        self._seq = seq
+        yield from self._advance(self._end)
+        yield from self._drain()
+
+    @property
+    def _end(self) -> float:
+        return (self.start + self.duration).timestamp()
+
+    def _begin(self) -> _Cursor:
+        raise NotImplementedError
+
+    def _minute(self, cur: _Cursor, t: float) -> None:
+        """Push the events of the sessions starting in [t, t + 60 s) onto the heap."""
+        raise NotImplementedError
+
+    def _push(self, heap: list[tuple[float, int, dict[str, Any]]], ev: dict[str, Any]) -> None:
+        heapq.heappush(heap, (ev["_t"], self._next(), ev))
+
+    def _advance(self, until: float) -> Iterator[dict[str, Any]]:
+        cur = self._cursor
+        assert cur is not None
+        heap = cur.heap
+        while cur.t < min(until, self._end):
+            self._minute(cur, cur.t)
+            cur.t = t = cur.t + 60.0
             while heap and heap[0][0] < t:
                 yield self._emit(heapq.heappop(heap)[2])
+
+    def _drain(self) -> Iterator[dict[str, Any]]:
+        assert self._cursor is not None
+        heap = self._cursor.heap
         while heap:
             ev = heapq.heappop(heap)[2]
-            if ev["_t"] < end:
+            if ev["_t"] < self._end:
                 yield self._emit(ev)
 
     def _next(self) -> int:
@@ -173,17 +252,8 @@ class Simulator:
         return ev
 
     def _effects(self, leaf: tuple[str, str, str], t: float) -> dict[str, float]:
-        eff = {
-            "traffic": 1.0,
-            "pay": 1.0,
-            "checkout": 1.0,
-            "cancel": 1.0,
-            "churn": 1.0,
-            "bad_feedback": 0.0,
-            "complaint": 0.0,
-            "new_user": 0.0,
-            "one_off": 0.0,
-        }
+        """What the incidents covering a leaf slice at time t change: multipliers and shares."""
+        eff = dict(_NO_EFFECT)
         for inc in self.incidents:
             if not inc.covers(leaf, t):
                 continue
@@ -208,6 +278,88 @@ class Simulator:
             elif inc.family == "campaign":  # extra visitors, each coming once
                 eff["one_off"] += m
         return eff
+
+    def _minutes(self, start: float, end: float) -> Iterator[float]:
+        """The minute steps of the run that start in [start, end)."""
+        t0 = self.start.timestamp()
+        first = max(0, math.ceil((start - t0) / 60))
+        for minute in range(first, math.ceil((end - t0) / 60)):
+            yield t0 + 60.0 * minute
+
+
+@dataclass
+class Simulator(Resumable):
+    start: datetime
+    duration: timedelta
+    seed: int = 42
+    sessions_per_minute: float = 200.0
+    incidents: Sequence[Incident] = ()
+    users_per_leaf: int = 4000
+    _seq: int = field(default=0, init=False)
+    _cursor: _Cursor | None = field(default=None, init=False, repr=False)
+
+    def _begin(self) -> _Cursor:
+        rng = np.random.default_rng(self.seed)
+        self._seq = 0
+        return _Cursor(rng, leaves(rng), [], self.start.timestamp())
+
+    def _minute(self, cur: _Cursor, t: float) -> None:
+        rng, step = cur.rng, 60.0
+        season = seasonality(t)
+        for idx, leaf in enumerate(cur.slices):
+            effects = self._effects(leaf.key, t)
+            rate = self.sessions_per_minute * leaf.weight * season * effects["traffic"]
+            for _ in range(int(rng.poisson(rate))):
+                for ev in self._session(rng, idx, leaf, t + rng.uniform(0, step), effects):
+                    self._push(cur.heap, ev)
+            if effects["one_off"] > 0:  # visitors who come once and never again
+                for _ in range(int(rng.poisson(rate * effects["one_off"]))):
+                    at = t + rng.uniform(0, step)
+                    for ev in self._session(rng, idx, leaf, at, {**effects, "new_user": 1.0}):
+                        self._push(cur.heap, ev)
+
+    def shares(self) -> dict[tuple[str, str, str], float]:
+        """Each leaf slice's share of the traffic."""
+        return {leaf.key: leaf.weight for leaf in leaves(np.random.default_rng(self.seed))}
+
+    def expected(
+        self, slice_: Mapping[str, str], start: float, end: float, incidents: bool = True
+    ) -> dict[str, float]:
+        """Expected counts in ``slice_`` over [start, end) from the true parameters, with
+        this simulator's incidents or (``incidents=False``) without them: sessions,
+        checkouts, paid, failed, cancelled, churn, feedback, negative (ratings of 1-2),
+        complaints and users (distinct users: each leaf's own, drawn by Zipf)."""
+        out = dict.fromkeys(QUANTITIES, 0.0)
+        want = dict(slice_)
+        pmf = _user_pmf(self.users_per_leaf)
+        for leaf in leaves(np.random.default_rng(self.seed)):
+            if any(want.get(d, v) != v for d, v in zip(DIMS, leaf.key, strict=True)):
+                continue
+            returning = fresh = 0.0
+            for t in self._minutes(start, end):
+                eff = self._effects(leaf.key, t) if incidents else _NO_EFFECT
+                rate = self.sessions_per_minute * leaf.weight * seasonality(t) * eff["traffic"]
+                sessions = rate * (1.0 + eff["one_off"])
+                fresh += rate * eff["one_off"] + rate * eff["new_user"]
+                returning += rate * (1.0 - eff["new_user"])
+                checkouts = sessions * min(1.0, leaf.checkout_p * eff["checkout"])
+                paid = checkouts * min(1.0, leaf.pay_p * eff["pay"])
+                feedback = sessions * (0.05 + 0.1 * eff["complaint"])
+                bad = min(1.0, 0.12 + 0.7 * eff["bad_feedback"])
+                for key, value in (
+                    ("sessions", sessions),
+                    ("checkouts", checkouts),
+                    ("paid", paid),
+                    ("failed", checkouts - paid),
+                    ("cancelled", paid * min(1.0, 0.03 * eff["cancel"])),
+                    ("churn", sessions * min(1.0, 0.002 * eff["churn"])),
+                    ("feedback", feedback),
+                    ("negative", feedback * bad),
+                    ("complaints", feedback * (1 - (1 - 0.5 * bad) * (1 - eff["complaint"]))),
+                ):
+                    out[key] += value
+            out["users"] += float(np.sum(1.0 - np.exp(-returning * pmf))) + fresh
+        return out
 
     def _session(
         self,

@@ -420,11 +420,14 @@ class Evaluator:
             # not become the normal it is judged against before its evidence is
             # complete, while a baseline that was off learns again
             held = state.held.get(metric.name, 0)
-            if level < h / 4 or held >= self.settings.hold_windows:
-                state.detectors[metric.name] = detector.learn(det_state, obs)
+            if level < h / 4:
                 state.held.pop(metric.name, None)
-            else:
+            elif held < self.settings.hold_windows:
                 state.held[metric.name] = held + 1
+                return None
+            # evidence that builds for longer than the hold is learned from again
+            # until it has ebbed: a baseline that was simply off catches up
+            state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         if sustained:
             p = min(p, math.exp(-level))

@@ -464,8 +464,8 @@ def eval_nab(
     streaming: Annotated[
         bool,
         typer.Option(
-            help="take each file's input range from its probationary rows only, "
-            "as a live series would (NAB's runner gives the whole file's)"
+            help="learn each file's range as its values come, no look ahead "
+            "(as production runs; NAB's runner gives each file's range)"
         ),
     ] = False,
 ) -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from services.detector.engine.univariate import UnivariateDetector
 from services.detector.evaluation.nab import (
     Profile,
     Series,
     best_score,
+    detect,
     evaluate,
     load_corpus,
     sigma,
@@ -76,17 +78,25 @@ def test_the_corpus_loads_windows_as_row_indices(tmp_path: Path) -> None:
     assert math.isclose(loaded.values[59], 59.0)
 
 
-def test_the_univariate_detector_learns_a_daily_shape_and_flags_a_break_from_it_once() -> None:
+def daily_shape_then_a_jump(seed: int = 42) -> list[float]:
     import numpy as np
 
-    from services.detector.engine.univariate import UnivariateDetector
-
-    rng = np.random.default_rng(42)
+    rng = np.random.default_rng(seed)
     day = [100 + 30 * math.sin(2 * math.pi * h / 24) for h in range(24)]
     values = [v + float(rng.normal(0, 2)) for _ in range(60) for v in day]
-    values += [160.0 + float(rng.normal(0, 2)) for _ in range(100)]
+    return values + [160.0 + float(rng.normal(0, 2)) for _ in range(100)]
+
+
+@pytest.mark.parametrize("range_given", [True, False], ids=["range-given", "learned"])
+def test_the_univariate_detector_learns_a_daily_shape_and_flags_a_break_from_it_once(
+    range_given: bool,
+) -> None:
+    values = daily_shape_then_a_jump()
     detector = UnivariateDetector()
-    state = detector.init_state(min(values), max(values), rest_period=100)
+    if range_given:
+        state = detector.init_state(100, min(values), max(values))
+    else:
+        state = detector.init_state(100)
     scores = [detector.step(state, v) for v in values]
     learned, broken = scores[700:1440], scores[1440:]
     assert max(learned) < detector.alarm
@@ -94,11 +104,51 @@ def test_the_univariate_detector_learns_a_daily_shape_and_flags_a_break_from_it_
     assert sum(s >= detector.alarm for s in broken) == 1
 
 
-def test_the_univariate_detector_rejects_an_empty_range() -> None:
-    from services.detector.engine.univariate import UnivariateDetector
-
+def test_the_univariate_detector_rejects_an_empty_or_half_given_range() -> None:
     with pytest.raises(ValueError, match="empty"):
-        UnivariateDetector().init_state(2.0, 1.0, rest_period=10)
+        UnivariateDetector().init_state(10, 2.0, 1.0)
+    with pytest.raises(ValueError, match="both ends"):
+        UnivariateDetector().init_state(10, low=2.0)
+
+
+def test_a_learned_range_never_reads_ahead_scores_of_a_prefix_stay_the_same() -> None:
+    values = daily_shape_then_a_jump()
+    # new extremes after the prefix: a detector that read ahead would encode it differently
+    extended = [*values, 400.0, -50.0, *values[:300]]
+    detector = UnivariateDetector()
+
+    def scores(series: list[float]) -> list[float]:
+        state = detector.init_state()
+        return [detector.step(state, v) for v in series]
+
+    assert scores(extended)[: len(values)] == scores(values)
+    # the eval harness as well: the file's length changes neither range nor rest
+    short = Series("cat/a.csv", [str(i) for i in range(len(values))], values, [])
+    long = Series("cat/a.csv", [str(i) for i in range(len(extended))], extended, [])
+    assert detect(long, detector, streaming=True)[: len(values)] == detect(
+        short, detector, streaming=True
+    )
+
+
+def test_the_state_of_a_long_series_stays_bounded() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    # noise over a range it reaches at once: every new pattern is a new context
+    values = [0.0, 1.0, *rng.uniform(0.0, 1.0, 600)]
+    capped = UnivariateDetector(max_contexts=2000, recent=200)
+    state, free = capped.init_state(), UnivariateDetector().init_state()
+    largest = 0
+    for value in values:
+        capped.step(state, float(value))
+        UnivariateDetector().step(free, float(value))
+        largest = max(largest, len(state.memory.contexts))
+        assert len(state.recent) <= capped.recent
+    # before each step the memory is within max_contexts; one step adds at most
+    # one context per context it holds, and one more
+    assert largest <= 2 * capped.max_contexts + 1 < len(free.memory.contexts)
+    assert state.rebuilds > free.rebuilds
+    assert len(state.memory.left) <= largest and len(state.memory.right) <= largest
 
 
 def tiny_corpus(root: Path) -> None:
@@ -177,14 +227,11 @@ def test_eval_nab_names_the_file_and_row_of_a_bad_row(tmp_path: Path, row: str) 
     assert "Traceback" not in done.stderr
 
 
-def test_streaming_takes_the_range_from_the_probationary_rows_only(tmp_path: Path) -> None:
-    from services.detector.engine.univariate import UnivariateDetector
-    from services.detector.evaluation.nab import detect
-
+def test_streaming_learns_the_range_instead_of_reading_it(tmp_path: Path) -> None:
     tiny_corpus(tmp_path)
     [loaded] = load_corpus(tmp_path)
     # with the whole file's range the daily shape fills the lower levels only;
-    # with the probationary rows' range it spans them all, and the jump is clipped
+    # learned, it spans them all until the jump widens the range
     whole = detect(loaded, UnivariateDetector())
     live = detect(loaded, UnivariateDetector(), streaming=True)
     assert whole[: loaded.probation] != live[: loaded.probation]

@@ -4,11 +4,13 @@ For metrics that come without a denominator (a CPU reading, a latency, a
 price) there is no count model to lean on. This detector learns which values
 follow which *contexts* and scores how little of the present it could have
 foreseen, after the Contextual Anomaly Detector (CAD OSE, M. Smirnov, 2016),
-written anew here. It scores 69.96 on the Numenta Anomaly Benchmark's
-standard profile with opswatch's scorer (published for CAD OSE: 69.9).
+written anew here. Given each file's range in advance, as NAB's runner gives
+it, it scores 69.96 on the Numenta Anomaly Benchmark's standard profile with
+opswatch's scorer (published for CAD OSE: 69.9); learning the range as it
+goes (see the README's Evaluation for the figures), as production runs it.
 
 Each value becomes a handful of *facts*: its level among ``2**value_bits``
-over the caller's ``[low, high]`` range, bit ``k`` of the level with value
+over the ``[low, high]`` range, bit ``k`` of the level with value
 ``b`` the fact ``2k + b``; and each context active on the previous step is a
 fact too (``NEURON_BASE + id``, at most ``max_active_neurons`` of them). A
 context is a pair (left facts, right facts): "after these facts, these
@@ -29,8 +31,22 @@ previous step's facts, one step:
 5. makes the strongest active contexts (most activations) the next step's
    neuron facts.
 
-After a score at or above ``alarm`` the next ``rest_period`` steps score 0:
+After a score at or above ``alarm`` the next ``rest_period`` steps score 0
+(without one: ``rest_share`` of the values seen so far, at most ``max_rest``):
 one detection per event, not one per row.
+
+Unless the caller gives the range, it is learned causally: the first value
+sets it, and a value outside it widens it to the values seen so far (plus
+``margin`` of their span on each side) and *re-encodes*: the context memory
+is rebuilt by learning the last ``recent`` values again in the new encoding,
+so the new extreme is judged against what came before, in the levels it
+would have had. A memory past ``max_contexts`` contexts is rebuilt the same
+way (from fewer values, if the recent ones alone would fill half of it). The
+state of a series is bounded: at most ``recent`` values, and a memory of at
+most ``max_contexts`` contexts before a step and twice that plus one after it
+(a step adds at most one context per context it holds, and the episode), each
+context at most ``value_bits`` + ``max_active_neurons`` facts a side; nothing
+else grows with the series.
 
 The state is explicit (``init_state``, then ``step(state, value)``) but is
 updated in place: the context memory reaches thousands of contexts, and
@@ -40,6 +56,8 @@ deterministic (hashes of integer tuples do not depend on ``PYTHONHASHSEED``).
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 
 NEURON_BASE = 2**31
@@ -149,16 +167,23 @@ class _Review:
 class SeriesState:
     """What the detector has learned of one series."""
 
-    low: float
-    level_width: float
-    rest_period: int
+    rest_period: int | None  # rows at rest after a detection; None: a share of the rows seen
     resting: int  # rows still to score 0, after a detection
+    fixed: bool  # the range was given: values beyond it are clipped, never re-encoded
+    low: float = 0.0  # the encoding: level k holds [low + k width, low + (k + 1) width)
+    level_width: float = 1.0
+    high: float = 0.0  # values above high or below low re-encode the series, unless fixed
+    seen_low: float = math.inf
+    seen_high: float = -math.inf
     memory: ContextMemory = field(default_factory=ContextMemory)
     group: Facts = ()
     # left semi-contexts the group has been crossed with: the crossing of one
     # step waits for the next, which knows whether it needs every overlap
     # (novel) or only the semi-contexts wholly inside the group
     left_known: int = 0
+    recent: deque[float] = field(default_factory=deque)  # the last values, to relearn
+    seen: int = 0  # values stepped
+    rebuilds: int = 0  # times the context memory was rebuilt from the recent values
 
 
 @dataclass(frozen=True)
@@ -167,18 +192,38 @@ class UnivariateDetector:
     max_partial_left: int = 7
     max_active_neurons: int = 15
     value_bits: int = 3
+    margin: float = 0.0  # share of the seen span added on each side when re-encoding
+    recent: int = 750  # values kept to relearn from on a re-encoding or a rebase
+    max_contexts: int = 100_000  # a larger memory is rebuilt from the recent values
+    rest_share: float = 0.03  # without a rest period: rest this share of the rows seen
+    max_rest: int = 150  # ... at most
 
-    def init_state(self, low: float, high: float, rest_period: int) -> SeriesState:
-        """A fresh state for values expected within [low, high] (outside: clipped)."""
-        if rest_period < 1:
+    def init_state(
+        self, rest_period: int | None = None, low: float | None = None, high: float | None = None
+    ) -> SeriesState:
+        """A fresh state. Values are expected within [low, high] (beyond: clipped)
+        when given, else the range is learned from the values as they come. After a
+        detection the series rests ``rest_period`` rows when given, else
+        ``rest_share`` of the rows seen so far (at most ``max_rest``)."""
+        if rest_period is not None and rest_period < 1:
             raise ValueError("rest_period must be at least 1")
+        if (low is None) != (high is None):
+            raise ValueError("give both ends of the range, or neither")
+        # the series starts at rest, so its first rows are quiet
+        start = self.max_rest if rest_period is None else rest_period
+        if low is None or high is None:
+            return SeriesState(rest_period, resting=start, fixed=False)
         if not low <= high:
             raise ValueError(f"the range [{low}, {high}] is empty")
+        state = SeriesState(rest_period, resting=start, fixed=True)
+        self._set_range(state, low, high)
+        return state
+
+    def _set_range(self, state: SeriesState, low: float, high: float) -> None:
         levels = 2**self.value_bits - 1
         span = high - low
-        # the series starts at rest, so the first rest_period rows are quiet
-        width = (span if span else float(levels)) / levels
-        return SeriesState(low, width, rest_period, resting=rest_period)
+        state.low, state.high = low, high
+        state.level_width = (span if span else float(levels)) / levels
 
     def encode(self, state: SeriesState, value: float) -> Facts:
         top = 2**self.value_bits - 1
@@ -187,10 +232,45 @@ class UnivariateDetector:
 
     def step(self, state: SeriesState, value: float) -> float:
         """Learn the value; its anomaly score in [0, 1] (0 while resting after a detection)."""
-        raw = self._learn(state, self.encode(state, value))
+        raw = self.surprise(state, value)
         quiet = state.resting == 0
-        state.resting = state.rest_period if raw >= self.alarm else max(state.resting - 1, 0)
+        if raw < self.alarm:
+            state.resting = max(state.resting - 1, 0)
+        elif state.rest_period is not None:
+            state.resting = state.rest_period
+        else:
+            state.resting = max(1, min(int(self.rest_share * (state.seen - 1)), self.max_rest))
         return raw if quiet else 0.0
+
+    def surprise(self, state: SeriesState, value: float) -> float:
+        """Learn the value; how little of it the contexts foresaw, in [0, 1]."""
+        if not state.fixed and (not state.seen or not state.low <= value <= state.high):
+            state.seen_low = min(state.seen_low, value)
+            state.seen_high = max(state.seen_high, value)
+            pad = self.margin * (state.seen_high - state.seen_low)
+            self._set_range(state, state.seen_low - pad, state.seen_high + pad)
+            self._relearn(state)
+        elif len(state.memory.contexts) > self.max_contexts:
+            self._relearn(state)
+        raw = self._learn(state, self.encode(state, value))
+        state.seen += 1
+        state.recent.append(value)
+        if len(state.recent) > self.recent:
+            state.recent.popleft()
+        return raw
+
+    def _relearn(self, state: SeriesState) -> None:
+        """A fresh context memory, taught the recent values in the present encoding:
+        the last half of them, quarter, ... while it would fill half of max_contexts."""
+        state.rebuilds += 1
+        count = len(state.recent)
+        while True:
+            state.memory, state.group, state.left_known = ContextMemory(), (), 0
+            for value in list(state.recent)[len(state.recent) - count :]:
+                self._learn(state, self.encode(state, value))
+            if count <= 1 or len(state.memory.contexts) <= self.max_contexts // 2:
+                return
+            count //= 2
 
     def _learn(self, state: SeriesState, sensed: Facts) -> float:
         memory = state.memory

@@ -108,13 +108,17 @@ def load_profiles(root: Path) -> list[Profile]:
 
 
 def detect(series: Series, detector: UnivariateDetector, streaming: bool = False) -> list[float]:
-    """The detector's score for every row, set up as NAB's runner does: the
-    input range is the file's minimum and maximum (so for every detector), the
-    rest after a detection a fifth of the probationary period. ``streaming``
-    takes the range from the probationary rows only, as a live series would."""
+    """The detector's score for every row. By default set up as NAB's runner
+    does for every detector: the input range is the file's minimum and maximum,
+    the rest after a detection a fifth of the probationary period (both known
+    only once the file is whole). ``streaming`` gives it neither, as a live
+    series would: it learns the range as the values come and rests a share of
+    the rows seen so far, so each score depends on that row and those before."""
     values = series.values
-    known = values[: max(series.probation, 1)] if streaming else values
-    state = detector.init_state(min(known), max(known), max(1, series.probation // 5))
+    if streaming:
+        state = detector.init_state()
+    else:
+        state = detector.init_state(max(1, series.probation // 5), min(values), max(values))
     return [detector.step(state, value) for value in values]
 
 

@@ -91,7 +91,7 @@ def get_review(incident_id: str, request: Request, store: StoreDep) -> PlainText
     response_model=Note,
     status_code=201,
     dependencies=[WriteAuth],
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(400, 401, 404, 422),
 )
 def add_note(incident_id: str, request: NoteRequest, book: BookDep) -> Note:
     """What was learned: the cause, an action taken, or a lesson for next time."""

@@ -86,10 +86,10 @@ class Cusum:
 
     def update(self, verdict: Verdict, h: float) -> Cusum:
         """Add a window's evidence, however little. A sum is kept below ``1.1 h``,
-        so an alarm ends within a window or two of evidence against the shift
-        instead of lingering while a large sum drains; one window against it
-        (a sparse slice's window without a complaint, during a complaint spike)
-        does not end it."""
+        and one at the threshold starts again from zero at the first window whose
+        evidence favours no shift, so the alarm ends with the shift instead of
+        lingering while a large sum drains (after a spike of a few minutes, a
+        sparse slice's sum would otherwise stay near the threshold for hours)."""
         if verdict.warming_up:
             return self
 
@@ -98,7 +98,10 @@ class Cusum:
                 return sums
             if len(sums) != len(llrs):  # the designs changed: start again
                 sums = (0.0,) * len(llrs)
-            return tuple(min(1.1 * h, max(0.0, s + x)) for s, x in zip(sums, llrs, strict=True))
+            return tuple(
+                0.0 if s >= h and x < 0 else min(1.1 * h, max(0.0, s + x))
+                for s, x in zip(sums, llrs, strict=True)
+            )
 
         return Cusum(step(self.up, verdict.llr_up), step(self.down, verdict.llr_down))
 
@@ -405,11 +408,11 @@ class Evaluator:
         p = verdict.p_value(metric.alert_on)
         delta = abs(verdict.observed - verdict.expected)
         effect = delta / max(abs(verdict.expected), 1e-9)
-        # evidence accumulated on the side the metric alerts on: an alarm while it
-        # stays over the threshold, whatever this one window shows
+        # evidence accumulated on the side the metric alerts on counts while this
+        # window leans the same way
         level, side = (0.0, verdict.direction()) if cusum is None else cusum.side(metric.alert_on)
-        sustained = level >= h
-        direction = side if sustained else verdict.direction()
+        sustained = level >= h and side == verdict.direction() and p <= 0.25
+        direction = verdict.direction()
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)

@@ -162,8 +162,8 @@ class Aggregator:
     stats: AggregatorStats = field(default_factory=AggregatorStats)
     history: dict[tuple[Leaf, int], History] = field(default_factory=dict)  # (leaf, base slot)
     expected: tuple[str, ...] = ()  # the sources to wait for (none: those heard from)
-    # each source's first event time: a window that started before a source had
-    # begun holds only part of what happened in it
+    # each source's first event time: a window that started before the stream's
+    # first event holds only part of what happened in it
     begun: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -245,8 +245,8 @@ class Aggregator:
 
         ``flush`` is the end of the input: the windows that ended by its newest
         event close too, and any later one, which the input covered only in part,
-        is dropped and counted as incomplete. A window that started before a
-        source's first event is closed (its users enter the history) but not
+        is dropped and counted as incomplete. A window that started before the
+        stream's first event is closed (its users enter the history) but not
         judged either: the stream began in the middle of it.
         """
         wm = self.watermark
@@ -259,7 +259,10 @@ class Aggregator:
         due = {start for start in self.windows if start < passed}
         if self._lapses and self.history and self.closed_until is not None:
             due.update(range(self.closed_until, passed, w))
-        began = max(self.begun.values(), default=-math.inf)
+        # the stream began with its first source's first event: a source heard from
+        # later may simply have had nothing to say before (feedback after the
+        # first orders), and a source that is late on purpose is the watermark's
+        began = min(self.begun.values(), default=-math.inf)
         closed = []
         for start in sorted(due):
             leaves = self.windows.pop(start, {})

@@ -412,7 +412,6 @@ class Evaluator:
         # window leans the same way
         level, side = (0.0, verdict.direction()) if cusum is None else cusum.side(metric.alert_on)
         sustained = level >= h and side == verdict.direction() and p <= 0.25
-        direction = verdict.direction()
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
@@ -443,7 +442,6 @@ class Evaluator:
             "excess": (verdict.observed - verdict.expected) * scale,
             "observed": verdict.observed,
             "expected": verdict.expected,
-            "direction": direction,
             "low": verdict.low,
             "high": verdict.high,
             "n": verdict.n,

@@ -257,9 +257,7 @@ class AlertBook:
             "slice": parse_slice_key(cand["slice"]),
             "window_start": iso(start),
             "window_end": iso(end),
-            # candidates of an older stage two carry no direction: the window's
-            "direction": cand.get("direction")
-            or ("up" if cand["observed"] >= cand["expected"] else "down"),
+            "direction": "up" if cand["observed"] >= cand["expected"] else "down",
             "observed": cand["observed"],
             "expected": cand["expected"],
             "expected_low": cand["low"],

@@ -282,7 +282,8 @@ def review(
 
     settings = _settings()
     runtime = _alerting(settings)
-    chart = f"{runtime.config.public_url.rstrip('/')}/v1/incidents/{incident_id}/chart.png"
+    base = settings.public_url or runtime.config.public_url
+    chart = f"{base.rstrip('/')}/v1/incidents/{incident_id}/chart.png"
     text = write_review(runtime.book.store, incident_id, settings.timezone, chart)
     if text is None:
         err.print(f"[red]no incident with id {incident_id!r}[/] in the alert store")

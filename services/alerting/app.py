@@ -15,6 +15,7 @@ from services.alerting.book import AlertBook
 from services.alerting.charts import ChartCache
 from services.alerting.digest import scheduler
 from services.alerting.intake import AlertIntake, KafkaAlertConsumer
+from services.alerting.links import LinkSigner
 from services.alerting.metrics import Metrics, StoreCollector
 from services.alerting.notify import Dispatcher, Sender
 from services.alerting.routing import DigestConfig
@@ -68,6 +69,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.dispatcher = dispatcher
     app.state.auth = auth or Auth()
+    app.state.links = LinkSigner.for_read_token(app.state.auth.read_token)
     app.state.slack_signing_secret = slack_signing_secret
     app.state.timezone = timezone
     app.state.charts = ChartCache()

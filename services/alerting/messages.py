@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from services.alerting.links import PublicLinks
 from services.common.contracts import slice_label
 
 COLOURS = {"critical": "#E01E5A", "warning": "#ECB22E", "info": "#36C5F0", "resolved": "#2EB67D"}
@@ -24,13 +25,20 @@ class Links:
     public_url: str
     grafana_url: str | None = None
     runbook_url: str | None = None
+    public: PublicLinks | None = None  # OPSWATCH_PUBLIC_URL: signed links and charts
 
     def alert(self, alert_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/v1/alerts/{alert_id}"
 
     def incident(self, incident_id: str) -> str:
         """The incident's page, for people."""
+        if self.public is not None:
+            return self.public.incident_page(incident_id)
         return f"{self.public_url.rstrip('/')}/incidents/{incident_id}"
+
+    def chart(self, incident_id: str) -> str | None:
+        """The incident's chart as Slack fetches it, without the read token."""
+        return self.public.incident_chart(incident_id) if self.public is not None else None
 
     def dashboard(self, alert: Mapping[str, Any]) -> str | None:
         if not self.grafana_url:
@@ -144,6 +152,9 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
             ],
         }
     )
+    chart = links.chart(incident["id"])
+    if chart is not None:
+        blocks.append(_image(chart, f"{lead['metric']} in {where(lead['slice'])}"))
     if incident["status"] != "resolved":
         blocks.append(
             {
@@ -157,6 +168,15 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
             }
         )
     return {"text": escape(headline(notice)), "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def _image(url: str, what: str) -> dict[str, Any]:
+    return {
+        "type": "image",
+        "image_url": url,
+        "alt_text": f"{what}: observed against expected and its band"[:2000],
+        "title": {"type": "plain_text", "text": what[:2000]},
+    }
 
 
 def _button(action: str, text: str, value: str, style: str | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from slack_sdk.webhook import WebhookClient
 from services.alerting import messages
 from services.alerting.book import AlertBook
 from services.alerting.lifecycle import parse_time
+from services.alerting.links import PublicLinks
 from services.alerting.metrics import Metrics
 from services.alerting.routing import (
     AlertingConfig,
@@ -249,10 +250,15 @@ class WebhookSender(HttpSender):
         return self.post(self.url.get_secret_value(), body, headers)
 
 
-def build_senders(config: AlertingConfig, clock: Callable[[], datetime]) -> dict[str, Sender]:
+def build_senders(
+    config: AlertingConfig, clock: Callable[[], datetime], public: PublicLinks | None = None
+) -> dict[str, Sender]:
+    """The senders of every receiver; with ``public`` (OPSWATCH_PUBLIC_URL) links go
+    there, signed, and Slack messages show charts."""
     for name in SECRET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    links = messages.Links(config.public_url, config.grafana_url, config.runbook_url)
+    base = public.base if public is not None else config.public_url
+    links = messages.Links(base, config.grafana_url, config.runbook_url, public)
     out: dict[str, Sender] = {}
     for receiver in config.receivers:
         if isinstance(receiver, Alertmanager):

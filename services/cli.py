@@ -248,7 +248,8 @@ def digest(
     settings = _settings()
     runtime = _alerting(settings)
     now = runtime.book.clock() if until is None else _moment(until)
-    text = daily.markdown(daily.build(runtime.book.store, now, hours))
+    found = daily.build(runtime.book.store, now, hours)
+    text = daily.markdown(found)
     if output:
         output.write_text(text)
     else:
@@ -261,7 +262,7 @@ def digest(
         )
         raise typer.Exit(2)
     day = f"{now:%Y-%m-%dT%H:%M}"  # a digest asked for by hand is never absorbed as a repeat
-    runtime.book.enqueue_digest(day, runtime.config.digest.receivers, text)
+    daily.post(runtime.book, day, runtime.config.digest.receivers, found)
     dispatcher = Dispatcher(runtime.book, runtime.senders, Metrics.create(CollectorRegistry()))
     dispatcher.send_due(kind="digest")
     left = runtime.book.store.outbox_depth()

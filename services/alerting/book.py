@@ -201,10 +201,23 @@ class AlertBook:
 
     # notifications
 
-    def enqueue_digest(self, day: str, receivers: Sequence[str], markdown: str) -> int:
-        """Accept a day's digest for each receiver, once per day and receiver."""
+    def enqueue_digest(
+        self,
+        day: str,
+        receivers: Sequence[str],
+        markdown: str,
+        charts: Sequence[Mapping[str, str]] = (),
+    ) -> int:
+        """Accept a day's digest for each receiver, once per day and receiver; ``charts``:
+        the incidents (``incident_id``, ``title``) whose charts it shows."""
         now = self.clock()
-        payload = {"kind": "digest", "day": day, "markdown": markdown, "accepted_at": iso(now)}
+        payload = {
+            "kind": "digest",
+            "day": day,
+            "markdown": markdown,
+            "charts": list(charts),
+            "accepted_at": iso(now),
+        }
         with self.store.transaction() as conn:
             return sum(
                 self.store.enqueue(

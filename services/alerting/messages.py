@@ -269,15 +269,18 @@ def pagerduty_event(notice: Mapping[str, Any], routing_key: str, links: Links) -
     return event
 
 
-def slack_digest(notice: Mapping[str, Any]) -> dict[str, Any]:
-    """The digest's Markdown as a preformatted block (its tables stay aligned)."""
+def slack_digest(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
+    """The digest's Markdown as a preformatted block (its tables stay aligned), then
+    the charts of the day's main incidents when links can show them."""
     text = notice["markdown"]
     first = text.splitlines()[0].lstrip("# ")
     body = text if len(text) <= 2900 else text[:2880] + "\n[...]"
-    return {
-        "text": escape(first),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": first[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{escape(body)}```"}},
-        ],
-    }
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": first[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{escape(body)}```"}},
+    ]
+    for shown in notice.get("charts", []):
+        chart = links.chart(shown["incident_id"])
+        if chart is not None:
+            blocks.append(_image(chart, shown["title"]))
+    return {"text": escape(first), "blocks": blocks}

@@ -102,7 +102,7 @@ class Sender(Protocol):
 
 def _slack_body(row: OutboxRow, links: messages.Links) -> dict[str, Any]:
     if row.kind == "digest":
-        return messages.slack_digest(row.payload)
+        return messages.slack_digest(row.payload, links)
     return messages.slack_message(row.payload, links)
 
 

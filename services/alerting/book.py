@@ -15,6 +15,7 @@ from services.alerting import incidents as inc
 from services.alerting import lifecycle
 from services.alerting.lifecycle import SEVERITY_RANK, AlertState, Change, Label, Policy, iso
 from services.alerting.messages import where
+from services.alerting.review import similar_to
 from services.alerting.routing import Routing
 from services.alerting.store import AlertStore
 
@@ -261,6 +262,7 @@ class AlertBook:
             return 0
         body = incident_body(incident, summary, summary.flapping)
         alerts = [a.body(incident.id, summary.flapping) for a in _ordered(members)]
+        like = similar_to(self.store, body, conn) if kind is not None else []
         accepted = 0
         for receiver, step in plan:
             last = incident.last_pushed_at if step == "push" else incident.last_notified_at
@@ -269,6 +271,8 @@ class AlertBook:
             notice = {"kind": step, "incident": body, "alerts": alerts, "accepted_at": iso(now)}
             if step == "push":
                 self.store.supersede(conn, receiver, incident.id, "push")
+            else:
+                notice["similar"] = like
             accepted += self.store.enqueue(conn, dedupe, receiver, incident.id, step, notice, now)
         told = incident
         if kind is not None:

@@ -67,6 +67,21 @@ def num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "not resolved"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+
+
+def notes_summary(notes: Sequence[Mapping[str, Any]], most: int = 200) -> str:
+    """What an incident's notes say, the causes first, then actions and lessons."""
+    order = {"cause": 0, "action": 1, "lesson": 2}
+    ranked = sorted(notes, key=lambda n: order.get(n["kind"], 3))
+    text = "; ".join(f"{n['kind']}: {n['text']}" for n in ranked)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def headline(notice: Mapping[str, Any]) -> str:
     incident = notice["incident"]
     lead = notice["alerts"][0]
@@ -128,6 +143,15 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
                 "elements": [{"type": "mrkdwn", "text": f"Also in this incident: {more}"}],
             }
         )
+    like: Sequence[Mapping[str, Any]] = notice.get("similar") or []
+    if like:
+        lines = "\n".join(_similar(s, links) for s in like[:3])
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Similar past incidents*\n{lines}"},
+            }
+        )
     if notice.get("flapping") or incident.get("flapping"):
         blocks.append(
             {
@@ -168,6 +192,15 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
             }
         )
     return {"text": escape(headline(notice)), "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def _similar(past: Mapping[str, Any], links: Links) -> str:
+    line = (
+        f"\u2022 <{links.incident(past['id'])}|{escape(past['title'])}>: resolved in "
+        f"{duration(past['resolve_s'])}, label {past['label'] or 'none'}"
+    )
+    notes = past.get("notes") or []
+    return line + (f". {escape(notes_summary(notes))}" if notes else ". No notes.")
 
 
 def _image(url: str, what: str) -> dict[str, Any]:

@@ -187,3 +187,38 @@ def test_the_read_token_still_opens_pages_and_charts_as_header_or_cookie(
     rig.api.cookies.set("opswatch_read", READ)
     assert rig.api.get(f"/v1/incidents/{incident_id}/chart.png").status_code == 200
     assert rig.api.get("/incidents").status_code == 200
+
+
+def test_a_new_incident_message_lists_similar_past_incidents_with_their_notes(
+    store_url: str, recorder: Recorder
+) -> None:
+    rig = Rig(store_url)
+    day_before = T - timedelta(days=1)
+    for region, note in (("eu", "PSP timeouts after the deploy"), ("us", "CDN outage")):
+        rig.clock.now = day_before + timedelta(minutes=5)
+        past = detector_update(slice_={"region": region, "channel": "web"}, start=day_before)
+        rig.book.ingest(past)
+        rig.clock.advance(minutes=40)
+        rig.book.act(past["id"], "resolve")
+        rig.book.act(past["id"], "label", label="true_positive")
+        incident_id = rig.book.store.get(past["id"])["incident_id"]  # type: ignore[index]
+        rig.book.store.add_note(incident_id, "ana", "action", "rolled back", rig.clock())
+        rig.book.store.add_note(incident_id, "ana", "cause", note, rig.clock())
+    rig.dispatcher.step()
+    recorder.requests.clear()
+
+    rig.clock.now = T + timedelta(minutes=5)
+    rig.book.ingest(detector_update(slice_={"region": "eu"}, series=history()))
+    assert rig.dispatcher.step() == 1
+    blocks = blocks_of(recorder.requests[0].json())
+    [similar] = [b for b in blocks if "Similar past incidents" in b.get("text", {}).get("text", "")]
+    text = similar["text"]["text"]
+    assert "CDN outage" not in text  # region=us is not related to region=eu
+    [line] = text.splitlines()[1:]
+    assert "conversion_rate dropped in region=eu, channel=web>" in line
+    assert "resolved in 45 min, label true_positive" in line
+    assert line.endswith("cause: PSP timeouts after the deploy; action: rolled back")
+    link = line.split("<", 1)[1].split("|", 1)[0]
+    assert link.startswith(f"{PUBLIC}/incidents/") and "signature=" in link
+    page = rig.fetch(link)
+    assert page.status_code == 200 and "PSP timeouts after the deploy" in page.text

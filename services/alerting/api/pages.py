@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from services.alerting.api.deps import READ_COOKIE, StoreDep, incident_access, may_read
 from services.alerting.links import LINK_COOKIE, Grant
-from services.alerting.messages import num, where
+from services.alerting.messages import duration, num, where
 from services.alerting.pages import local, timeline
-from services.alerting.review import duration, similar_to
+from services.alerting.review import similar_to
 from services.alerting.store import AlertStore, IncidentFilter
 from services.common.problems import ProblemError
 

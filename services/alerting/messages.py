@@ -96,8 +96,12 @@ def headline(notice: Mapping[str, Any]) -> str:
     )
 
 
-def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
-    """Block Kit in a coloured attachment, with a plain-text fallback."""
+NOTE_KINDS = ("cause", "action", "lesson")
+
+
+def slack_message(notice: Mapping[str, Any], links: Links, notes: bool = False) -> dict[str, Any]:
+    """Block Kit in a coloured attachment, with a plain-text fallback; ``notes``: with
+    an Add note button (a bot's message, whose token can open the note's modal)."""
     incident = notice["incident"]
     alerts: Sequence[Mapping[str, Any]] = notice["alerts"]
     lead = alerts[0]
@@ -188,6 +192,7 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
                     _button("acknowledge", "Acknowledge", incident["id"], "primary"),
                     _button("snooze", "Snooze 1h", incident["id"], None),
                     _button("false_alarm", "False alarm", incident["id"], "danger"),
+                    *([_button("add_note", "Add note", incident["id"], None)] if notes else []),
                 ],
             }
         )
@@ -222,6 +227,56 @@ def _button(action: str, text: str, value: str, style: str | None) -> dict[str, 
     if style:
         button["style"] = style
     return button
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def note_modal(incident: Mapping[str, Any]) -> dict[str, Any]:
+    """The modal of the Add note button: the kind and the text of a note."""
+    options = [{"text": _plain(k), "value": k} for k in NOTE_KINDS]
+    return {
+        "type": "modal",
+        "callback_id": "add_note",
+        "private_metadata": incident["id"],
+        "title": _plain("Add a note"),
+        "submit": _plain("Add"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": escape(incident["title"])}],
+            },
+            {
+                "type": "input",
+                "block_id": "kind",
+                "label": _plain("Kind"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": "kind",
+                    "initial_option": options[0],
+                    "options": options,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "text",
+                "label": _plain("Note"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "text",
+                    "multiline": True,
+                    "max_length": 4000,
+                },
+            },
+        ],
+    }
+
+
+def note_reply(note: Mapping[str, Any]) -> str:
+    """A note as the incident's thread shows it."""
+    return f"Note ({note['kind']}) by {escape(note['author'])}: {escape(note['text'])}"
 
 
 def slack_reply(notice: Mapping[str, Any]) -> str:

@@ -100,10 +100,10 @@ class Sender(Protocol):
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result: ...
 
 
-def _slack_body(row: OutboxRow, links: messages.Links) -> dict[str, Any]:
+def _slack_body(row: OutboxRow, links: messages.Links, notes: bool = False) -> dict[str, Any]:
     if row.kind == "digest":
         return messages.slack_digest(row.payload, links)
-    return messages.slack_message(row.payload, links)
+    return messages.slack_message(row.payload, links, notes)
 
 
 class SlackWebhookSender:
@@ -142,7 +142,7 @@ class SlackBotSender:
         self.links = links
 
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
-        message = _slack_body(row, self.links)
+        message = _slack_body(row, self.links, notes=True)
         try:
             if row.kind == "digest":
                 self.client.chat_postMessage(channel=self.channel, **message)
@@ -172,6 +172,14 @@ class SlackBotSender:
         except (URLError, TimeoutError, ConnectionError) as exc:
             return Retry(f"network: {type(exc).__name__}")
         return Sent(ref)
+
+    def open_view(self, trigger_id: str, view: Mapping[str, Any]) -> None:
+        """A modal for the person whose click gave ``trigger_id`` (SlackApiError on failure)."""
+        self.client.views_open(trigger_id=trigger_id, view=dict(view))
+
+    def reply(self, ref: Mapping[str, Any], text: str) -> None:
+        """A reply in the thread of the message ``ref`` names."""
+        self.client.chat_postMessage(channel=ref["channel"], thread_ts=ref["ts"], text=text)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ from services.alerting.store import AlertStore, IncidentFilter
 from tests.factories import FakeClock, detector_update, iso
 from tests.recording import Recorder, recording_server
 
-T = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
+# now, to the window: a cookie jar keeps a link's cookie on its own, real, clock
+T = datetime.now(UTC).replace(second=0, microsecond=0)
+T -= timedelta(minutes=T.minute % 5)
 PUBLIC = "https://opswatch.example.com"
 READ, WRITE = "r" * 24, "w" * 24
 FAMILIES = {"conversion_rate": "conversion"}
@@ -98,7 +100,7 @@ def test_the_slack_message_shows_the_chart_that_slack_fetches_without_the_token(
     store_url: str, recorder: Recorder
 ) -> None:
     rig = Rig(store_url)
-    rig.book.ingest(detector_update(slice_={"region": "eu"}, series=history()))
+    rig.book.ingest(detector_update(slice_={"region": "eu"}, start=T, series=history()))
     assert rig.dispatcher.step() == 1
     [image] = [b for b in blocks_of(recorder.requests[0].json()) if b["type"] == "image"]
     incident_id = rig.incident()["id"]
@@ -119,7 +121,7 @@ def test_a_tampered_or_expired_chart_link_is_refused_with_a_problem(
     store_url: str, recorder: Recorder
 ) -> None:
     rig = Rig(store_url)
-    rig.book.ingest(detector_update(series=history()))
+    rig.book.ingest(detector_update(start=T, series=history()))
     rig.dispatcher.step()
     [image] = [b for b in blocks_of(recorder.requests[0].json()) if b["type"] == "image"]
     url = image["image_url"]
@@ -142,7 +144,7 @@ def test_the_signed_incident_link_opens_the_page_and_its_chart_loads(
     store_url: str, recorder: Recorder
 ) -> None:
     rig = Rig(store_url)
-    rig.book.ingest(detector_update(series=history()))
+    rig.book.ingest(detector_update(start=T, series=history()))
     rig.dispatcher.step()
     incident_id = rig.incident()["id"]
     text = str(blocks_of(recorder.requests[0].json()))
@@ -168,7 +170,7 @@ def test_without_a_public_url_messages_carry_no_image_and_plain_links(
     store_url: str, recorder: Recorder
 ) -> None:
     rig = Rig(store_url, public_url=None)
-    rig.book.ingest(detector_update(series=history()))
+    rig.book.ingest(detector_update(start=T, series=history()))
     rig.dispatcher.step()
     blocks = blocks_of(recorder.requests[0].json())
     assert not [b for b in blocks if b["type"] == "image"]
@@ -180,7 +182,7 @@ def test_the_read_token_still_opens_pages_and_charts_as_header_or_cookie(
     store_url: str, recorder: Recorder
 ) -> None:
     rig = Rig(store_url)
-    rig.book.ingest(detector_update(series=history()))
+    rig.book.ingest(detector_update(start=T, series=history()))
     incident_id = rig.incident()["id"]
     bearer = {"Authorization": f"Bearer {READ}"}
     assert rig.api.get(f"/incidents/{incident_id}", headers=bearer).status_code == 200
@@ -208,7 +210,7 @@ def test_a_new_incident_message_lists_similar_past_incidents_with_their_notes(
     recorder.requests.clear()
 
     rig.clock.now = T + timedelta(minutes=5)
-    rig.book.ingest(detector_update(slice_={"region": "eu"}, series=history()))
+    rig.book.ingest(detector_update(slice_={"region": "eu"}, start=T, series=history()))
     assert rig.dispatcher.step() == 1
     blocks = blocks_of(recorder.requests[0].json())
     [similar] = [b for b in blocks if "Similar past incidents" in b.get("text", {}).get("text", "")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -54,13 +55,17 @@ def test_a_signed_link_opens_the_page_and_the_cookie_it_sets_its_chart(
     assert client.get(f"/incidents/{incident_id}?token={READ}").status_code == 401
     signer = LinkSigner.for_read_token(SecretStr(READ))
     assert signer is not None
-    grant = signer.sign(incident_id, START + timedelta(days=1))
+    # a cookie jar keeps the link's cookie until then on its own, real, clock
+    grant = signer.sign(incident_id, datetime.now(UTC) + timedelta(days=1))
     bad = client.get(f"/incidents/{incident_id}?expires={grant.expires}&signature=00")
     assert bad.status_code == 403 and "Bad link signature" in bad.text
     link = f"/incidents/{incident_id}?expires={grant.expires}&signature={grant.signature}"
     page = client.get(link)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert client.cookies.get(LINK_COOKIE + incident_id) == grant.cookie()
+    kept = page.headers["set-cookie"]  # until the link expires, no longer
+    until = format_datetime(datetime.fromtimestamp(grant.expires, UTC), usegmt=True)
+    assert f"expires={until}" in kept and "HttpOnly" in kept
     assert client.get(f"/v1/incidents/{incident_id}/chart.png").status_code == 200
     assert client.get(f"/incidents/{incident_id}").status_code == 200
     assert client.get("/incidents").status_code == 401  # the link opens one incident

@@ -7,7 +7,7 @@ chart loads too."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -71,7 +71,7 @@ def _render(
         response.set_cookie(
             LINK_COOKIE + incident_id,
             link.cookie(),
-            expires=link.expires,
+            expires=datetime.fromtimestamp(link.expires, UTC),
             httponly=True,
             samesite="lax",
         )

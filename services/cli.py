@@ -248,7 +248,8 @@ def digest(
     settings = _settings()
     runtime = _alerting(settings)
     now = runtime.book.clock() if until is None else _moment(until)
-    text = daily.markdown(daily.build(runtime.book.store, now, hours))
+    found = daily.build(runtime.book.store, now, hours)
+    text = daily.markdown(found)
     if output:
         output.write_text(text)
     else:
@@ -261,7 +262,7 @@ def digest(
         )
         raise typer.Exit(2)
     day = f"{now:%Y-%m-%dT%H:%M}"  # a digest asked for by hand is never absorbed as a repeat
-    runtime.book.enqueue_digest(day, runtime.config.digest.receivers, text)
+    daily.post(runtime.book, day, runtime.config.digest.receivers, found)
     dispatcher = Dispatcher(runtime.book, runtime.senders, Metrics.create(CollectorRegistry()))
     dispatcher.send_due(kind="digest")
     left = runtime.book.store.outbox_depth()
@@ -282,7 +283,8 @@ def review(
 
     settings = _settings()
     runtime = _alerting(settings)
-    chart = f"{runtime.config.public_url.rstrip('/')}/v1/incidents/{incident_id}/chart.png"
+    base = settings.public_url or runtime.config.public_url
+    chart = f"{base.rstrip('/')}/v1/incidents/{incident_id}/chart.png"
     text = write_review(runtime.book.store, incident_id, settings.timezone, chart)
     if text is None:
         err.print(f"[red]no incident with id {incident_id!r}[/] in the alert store")

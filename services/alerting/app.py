@@ -15,8 +15,9 @@ from services.alerting.book import AlertBook
 from services.alerting.charts import ChartCache
 from services.alerting.digest import scheduler
 from services.alerting.intake import AlertIntake, KafkaAlertConsumer
+from services.alerting.links import LinkSigner
 from services.alerting.metrics import Metrics, StoreCollector
-from services.alerting.notify import Dispatcher, Sender
+from services.alerting.notify import Dispatcher, Sender, SlackBotSender
 from services.alerting.routing import DigestConfig
 from services.common import health, problems
 from services.common.connection import KafkaConnection
@@ -68,7 +69,11 @@ def create_app(
     app.state.metrics = metrics
     app.state.dispatcher = dispatcher
     app.state.auth = auth or Auth()
+    app.state.links = LinkSigner.for_read_token(app.state.auth.read_token)
     app.state.slack_signing_secret = slack_signing_secret
+    app.state.slack_bots = {
+        name: s for name, s in (senders or {}).items() if isinstance(s, SlackBotSender)
+    }
     app.state.timezone = timezone
     app.state.charts = ChartCache()
     problems.install(app)

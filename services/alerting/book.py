@@ -15,6 +15,7 @@ from services.alerting import incidents as inc
 from services.alerting import lifecycle
 from services.alerting.lifecycle import SEVERITY_RANK, AlertState, Change, Label, Policy, iso
 from services.alerting.messages import where
+from services.alerting.review import similar_to
 from services.alerting.routing import Routing
 from services.alerting.store import AlertStore
 
@@ -201,10 +202,23 @@ class AlertBook:
 
     # notifications
 
-    def enqueue_digest(self, day: str, receivers: Sequence[str], markdown: str) -> int:
-        """Accept a day's digest for each receiver, once per day and receiver."""
+    def enqueue_digest(
+        self,
+        day: str,
+        receivers: Sequence[str],
+        markdown: str,
+        charts: Sequence[Mapping[str, str]] = (),
+    ) -> int:
+        """Accept a day's digest for each receiver, once per day and receiver; ``charts``:
+        the incidents (``incident_id``, ``title``) whose charts it shows."""
         now = self.clock()
-        payload = {"kind": "digest", "day": day, "markdown": markdown, "accepted_at": iso(now)}
+        payload = {
+            "kind": "digest",
+            "day": day,
+            "markdown": markdown,
+            "charts": list(charts),
+            "accepted_at": iso(now),
+        }
         with self.store.transaction() as conn:
             return sum(
                 self.store.enqueue(
@@ -248,6 +262,7 @@ class AlertBook:
             return 0
         body = incident_body(incident, summary, summary.flapping)
         alerts = [a.body(incident.id, summary.flapping) for a in _ordered(members)]
+        like = similar_to(self.store, body, conn) if kind is not None else []
         accepted = 0
         for receiver, step in plan:
             last = incident.last_pushed_at if step == "push" else incident.last_notified_at
@@ -256,6 +271,8 @@ class AlertBook:
             notice = {"kind": step, "incident": body, "alerts": alerts, "accepted_at": iso(now)}
             if step == "push":
                 self.store.supersede(conn, receiver, incident.id, "push")
+            else:
+                notice["similar"] = like
             accepted += self.store.enqueue(conn, dedupe, receiver, incident.id, step, notice, now)
         told = incident
         if kind is not None:

@@ -17,13 +17,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.alerting.book import AlertBook
-from services.alerting.lifecycle import iso, parse_time
+from services.alerting.lifecycle import SEVERITY_RANK, iso, parse_time
 from services.alerting.messages import where
 from services.alerting.metrics import precision
 from services.alerting.routing import DigestConfig
 from services.alerting.store import AlertFilter, AlertStore
 
 MOVERS = 5
+CHARTS = 3  # incidents whose charts the digest shows
 RULE = "| --- | --- | --- | --- | --- |"
 
 
@@ -140,6 +141,20 @@ def markdown(d: Digest) -> str:
     return "\n".join(lines) + "\n"
 
 
+def charts(d: Digest, most: int = CHARTS) -> list[dict[str, str]]:
+    """The day's main incidents, whose charts the digest shows: the most severe first,
+    then those with the most alerts, then the earliest."""
+    ranked = sorted(
+        d.incidents, key=lambda i: (-SEVERITY_RANK[i["severity"]], -i["alerts"], i["opened_at"])
+    )
+    return [{"incident_id": i["id"], "title": i["title"]} for i in ranked[:most]]
+
+
+def post(book: AlertBook, day: str, receivers: Sequence[str], d: Digest) -> int:
+    """Accept the digest into the outbox for its receivers, with its charts."""
+    return book.enqueue_digest(day, receivers, markdown(d), charts(d))
+
+
 def due_today(now: datetime, at: str, timezone: str) -> str | None:
     """The local date whose digest is due at ``now`` (``at`` is HH:MM), or None before it."""
     local = now.astimezone(ZoneInfo(timezone))
@@ -159,6 +174,6 @@ def scheduler(book: AlertBook, config: DigestConfig) -> Callable[[], int]:
         if day is None or day in done:
             return 0
         done.add(day)
-        return book.enqueue_digest(day, config.receivers, markdown(build(book.store, now)))
+        return post(book, day, config.receivers, build(book.store, now))
 
     return run

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from services.alerting.links import PublicLinks
 from services.common.contracts import slice_label
 
 COLOURS = {"critical": "#E01E5A", "warning": "#ECB22E", "info": "#36C5F0", "resolved": "#2EB67D"}
@@ -24,13 +25,20 @@ class Links:
     public_url: str
     grafana_url: str | None = None
     runbook_url: str | None = None
+    public: PublicLinks | None = None  # OPSWATCH_PUBLIC_URL: signed links and charts
 
     def alert(self, alert_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/v1/alerts/{alert_id}"
 
     def incident(self, incident_id: str) -> str:
         """The incident's page, for people."""
+        if self.public is not None:
+            return self.public.incident_page(incident_id)
         return f"{self.public_url.rstrip('/')}/incidents/{incident_id}"
+
+    def chart(self, incident_id: str) -> str | None:
+        """The incident's chart as Slack fetches it, without the read token."""
+        return self.public.incident_chart(incident_id) if self.public is not None else None
 
     def dashboard(self, alert: Mapping[str, Any]) -> str | None:
         if not self.grafana_url:
@@ -59,6 +67,21 @@ def num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "not resolved"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+
+
+def notes_summary(notes: Sequence[Mapping[str, Any]], most: int = 200) -> str:
+    """What an incident's notes say, the causes first, then actions and lessons."""
+    order = {"cause": 0, "action": 1, "lesson": 2}
+    ranked = sorted(notes, key=lambda n: order.get(n["kind"], 3))
+    text = "; ".join(f"{n['kind']}: {n['text']}" for n in ranked)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def headline(notice: Mapping[str, Any]) -> str:
     incident = notice["incident"]
     lead = notice["alerts"][0]
@@ -73,8 +96,12 @@ def headline(notice: Mapping[str, Any]) -> str:
     )
 
 
-def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
-    """Block Kit in a coloured attachment, with a plain-text fallback."""
+NOTE_KINDS = ("cause", "action", "lesson")
+
+
+def slack_message(notice: Mapping[str, Any], links: Links, notes: bool = False) -> dict[str, Any]:
+    """Block Kit in a coloured attachment, with a plain-text fallback; ``notes``: with
+    an Add note button (a bot's message, whose token can open the note's modal)."""
     incident = notice["incident"]
     alerts: Sequence[Mapping[str, Any]] = notice["alerts"]
     lead = alerts[0]
@@ -120,6 +147,15 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
                 "elements": [{"type": "mrkdwn", "text": f"Also in this incident: {more}"}],
             }
         )
+    like: Sequence[Mapping[str, Any]] = notice.get("similar") or []
+    if like:
+        lines = "\n".join(_similar(s, links) for s in like[:3])
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Similar past incidents*\n{lines}"},
+            }
+        )
     if notice.get("flapping") or incident.get("flapping"):
         blocks.append(
             {
@@ -144,6 +180,9 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
             ],
         }
     )
+    chart = links.chart(incident["id"])
+    if chart is not None:
+        blocks.append(_image(chart, f"{lead['metric']} in {where(lead['slice'])}"))
     if incident["status"] != "resolved":
         blocks.append(
             {
@@ -153,10 +192,29 @@ def slack_message(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
                     _button("acknowledge", "Acknowledge", incident["id"], "primary"),
                     _button("snooze", "Snooze 1h", incident["id"], None),
                     _button("false_alarm", "False alarm", incident["id"], "danger"),
+                    *([_button("add_note", "Add note", incident["id"], None)] if notes else []),
                 ],
             }
         )
     return {"text": escape(headline(notice)), "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def _similar(past: Mapping[str, Any], links: Links) -> str:
+    line = (
+        f"\u2022 <{links.incident(past['id'])}|{escape(past['title'])}>: resolved in "
+        f"{duration(past['resolve_s'])}, label {past['label'] or 'none'}"
+    )
+    notes = past.get("notes") or []
+    return line + (f". {escape(notes_summary(notes))}" if notes else ". No notes.")
+
+
+def _image(url: str, what: str) -> dict[str, Any]:
+    return {
+        "type": "image",
+        "image_url": url,
+        "alt_text": f"{what}: observed against expected and its band"[:2000],
+        "title": {"type": "plain_text", "text": what[:2000]},
+    }
 
 
 def _button(action: str, text: str, value: str, style: str | None) -> dict[str, Any]:
@@ -169,6 +227,56 @@ def _button(action: str, text: str, value: str, style: str | None) -> dict[str, 
     if style:
         button["style"] = style
     return button
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def note_modal(incident: Mapping[str, Any]) -> dict[str, Any]:
+    """The modal of the Add note button: the kind and the text of a note."""
+    options = [{"text": _plain(k), "value": k} for k in NOTE_KINDS]
+    return {
+        "type": "modal",
+        "callback_id": "add_note",
+        "private_metadata": incident["id"],
+        "title": _plain("Add a note"),
+        "submit": _plain("Add"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": escape(incident["title"])}],
+            },
+            {
+                "type": "input",
+                "block_id": "kind",
+                "label": _plain("Kind"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": "kind",
+                    "initial_option": options[0],
+                    "options": options,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "text",
+                "label": _plain("Note"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "text",
+                    "multiline": True,
+                    "max_length": 4000,
+                },
+            },
+        ],
+    }
+
+
+def note_reply(note: Mapping[str, Any]) -> str:
+    """A note as the incident's thread shows it."""
+    return f"Note ({note['kind']}) by {escape(note['author'])}: {escape(note['text'])}"
 
 
 def slack_reply(notice: Mapping[str, Any]) -> str:
@@ -249,15 +357,18 @@ def pagerduty_event(notice: Mapping[str, Any], routing_key: str, links: Links) -
     return event
 
 
-def slack_digest(notice: Mapping[str, Any]) -> dict[str, Any]:
-    """The digest's Markdown as a preformatted block (its tables stay aligned)."""
+def slack_digest(notice: Mapping[str, Any], links: Links) -> dict[str, Any]:
+    """The digest's Markdown as a preformatted block (its tables stay aligned), then
+    the charts of the day's main incidents when links can show them."""
     text = notice["markdown"]
     first = text.splitlines()[0].lstrip("# ")
     body = text if len(text) <= 2900 else text[:2880] + "\n[...]"
-    return {
-        "text": escape(first),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": first[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{escape(body)}```"}},
-        ],
-    }
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": first[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{escape(body)}```"}},
+    ]
+    for shown in notice.get("charts", []):
+        chart = links.chart(shown["incident_id"])
+        if chart is not None:
+            blocks.append(_image(chart, shown["title"]))
+    return {"text": escape(first), "blocks": blocks}

@@ -33,6 +33,7 @@ from slack_sdk.webhook import WebhookClient
 from services.alerting import messages
 from services.alerting.book import AlertBook
 from services.alerting.lifecycle import parse_time
+from services.alerting.links import PublicLinks
 from services.alerting.metrics import Metrics
 from services.alerting.routing import (
     AlertingConfig,
@@ -99,10 +100,10 @@ class Sender(Protocol):
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result: ...
 
 
-def _slack_body(row: OutboxRow, links: messages.Links) -> dict[str, Any]:
+def _slack_body(row: OutboxRow, links: messages.Links, notes: bool = False) -> dict[str, Any]:
     if row.kind == "digest":
-        return messages.slack_digest(row.payload)
-    return messages.slack_message(row.payload, links)
+        return messages.slack_digest(row.payload, links)
+    return messages.slack_message(row.payload, links, notes)
 
 
 class SlackWebhookSender:
@@ -141,7 +142,7 @@ class SlackBotSender:
         self.links = links
 
     def send(self, row: OutboxRow, ref: Mapping[str, Any] | None) -> Result:
-        message = _slack_body(row, self.links)
+        message = _slack_body(row, self.links, notes=True)
         try:
             if row.kind == "digest":
                 self.client.chat_postMessage(channel=self.channel, **message)
@@ -171,6 +172,14 @@ class SlackBotSender:
         except (URLError, TimeoutError, ConnectionError) as exc:
             return Retry(f"network: {type(exc).__name__}")
         return Sent(ref)
+
+    def open_view(self, trigger_id: str, view: Mapping[str, Any]) -> None:
+        """A modal for the person whose click gave ``trigger_id`` (SlackApiError on failure)."""
+        self.client.views_open(trigger_id=trigger_id, view=dict(view))
+
+    def reply(self, ref: Mapping[str, Any], text: str) -> None:
+        """A reply in the thread of the message ``ref`` names."""
+        self.client.chat_postMessage(channel=ref["channel"], thread_ts=ref["ts"], text=text)
 
 
 @dataclass(frozen=True)
@@ -249,10 +258,15 @@ class WebhookSender(HttpSender):
         return self.post(self.url.get_secret_value(), body, headers)
 
 
-def build_senders(config: AlertingConfig, clock: Callable[[], datetime]) -> dict[str, Sender]:
+def build_senders(
+    config: AlertingConfig, clock: Callable[[], datetime], public: PublicLinks | None = None
+) -> dict[str, Sender]:
+    """The senders of every receiver; with ``public`` (OPSWATCH_PUBLIC_URL) links go
+    there, signed, and Slack messages show charts."""
     for name in SECRET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    links = messages.Links(config.public_url, config.grafana_url, config.runbook_url)
+    base = public.base if public is not None else config.public_url
+    links = messages.Links(base, config.grafana_url, config.runbook_url, public)
     out: dict[str, Sender] = {}
     for receiver in config.receivers:
         if isinstance(receiver, Alertmanager):

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from services.alerting.charts import Member
 from services.alerting.incidents import related
 from services.alerting.lifecycle import parse_time
-from services.alerting.messages import num, where
+from services.alerting.messages import duration, num, where
 from services.alerting.pages import local, timeline
 from services.alerting.store import AlertStore
 
@@ -81,13 +83,6 @@ def impact(points: Sequence[Sequence[Any]]) -> dict[str, float] | None:
         "expected": expected,
         "difference": observed - expected,
     }
-
-
-def duration(seconds: int | None) -> str:
-    if seconds is None:
-        return "not resolved"
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
 
 
 def markdown(
@@ -158,8 +153,11 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def similar_to(store: AlertStore, incident: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return similar(incident, store.resolved_of_family(incident["family"]))
+def similar_to(
+    store: AlertStore, incident: Mapping[str, Any], conn: Connection | None = None
+) -> list[dict[str, Any]]:
+    """The stored incidents like this one (in ``conn``'s transaction when given)."""
+    return similar(incident, store.resolved_of_family(incident["family"], conn=conn))
 
 
 def review(store: AlertStore, incident_id: str, timezone: str, chart_url: str) -> str | None:

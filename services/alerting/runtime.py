@@ -10,6 +10,7 @@ from services.alerting import incidents as inc
 from services.alerting.api.deps import Auth
 from services.alerting.book import AlertBook, Clock
 from services.alerting.lifecycle import Policy
+from services.alerting.links import LinkSigner, PublicLinks
 from services.alerting.notify import Sender, build_senders
 from services.alerting.routing import AlertingConfig, Routing, load_config
 from services.alerting.store import AlertStore
@@ -27,6 +28,7 @@ class Runtime:
     book: AlertBook
     senders: dict[str, Sender]
     auth: Auth
+    public: PublicLinks | None  # OPSWATCH_PUBLIC_URL, when set
 
 
 def build(settings: OpswatchSettings, clock: Clock = wall_clock) -> Runtime:
@@ -47,4 +49,8 @@ def build(settings: OpswatchSettings, clock: Clock = wall_clock) -> Runtime:
         ),
     )
     auth = Auth(settings.secret("api_write_token"), settings.secret("api_read_token"))
-    return Runtime(config, book, build_senders(config, clock), auth)
+    public = None
+    if settings.public_url is not None:
+        signer = LinkSigner.for_read_token(auth.read_token)
+        public = PublicLinks(settings.public_url, signer, settings.link_expiry, clock)
+    return Runtime(config, book, build_senders(config, clock, public), auth, public)

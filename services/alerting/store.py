@@ -462,23 +462,27 @@ class AlertStore:
                 return None
             return {**body, "notes": self._notes(conn, [incident_id]).get(incident_id, [])}
 
-    def resolved_of_family(self, family: str, limit: int = 200) -> list[dict[str, Any]]:
+    def resolved_of_family(
+        self, family: str, limit: int = 200, conn: Connection | None = None
+    ) -> list[dict[str, Any]]:
         """The family's most recently opened resolved incidents, each with its notes
-        and its alerts' labels."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(incidents.c.body)
-                .where(incidents.c.family == family, incidents.c.status == "resolved")
-                .order_by(incidents.c.opened_at.desc())
-                .limit(limit)
-            ).all()
-            ids = [r.body["id"] for r in rows]
-            found = self._notes(conn, ids)
-            labelled = conn.execute(
-                select(alerts.c.incident_id, alerts.c.label).where(
-                    alerts.c.incident_id.in_(ids), alerts.c.label.is_not(None)
-                )
-            ).all()
+        and its alerts' labels (in ``conn``'s transaction when given)."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.resolved_of_family(family, limit, own)
+        rows = conn.execute(
+            select(incidents.c.body)
+            .where(incidents.c.family == family, incidents.c.status == "resolved")
+            .order_by(incidents.c.opened_at.desc())
+            .limit(limit)
+        ).all()
+        ids = [r.body["id"] for r in rows]
+        found = self._notes(conn, ids)
+        labelled = conn.execute(
+            select(alerts.c.incident_id, alerts.c.label).where(
+                alerts.c.incident_id.in_(ids), alerts.c.label.is_not(None)
+            )
+        ).all()
         labels: dict[str, list[str]] = {}
         for incident_id, label in labelled:
             labels.setdefault(incident_id, []).append(label)

@@ -149,6 +149,10 @@ class OpswatchSettings(BaseSettings):
     slack_signing_secret_file: Path | None = Field(
         None, validation_alias=env("OPSWATCH_SLACK_SIGNING_SECRET_FILE")
     )
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = Field(
+        None, validation_alias=env("OPSWATCH_PUBLIC_URL")
+    )
+    link_expiry: timedelta = Field(timedelta(days=7), validation_alias=env("OPSWATCH_LINK_EXPIRY"))
     alert_cooldown: timedelta = Field(
         timedelta(minutes=30), validation_alias=env("OPSWATCH_ALERT_COOLDOWN")
     )
@@ -179,6 +183,13 @@ class OpswatchSettings(BaseSettings):
         seconds = value.total_seconds()
         if seconds < 60 or seconds % 60 or 86400 % seconds:
             raise ValueError("must be whole minutes that divide a day, e.g. PT5M")
+        return value
+
+    @field_validator("link_expiry")
+    @classmethod
+    def _link_expiry(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=90):
+            raise ValueError("must be between PT1M and P90D, e.g. P7D")
         return value
 
     @field_validator("api_write_token", "api_read_token", "slack_signing_secret")

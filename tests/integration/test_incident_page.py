@@ -1,6 +1,6 @@
-"""The incident page in a real browser: Debian's chromium, headless, opens a link
-with the read token and renders the chart, the timeline and the notes; a phone-
-sized screenshot is taken."""
+"""The incident page in a real browser: Debian's chromium, headless, opens a signed
+link and renders the chart (with the cookie the link set), the timeline and the
+notes; a phone-sized screenshot is taken."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from services.alerting.api.deps import Auth
 from services.alerting.app import create_app
 from services.alerting.book import AlertBook
+from services.alerting.links import LinkSigner
 from services.alerting.routing import AlertingConfig, Routing
 from services.alerting.store import AlertStore
 from tests.factories import FakeClock, detector_update, iso
@@ -90,7 +91,10 @@ def test_the_incident_page_renders_its_chart_timeline_and_notes_in_chromium(
     incident_id = alert["incident_id"]
     note = {"author": "ana", "text": "PSP timeouts after the deploy", "kind": "cause"}
     assert httpx.post(f"{base}/v1/incidents/{incident_id}/notes", json=note, headers=write)
-    link = f"{base}/incidents/{incident_id}?token={READ}"
+    signer = LinkSigner.for_read_token(SecretStr(READ))
+    assert signer is not None
+    grant = signer.sign(incident_id, datetime.now(UTC) + timedelta(days=7))
+    link = f"{base}/incidents/{incident_id}?expires={grant.expires}&signature={grant.signature}"
 
     dom = browse("dom", link, "412x1400")
     assert re.search(rf'<img id="chart" src="/v1/incidents/{incident_id}/chart.png"', dom)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from services.alerting import digest
+from services.alerting.api.deps import Auth
+from services.alerting.app import create_app
 from services.alerting.book import AlertBook
 from services.alerting.routing import AlertingConfig, DigestConfig, Routing
 from services.alerting.store import AlertStore
@@ -17,17 +23,19 @@ from tests.factories import FakeClock, detector_update
 from tests.recording import recording_server
 
 T = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
+READ = "digest-read-token-0123456789"
 FAMILIES = {"conversion_rate": "conversion", "gmv": "orders", "avg_rating": "feedback"}
 
 
 def day_of_incidents(path: Path) -> tuple[AlertBook, FakeClock]:
-    """Three incidents: one acknowledged after 10 minutes and resolved after 40, one
-    resolved by the detector after 20, one still firing; two labels."""
+    """Three incidents: a warning acknowledged after 10 minutes and resolved after 40,
+    a critical one resolved by the detector after 20, a critical one still firing;
+    two labels."""
     clock = FakeClock(T)
     book = AlertBook(
         AlertStore(f"sqlite:///{path}"), FAMILIES, Routing(AlertingConfig(), FAMILIES), clock
     )
-    first = detector_update(observed=0.02, expected=0.08)
+    first = detector_update(observed=0.02, expected=0.08, severity="warning")
     book.ingest(first)
     clock.advance(minutes=10)
     book.act(first["id"], "acknowledge")
@@ -48,6 +56,7 @@ def day_of_incidents(path: Path) -> tuple[AlertBook, FakeClock]:
             status="resolved",
             observed=900.0,
             expected=300.0,
+            direction="up",
         )
     )
     book.act(second["id"], "label", label="false_positive")
@@ -130,3 +139,40 @@ def test_opswatch_digest_prints_markdown_and_posts_to_slack(
         [posted] = slack.requests
         blocks = posted.json()["blocks"]
         assert "Incidents: **3**" in blocks[1]["text"]["text"]
+
+
+@pytest.mark.usefixtures("own_logging")
+def test_the_posted_digest_shows_the_main_incidents_charts_that_open_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "a.db"
+    book, _ = day_of_incidents(db)
+    with recording_server() as slack:
+        config = tmp_path / "alerting.yaml"
+        config.write_text(
+            "receivers:\n"
+            "  - {type: slack_webhook, name: ops, url: {env: T_SLACK}}\n"
+            "digest: {receivers: [ops]}\n"
+        )
+        monkeypatch.setenv("T_SLACK", f"{slack.url}/services/T/B/secret")
+        monkeypatch.setenv("OPSWATCH_DATABASE_URL", f"sqlite:///{db}")
+        monkeypatch.setenv("OPSWATCH_ALERTING_CONFIG", str(config))
+        monkeypatch.setenv("OPSWATCH_PUBLIC_URL", "https://opswatch.example.com/ops")
+        monkeypatch.setenv("OPSWATCH_API_READ_TOKEN", READ)
+        result = CliRunner().invoke(app, ["digest", "--until", "2026-03-03T00:00:00Z", "--post"])
+        assert result.exit_code == 0, result.output
+        [posted] = slack.requests
+    images = [b for b in posted.json()["blocks"] if b["type"] == "image"]
+    # the critical incidents first, the earliest first among them; the warning last
+    assert [i["title"]["text"] for i in images] == [
+        "gmv rose in region=eu, channel=web",
+        "avg_rating dropped in region=eu, channel=web",
+        "conversion_rate dropped in region=eu, channel=web",
+    ]
+    api = TestClient(create_app(book, CollectorRegistry(), auth=Auth(read_token=SecretStr(READ))))
+    for image in images:
+        url = urlsplit(image["image_url"])
+        assert url.netloc == "opswatch.example.com" and url.path.startswith("/ops/v1/incidents/")
+        chart = api.get(url.path.removeprefix("/ops") + "?" + url.query)
+        assert chart.status_code == 200 and chart.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert api.get(url.path.removeprefix("/ops")).status_code == 401

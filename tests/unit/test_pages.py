@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,12 +13,14 @@ from pydantic import SecretStr
 from services.alerting.api.deps import READ_COOKIE, Auth
 from services.alerting.app import create_app
 from services.alerting.book import AlertBook
+from services.alerting.links import LINK_COOKIE, LinkSigner
 from services.alerting.pages import timeline
 from services.alerting.routing import AlertingConfig, Routing
 from services.alerting.store import AlertStore
 from tests.factories import FakeClock, detector_update, iso
 
 READ, WRITE = "r" * 24, "w" * 24
+BEARER = {"Authorization": f"Bearer {READ}"}
 START = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
 
 
@@ -44,24 +47,43 @@ def incident_with_a_note(client: TestClient) -> str:
     return str(alert["incident_id"])
 
 
-def test_a_link_with_the_token_opens_the_page_and_the_cookie_its_chart(
+def test_a_signed_link_opens_the_page_and_the_cookie_it_sets_its_chart(
     client: TestClient,
 ) -> None:
     incident_id = incident_with_a_note(client)
     assert client.get(f"/incidents/{incident_id}").status_code == 401
-    assert client.get(f"/incidents/{incident_id}?token=wrong").status_code == 401
-    page = client.get(f"/incidents/{incident_id}?token={READ}")
+    assert client.get(f"/incidents/{incident_id}?token={READ}").status_code == 401
+    signer = LinkSigner.for_read_token(SecretStr(READ))
+    assert signer is not None
+    # a cookie jar keeps the link's cookie until then on its own, real, clock
+    grant = signer.sign(incident_id, datetime.now(UTC) + timedelta(days=1))
+    bad = client.get(f"/incidents/{incident_id}?expires={grant.expires}&signature=00")
+    assert bad.status_code == 403 and "Bad link signature" in bad.text
+    link = f"/incidents/{incident_id}?expires={grant.expires}&signature={grant.signature}"
+    page = client.get(link)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert client.cookies.get(READ_COOKIE) == READ
+    assert client.cookies.get(LINK_COOKIE + incident_id) == grant.cookie()
+    kept = page.headers["set-cookie"]  # until the link expires, no longer
+    until = format_datetime(datetime.fromtimestamp(grant.expires, UTC), usegmt=True)
+    assert f"expires={until}" in kept and "HttpOnly" in kept
     assert client.get(f"/v1/incidents/{incident_id}/chart.png").status_code == 200
     assert client.get(f"/incidents/{incident_id}").status_code == 200
+    assert client.get("/incidents").status_code == 401  # the link opens one incident
+
+
+def test_the_read_token_opens_the_pages_as_a_cookie(client: TestClient) -> None:
+    incident_id = incident_with_a_note(client)
+    client.cookies.set(READ_COOKIE, READ)
+    assert client.get(f"/incidents/{incident_id}").status_code == 200
+    assert client.get(f"/v1/incidents/{incident_id}/chart.png").status_code == 200
+    assert client.get("/incidents").status_code == 200
 
 
 def test_the_page_shows_chart_alerts_drivers_timeline_and_escaped_notes(
     client: TestClient,
 ) -> None:
     incident_id = incident_with_a_note(client)
-    html = client.get(f"/incidents/{incident_id}?token={READ}").text
+    html = client.get(f"/incidents/{incident_id}", headers=BEARER).text
     assert f'src="/v1/incidents/{incident_id}/chart.png"' in html
     assert "conversion_rate dropped in region=eu" in html
     assert "region=eu, channel=web: 0.004 vs 0.07" in html  # the driver
@@ -73,11 +95,17 @@ def test_the_page_shows_chart_alerts_drivers_timeline_and_escaped_notes(
 
 def test_the_list_shows_open_incidents_and_filters_by_text(client: TestClient) -> None:
     incident_id = incident_with_a_note(client)
-    listed = client.get(f"/incidents?token={READ}").text
+    listed = client.get("/incidents", headers=BEARER).text
     assert f'href="/incidents/{incident_id}"' in listed
-    assert f'href="/incidents/{incident_id}"' in client.get("/incidents?q=timeouts").text
-    assert f'href="/incidents/{incident_id}"' not in client.get("/incidents?q=refund").text
-    assert client.get("/incidents/" + "0" * 32).status_code == 404
+    assert (
+        f'href="/incidents/{incident_id}"'
+        in client.get("/incidents?q=timeouts", headers=BEARER).text
+    )
+    assert (
+        f'href="/incidents/{incident_id}"'
+        not in client.get("/incidents?q=refund", headers=BEARER).text
+    )
+    assert client.get("/incidents/" + "0" * 32, headers=BEARER).status_code == 404
 
 
 def test_the_timeline_orders_what_happened() -> None:
@@ -106,7 +134,7 @@ def test_an_open_incident_is_listed_however_many_came_after_it(
         slice_ = {"region": f"r{i}"}
         intake.handle(detector_update(slice_=slice_, start=later))
         intake.handle(detector_update(slice_=slice_, start=later, window=3, status="resolved"))
-    html = client.get(f"/incidents?token={READ}").text
+    html = client.get("/incidents", headers=BEARER).text
     opened = html[html.index('id="open"') : html.index('id="recent"')]
     recent = html[html.index('id="recent"') :]
     assert "conversion_rate dropped in region=eu" in opened

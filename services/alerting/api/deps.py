@@ -6,11 +6,12 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from services.alerting.book import AlertBook
+from services.alerting.links import LINK_COOKIE, Grant, LinkRefusedError, LinkSigner
 from services.alerting.store import AlertStore
 from services.common.problems import ProblemError
 
@@ -77,7 +78,49 @@ def require_write(
         raise _unauthorized("writes need the write token as a bearer token")
 
 
+def incident_access(
+    request: Request,
+    incident_id: str,
+    bearer_token: str | None,
+    expires: str | None,
+    signature: str | None,
+) -> Grant | None:
+    """Whether the request may read one incident (its page, its chart): the read token
+    (bearer or cookie), a signed link (``expires`` and ``signature``), or the cookie
+    such a link set. The grant of a link given now, to keep in a cookie; raises
+    ProblemError: 401 without any of these, 403 for a bad or expired link."""
+    given = bearer_token if bearer_token is not None else request.cookies.get(READ_COOKIE, "")
+    if may_read(request.app.state.auth, given):
+        return None
+    signer: LinkSigner = request.app.state.links
+    now = request.app.state.book.clock()
+    try:
+        if expires is not None or signature is not None:
+            return signer.verify(incident_id, expires or "", signature or "", now)
+        kept = request.cookies.get(LINK_COOKIE + incident_id)
+        if kept:
+            signer.from_cookie(incident_id, kept, now)
+            return None
+    except LinkRefusedError as exc:
+        raise ProblemError(403, exc.title, exc.detail) from None
+    raise _unauthorized("reads need the read token as a bearer token, or a signed link")
+
+
+def require_incident_read(
+    request: Request,
+    incident_id: str,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    expires: Annotated[
+        str | None, Query(description="a signed link's expiry (Unix seconds)")
+    ] = None,
+    signature: Annotated[str | None, Query(description="a signed link's signature")] = None,
+) -> None:
+    token = credentials.credentials if credentials else None
+    incident_access(request, incident_id, token, expires, signature)
+
+
 BookDep = Annotated[AlertBook, Depends(get_book)]
 StoreDep = Annotated[AlertStore, Depends(get_store)]
 ReadAuth = Depends(require_read)
 WriteAuth = Depends(require_write)
+IncidentReadAuth = Depends(require_incident_read)

@@ -1,11 +1,14 @@
 """The incident pages for people: GET /incidents and GET /incidents/{id} (HTML).
 
-Reads honour OPSWATCH_API_READ_TOKEN as the API does: a bearer token, the cookie
-these pages set, or ``?token=`` on a link (which sets the cookie)."""
+Reads honour OPSWATCH_API_READ_TOKEN as the API does, as a bearer token or a
+cookie; an incident's page also opens with a signed link (``expires`` and
+``signature``, as notifications carry it), which sets a cookie so that the page's
+chart loads too."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,36 +17,39 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from services.alerting.api.deps import READ_COOKIE, StoreDep, may_read
-from services.alerting.messages import num, where
+from services.alerting.api.deps import READ_COOKIE, StoreDep, incident_access, may_read
+from services.alerting.links import LINK_COOKIE, Grant
+from services.alerting.messages import duration, num, where
 from services.alerting.pages import local, timeline
-from services.alerting.review import duration, similar_to
+from services.alerting.review import similar_to
 from services.alerting.store import AlertStore, IncidentFilter
+from services.common.problems import ProblemError
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parents[1] / "templates")
 RECENT = 50
 
 
-def _given(request: Request, token: str | None) -> str:
+def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
-    if token is not None:
-        return token
-    if header.lower().startswith("bearer "):
-        return header[7:]
-    return request.cookies.get(READ_COOKIE, "")
+    return header[7:] if header.lower().startswith("bearer ") else None
+
+
+def _refused(status: int, why: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><title>opswatch</title><p>{escape(why)}</p>", status_code=status
+    )
 
 
 def _render(
-    request: Request, token: str | None, name: str, context: dict[str, Any], status: int = 200
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    status: int = 200,
+    grant: tuple[str, Grant] | None = None,
 ) -> Response:
-    given = _given(request, token)
-    if not may_read(request.app.state.auth, given):
-        return HTMLResponse(
-            "<!doctype html><title>opswatch</title><p>This page needs the read token: "
-            "open the link from the notification, or add <code>?token=</code>.</p>",
-            status_code=401,
-        )
+    """The page; ``grant``: an incident's id and the signed link that opened it, kept
+    in a cookie until the link expires."""
     tz: str = request.app.state.timezone
 
     def local_time(value: str | None) -> str:
@@ -60,8 +66,15 @@ def _render(
         "duration": duration,
     }
     response = templates.TemplateResponse(request, name, context, status_code=status)
-    if token is not None:
-        response.set_cookie(READ_COOKIE, token, httponly=True, samesite="lax")
+    if grant is not None:
+        incident_id, link = grant
+        response.set_cookie(
+            LINK_COOKIE + incident_id,
+            link.cookie(),
+            expires=datetime.fromtimestamp(link.expires, UTC),
+            httponly=True,
+            samesite="lax",
+        )
     return response
 
 
@@ -77,13 +90,21 @@ def _incident_page(store: AlertStore, incident_id: str) -> dict[str, Any] | None
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 async def incident_page(
-    incident_id: str, request: Request, store: StoreDep, token: str | None = None
+    incident_id: str,
+    request: Request,
+    store: StoreDep,
+    expires: str | None = None,
+    signature: str | None = None,
 ) -> Response:
     """One incident: its chart, alerts and drivers, timeline, labels and notes."""
+    try:
+        link = incident_access(request, incident_id, _bearer(request), expires, signature)
+    except ProblemError as exc:
+        return _refused(exc.status, f"{exc.title}: {exc.detail}")
     context = await run_in_threadpool(_incident_page, store, incident_id)
     if context is None:
-        return _render(request, token, "missing.html", {"incident_id": incident_id}, status=404)
-    return _render(request, token, "incident.html", context)
+        return _render(request, "missing.html", {"incident_id": incident_id}, status=404)
+    return _render(request, "incident.html", context, grant=(incident_id, link) if link else None)
 
 
 @router.get("/incidents", response_class=HTMLResponse)
@@ -93,9 +114,11 @@ async def incidents_page(
     status: Literal["firing", "acknowledged", "resolved", ""] = "",
     severity: Literal["critical", "warning", "info", ""] = "",
     q: Annotated[str, Query(max_length=200)] = "",
-    token: str | None = None,
 ) -> Response:
     """Open incidents and the most recent ones, filtered by status, severity and text."""
+    given = _bearer(request)
+    if not may_read(request.app.state.auth, given or request.cookies.get(READ_COOKIE, "")):
+        return _refused(401, "The list of incidents needs the read token.")
 
     def listed(wanted: str | None) -> list[dict[str, Any]]:
         flt = IncidentFilter(wanted, severity or None, q=q or None)
@@ -116,4 +139,4 @@ async def incidents_page(
         "severity": severity,
         "q": q,
     }
-    return _render(request, token, "incidents.html", context)
+    return _render(request, "incidents.html", context)

@@ -260,3 +260,38 @@ def test_a_ratio_whose_numerator_outruns_its_denominator_is_judged() -> None:
     verdict = detector.score(state, Observation(5.0, 1.0))
     assert all(math.isfinite(x) or x == -math.inf for x in verdict.llr_up + verdict.llr_down)
     assert 0.0 <= verdict.p_up <= 1.0
+
+
+def rhythm_run(days: int, drop_from: int | None, seed: int) -> list[float]:
+    """Conversion 6% by day and 2% at night, traffic four times higher by day (a
+    shop's usual rhythm), and a fall to a quarter from window ``drop_from``: the
+    CUSUM's level on the lower side after each window, learning as stage two does."""
+    from services.detector.engine.evaluate import Cusum, EngineSettings
+
+    h = EngineSettings().cusum_threshold(14)
+    detector = RatioDetector()
+    rng = np.random.default_rng(seed)
+    state, cusum, levels = detector.init_state(), Cusum(), []
+    for i in range(288 * days):
+        hour = (i // 12) % 24
+        day = 8 <= hour < 22
+        rate = (0.06 if day else 0.02) * (0.25 if drop_from is not None and i >= drop_from else 1)
+        n = float(rng.poisson(400 if day else 100))
+        obs = Observation(float(rng.binomial(int(n), rate)), n, hour=hour)
+        cusum = cusum.update(detector.score(state, obs), h)
+        levels.append(cusum.level("down"))
+        if cusum.level("down") < h / 4:
+            state = detector.learn(state, obs)
+    return levels
+
+
+def test_a_rate_with_a_daily_rhythm_is_judged_against_its_hour() -> None:
+    """Every night's rate is a third of the day's: expected, not a drop, while the
+    night's rate falling to a quarter is one, found within three hours (30 nats)."""
+    from services.detector.engine.evaluate import EngineSettings
+
+    h = EngineSettings().cusum_threshold(14)
+    night = 288 * 7 + 12 * 23  # the eighth day, 23:00
+    for seed in range(3):
+        assert max(rhythm_run(9, None, seed)[288:]) < h  # from the second day
+        assert max(rhythm_run(9, night, seed)[night : night + 36]) >= h

@@ -9,7 +9,8 @@ JSON. Each fits a metric kind, so the test knows the denominator:
   ``phi * n * p * (1 - p)`` with the over-dispersion ``phi`` estimated online,
   plus the uncertainty of the baseline rate itself, so 1 paid order in 50
   sessions against an expected 2% is unremarkable while the same drop over
-  50,000 sessions is not.
+  50,000 sessions is not. The expected rate follows the hour of the day
+  (fewer visitors convert at night) at the recent level.
 - counts and sums: a seasonal (hour-of-day in the business timezone) profile
   blended with the recent level, judged as compound quasi-Poisson (exact
   Poisson tails for small expectations).
@@ -260,6 +261,10 @@ class _JsonState(Generic[S]):
         return self.state_cls(**values)  # type: ignore[no-any-return]
 
 
+HOURS = 24
+DAYS = 7
+
+
 def _decay(half_life: float) -> float:
     return float(0.5 ** (1.0 / half_life))
 
@@ -273,6 +278,15 @@ class RatioState:
     # the same over weeks: a sparse rate's prior (a complaint every few hours)
     long_num: float = 0.0
     long_den: float = 0.0
+    # what the hour profile expected of the recent windows' denominators
+    base: float = 0.0
+    # per hour of the day, over weeks: the rate's daily rhythm (fewer buyers convert at night)
+    hour_num: tuple[float, ...] = (0.0,) * HOURS
+    hour_den: tuple[float, ...] = (0.0,) * HOURS
+    # the hour being observed, not yet in the profile: its hour and outcomes
+    hour: int = -1
+    pending_num: float = 0.0
+    pending_den: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -291,33 +305,58 @@ class RatioDetector(_JsonState[RatioState]):
     def init_state(self) -> RatioState:
         return RatioState()
 
-    def _memory(self, state: RatioState) -> tuple[float, float]:
-        """Successes and trials behind the rate: the recent ones, and the long
-        memory's rate worth ``prior_events`` events on top, so a busy slice's rate
-        is its recent level while a sparse one's (a complaint every few hours)
-        does not rest on the one or two events of its last hours."""
+    def _trials(self, state: RatioState) -> float:
+        """Trials behind the rate, for its uncertainty: the recent ones, and the
+        long memory's worth ``prior_events`` events on top."""
         if state.long_num <= 0 or state.long_den <= 0:
-            return state.num, state.den
-        trials = min(state.long_den, self.prior_events * state.long_den / state.long_num)
-        return state.num + trials * state.long_num / state.long_den, state.den + trials
+            return state.den
+        return state.den + min(state.long_den, self.prior_events * state.long_den / state.long_num)
 
-    def _rate(self, state: RatioState) -> float:
-        # below 1 even where a window's numerator may exceed its denominator
-        # (cancellations of orders paid in earlier windows)
-        num, den = self._memory(state)
-        return min((num + 0.5) / (den + 1.0), 0.999)
+    def _hour_rate(self, state: RatioState, hour: int) -> float:
+        """The rate of the hour of the day over the weeks: the long rate, with
+        ``prior_events`` of the rarer outcome, moved by the hour's own trials."""
+        p = (state.long_num + 0.5) / (state.long_den + 1.0)
+        prior = self.prior_events / max(min(p, 1.0 - p), 1e-6)
+        return (state.hour_num[hour] + prior * p) / (state.hour_den[hour] + prior)
+
+    def _behind(self, state: RatioState, hour: int) -> float:
+        """About how many events of the rarer outcome the hour's rate rests on: its
+        hour profile's and its recent level's (each with ``prior_events``), the
+        two errors compounding."""
+        hour_events = min(state.hour_num[hour], state.hour_den[hour] - state.hour_num[hour])
+        recent = min(state.num, state.den - state.num)
+        hour_events, recent = max(hour_events, 0.0), max(recent, 0.0)
+        profile, level = hour_events + self.prior_events, recent + self.prior_events
+        return profile * level / (profile + level)
+
+    def _rate(self, state: RatioState, hour: int) -> float:
+        """The hour's rate at the recent level: the recent windows' outcomes against
+        what the hour profile expected of them, with ``prior_events`` of no change,
+        on the side of the rarer outcome (within half and twice); a sparse slice's
+        rate is its hour profile, a busy one's follows its last hours. Below 1 even
+        where a window's numerator may exceed its denominator (cancellations of
+        orders paid in earlier windows)."""
+        if state.long_den <= 0:
+            return min((state.num + 0.5) / (state.den + 1.0), 0.999)
+        p = self._hour_rate(state, hour)
+        seen, expected = state.num, state.base
+        rare_fail = state.long_num > state.long_den / 2
+        if rare_fail:
+            p, seen, expected = 1.0 - p, state.den - state.num, state.den - state.base
+        level = min(2.0, max(0.5, (seen + self.prior_events) / (expected + self.prior_events)))
+        p = min(p * level, 0.999)
+        return min(1.0 - p if rare_fail else p, 0.999)
 
     def score(self, state: RatioState, obs: Observation) -> Verdict:
         n = obs.n
-        p = self._rate(state)
+        p = self._rate(state, obs.hour)
         if n <= 0:
             return quiet(math.nan, p, 0.0, state.windows < self.warmup)
         observed = obs.x / n
         if state.windows < self.warmup:
             return quiet(observed, p, n, True)
         q = p * (1.0 - p)
-        num, den = self._memory(state)
-        phi = max(state.phi, 1.0) + n / max(den, 1.0)
+        phi = max(state.phi, 1.0) + n / max(self._trials(state), 1.0)
         p_up, p_down = binomial_tails(obs.x, n, p, phi)
         half = self.band_z * math.sqrt(phi * q / n)
         return Verdict(
@@ -329,7 +368,7 @@ class RatioDetector(_JsonState[RatioState]):
             p_up,
             p_down,
             n,
-            *self._llrs(state, obs, p, phi, min(num, den - num)),
+            *self._llrs(state, obs, p, phi, self._behind(state, obs.hour)),
         )
 
     def _llrs(
@@ -353,13 +392,24 @@ class RatioDetector(_JsonState[RatioState]):
     def learn(self, state: RatioState, obs: Observation) -> RatioState:
         if obs.n <= 0:
             return state
+        h = obs.hour
         phi = state.phi
         if state.windows >= self.warmup // 2:
-            p = self._rate(state)
+            p = self._rate(state, h)
             resid = (obs.x - obs.n * p) ** 2 / max(obs.n * p * (1.0 - p), 1e-9)
             d = _decay(self.dispersion_half_life)
             phi = d * phi + (1.0 - d) * min(resid, 100.0)
         d, d_long = _decay(self.half_life), _decay(self.long_half_life)
+        expected = obs.n * self._hour_rate(state, h) if state.long_den > 0 else obs.x
+        hour_num, hour_den = list(state.hour_num), list(state.hour_den)
+        pending_num, pending_den = state.pending_num + obs.x, state.pending_den + obs.n
+        if h != state.hour:  # the previous hour is over: into the profile with it
+            if state.hour >= 0:
+                d_hour = _decay(self.long_half_life / self.day_windows)  # once a day
+                done = state.hour
+                hour_num[done] = d_hour * hour_num[done] + state.pending_num
+                hour_den[done] = d_hour * hour_den[done] + state.pending_den
+            pending_num, pending_den = obs.x, obs.n
         return RatioState(
             d * state.num + obs.x,
             d * state.den + obs.n,
@@ -367,11 +417,15 @@ class RatioDetector(_JsonState[RatioState]):
             state.windows + 1,
             d_long * state.long_num + obs.x,
             d_long * state.long_den + obs.n,
+            d * state.base + expected,
+            tuple(hour_num),
+            tuple(hour_den),
+            h,
+            pending_num,
+            pending_den,
         )
 
 
-HOURS = 24
-DAYS = 7
 LEVEL_PRIOR = 10.0  # events of no change in the recent level
 # an hour whose expected count per window, summed over the days behind it, is
 # below this borrows from its neighbours (the sparser, the more)

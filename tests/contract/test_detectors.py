@@ -295,3 +295,21 @@ def test_a_rate_with_a_daily_rhythm_is_judged_against_its_hour() -> None:
     for seed in range(3):
         assert max(rhythm_run(9, None, seed)[288:]) < h  # from the second day
         assert max(rhythm_run(9, night, seed)[night : night + 36]) >= h
+
+
+def test_one_quiet_window_does_not_set_its_weekday() -> None:
+    """The stream starts on a Monday, so the first Monday teaches the profile its
+    hours and nothing of Mondays. On the second Monday, a first window without
+    orders does not make the day's expectation a quarter of its hours'."""
+    detector = CountDetector()
+    rng = np.random.default_rng(0)
+    state = detector.init_state()
+    expected = []
+    for i in range(288 * 7 + 3):
+        hour, weekday = (i // 12) % 24, (i // 288) % 7
+        mean = 4 * (1.5 + math.sin((hour - 10) / 24 * 2 * math.pi)) * (0.8 if weekday >= 5 else 1)
+        x = float(rng.poisson(mean)) if i != 288 * 7 else 0.0  # the second Monday's first
+        obs = Observation(x, sumsq=x, hour=hour, weekday=weekday)
+        expected.append(detector.score(state, obs).expected)
+        state = detector.learn(state, obs)
+    assert expected[288 * 7 + 1] > 0.7 * expected[288 * 7]  # the window after it

@@ -443,7 +443,8 @@ class CountState:
     lin: float = 0.0
     windows: int = 0
     events: float = 0.0  # sums: the number of values in ``lin``
-    # per weekday: observations and what the hour profile said of them, and windows seen
+    # per weekday: observations and what the hour profile said of them, and the windows
+    # behind both (those whose hour the profile had)
     day_seen: tuple[float, ...] = (0.0,) * DAYS
     day_base: tuple[float, ...] = (0.0,) * DAYS
     day_windows: tuple[int, ...] = (0,) * DAYS
@@ -643,12 +644,12 @@ class CountDetector(_JsonState[CountState]):
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
         day_seen, day_base = list(state.day_seen), list(state.day_base)
-        if state.weight[h] > 0:
+        day_windows = list(state.day_windows)
+        if state.weight[h] > 0:  # a window the profile had an hour for: it tells of its day
             d_day = _decay(self.day_half_life)
             day_seen[wd] = d_day * day_seen[wd] + obs.x
             day_base[wd] = d_day * day_base[wd] + state.profile[h]
-        day_windows = list(state.day_windows)
-        day_windows[wd] += 1
+            day_windows[wd] += 1
         target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
         profile = list(state.profile)
         weight = list(state.weight)

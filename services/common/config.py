@@ -115,6 +115,7 @@ class OpswatchSettings(BaseSettings):
     idle_timeout: timedelta = Field(
         timedelta(seconds=30), validation_alias=env("OPSWATCH_IDLE_TIMEOUT")
     )
+    alignment: timedelta = Field(timedelta(minutes=15), validation_alias=env("OPSWATCH_ALIGNMENT"))
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
     false_alerts_per_day: Annotated[float, Field(gt=0, le=100)] = Field(
@@ -179,6 +180,13 @@ class OpswatchSettings(BaseSettings):
         seconds = value.total_seconds()
         if seconds < 60 or seconds % 60 or 86400 % seconds:
             raise ValueError("must be whole minutes that divide a day, e.g. PT5M")
+        return value
+
+    @field_validator("alignment")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be positive, e.g. PT15M")
         return value
 
     @field_validator("api_write_token", "api_read_token", "slack_signing_secret")

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.common.events import event_time, leaf_of
+from services.detector.engine.aggregate import Aggregator
 from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
@@ -113,6 +114,24 @@ def test_a_slow_source_does_not_make_the_others_late() -> None:
     assert agg.add(fast, event_time(fast), leaf_of(fast), "orders")
     assert agg.add(slow, event_time(slow), leaf_of(slow), "activity")
     assert agg.stats.late == 0
+
+
+def test_a_source_ahead_of_the_slowest_by_more_than_the_alignment_is_named() -> None:
+    """A backfill written topic after topic: orders run ahead of a feedback topic not
+    heard from yet (it counts as at the stream's beginning), then of a slow one, until
+    that one catches up or goes idle."""
+    agg = Aggregator(CATALOG, expected=("orders", "feedback"))
+    for minutes in range(0, 60, 5):
+        e = event("order", T0 + timedelta(minutes=minutes))
+        agg.add(e, event_time(e), leaf_of(e), "orders")
+    assert agg.ahead(30 * 60) == {"orders"}
+    assert agg.ahead(60 * 60) == set()
+    slow = event("feedback", T0 + timedelta(minutes=20))
+    agg.add(slow, event_time(slow), leaf_of(slow), "feedback")
+    assert agg.ahead(40 * 60) == set()
+    assert agg.ahead(30 * 60) == {"orders"}
+    agg.mark_idle("feedback")
+    assert agg.ahead(30 * 60) == set()
 
 
 def test_partitioned_stages_give_the_alerts_of_one_engine() -> None:

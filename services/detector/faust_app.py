@@ -218,12 +218,14 @@ def create_app(
         log.info("%s restored", what, extra={"partition": key.decode()})
         return stage
 
+    source_types = {topic: etype for etype, topic in topics.events.items()}
+
     def stage_one(partition: int) -> StageOne:
         stage = ones.get(partition)
         if stage is None:
             sources = tuple(topics.events.values())
             stage = ones[partition] = restored(
-                lambda: StageOne(partition, catalog, engine_settings, n, sources),
+                lambda: StageOne(partition, catalog, engine_settings, n, sources, source_types),
                 stage_one_table,
                 b"%d" % partition,
                 "stage one",
@@ -528,8 +530,14 @@ def create_app(
             return False
         if now - heard[("one", stage.partition, topic)] <= idle_after:
             return False
-        marks = stage.aggregator.sources.marks
-        return topic in marks or max(marks.values(), default=-math.inf) >= time.time() - align_s
+        return topic in stage.aggregator.sources.marks or live(stage)
+
+    def live(stage: StageOne) -> bool:
+        """Whether a partition's newest event is within ``alignment`` of the wall clock:
+        a topic silent then had nothing to say (in a backfill, its events may be
+        yet to come)."""
+        newest = max(stage.aggregator.sources.marks.values(), default=-math.inf)
+        return newest >= time.time() - align_s
 
     @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]
     async def notice_idle_sources() -> None:
@@ -545,10 +553,14 @@ def create_app(
         except (TimeoutError, KafkaError):
             ends = {}  # whether a topic is read to its end is unknown: none is idle yet
         for p, one in list(ones.items()):
+            # a live stream's quiet topic vouches for its silence up to the timeout ago
+            quiet_until = time.time() - idle_after if live(one) else None
             for source in one.sources:
-                if source not in one.aggregator.sources.idle and idle(one, source, now, ends):
+                if source in one.aggregator.sources.idle:
+                    one.vouch(source, quiet_until)
+                elif idle(one, source, now, ends):
                     log.info("source idle", extra={"partition": p, "topic": source})
-                    await send_all(one.mark_idle(source))
+                    await send_all(one.mark_idle(source, quiet_until))
                     watermarks[p] = one.aggregator.watermark
             await align(one)
         for q, two in twos.items():

@@ -170,10 +170,11 @@ class Metrics:
             ),
             unjudged=Gauge(
                 "opswatch_detector_unjudged_slice_windows",
-                "Slice-windows the cardinality guard left unjudged since the partition's"
-                " state began, by partition and reason (low_volume: the slice has not"
-                " shown OPSWATCH_MIN_SLICE_VOLUME yet; max_slices: OPSWATCH_MAX_SLICES"
-                " are tracked already).",
+                "Slice-windows left unjudged since the partition's state began, by"
+                " partition and reason (low_volume: the slice has not shown"
+                " OPSWATCH_MIN_SLICE_VOLUME yet; max_slices: OPSWATCH_MAX_SLICES are"
+                " tracked already; idle_source: the metrics that read an event topic"
+                " idle in a backfill when the window closed were not judged).",
                 ["partition", "reason"],
                 registry=registry,
             ),

@@ -280,3 +280,48 @@ def test_stages_that_die_and_resume_from_old_snapshots_apply_nothing_twice() -> 
     key = lambda a: (a["id"], a["updated_at"], a["status"])  # noqa: E731
     assert sorted(set(map(key, run.alerts))) == sorted(set(map(key, single)))
     assert len(run.alerts) > len(single)  # the repeats are the alerting store's to absorb
+
+
+QUIET = T0 + timedelta(hours=26)
+
+
+def run_with_a_quiet_topic(quiet_until: float | None) -> tuple[list[dict[str, Any]], StageTwo]:
+    """A day and three hours of traffic through the three stages, the activity topic
+    going quiet after a day and two hours and marked idle, vouched for up to
+    ``quiet_until`` or not."""
+    topics = {"order": "orders", "activity": "activity", "feedback": "feedback"}
+    one = StageOne(
+        0, CATALOG, SETTINGS, 1, tuple(topics.values()), {t: k for k, t in topics.items()}
+    )
+    two = StageTwo(0, CATALOG, SETTINGS, 1)
+    three = StageThree(CATALOG, SETTINGS, 1)
+    alerts: list[dict[str, Any]] = []
+
+    def deliver(out: list[Any]) -> None:
+        for o in out:
+            for report in two.on_message(o.value):
+                alerts.extend(three.on_message(report))
+
+    quiet = QUIET.timestamp()
+    for e in traffic(27, rate=30):
+        ts = event_time(e)
+        if e["type"] == "activity" and ts >= quiet:
+            if "activity" not in one.aggregator.sources.idle:
+                deliver(one.mark_idle("activity", quiet_until))
+            continue
+        deliver(one.on_event(e, ts, leaf_of(e), topics[e["type"]]))
+    return alerts, two
+
+
+ACTIVITY = {m.name for m in CATALOG.metrics if m.reads & {"activity", "*"}}
+
+
+def test_a_topic_idle_in_a_backfill_leaves_its_metrics_unjudged_not_alerted() -> None:
+    after = QUIET.isoformat().replace("+00:00", "Z")
+    alerts, two = run_with_a_quiet_topic(None)
+    assert [a for a in alerts if a["metric"] in ACTIVITY and a["window_start"] >= after] == []
+    assert two.evaluator.unjudged["idle_source"] > 0
+    # a live stream's quiet topic had nothing to say: its silence is judged, and alerts
+    alerts, two = run_with_a_quiet_topic((QUIET + timedelta(hours=2)).timestamp())
+    assert {a["metric"] for a in alerts if a["window_start"] >= after} & ACTIVITY
+    assert two.evaluator.unjudged["idle_source"] == 0

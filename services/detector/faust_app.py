@@ -532,6 +532,17 @@ def create_app(
             return False
         return topic in stage.aggregator.sources.marks or live(stage)
 
+    def behind(stage: StageOne, ends: Mapping[TP, int]) -> bool:
+        """Whether a stage-one partition is still reading: a topic held back by the
+        alignment, or with records left to read, or the watermark waiting for a topic
+        not heard from yet. Stage two does not take it for idle meanwhile."""
+        p = stage.partition
+        return (
+            any(tp.partition == p for tp in held)
+            or any(stage.positions.next(t) < ends.get(TP(t, p), 0) for t in stage.sources)
+            or (stage.aggregator.watermark is None and bool(stage.aggregator.sources.marks))
+        )
+
     def live(stage: StageOne) -> bool:
         """Whether a partition's newest event is within ``alignment`` of the wall clock:
         a topic silent then had nothing to say (in a backfill, its events may be
@@ -563,6 +574,8 @@ def create_app(
                     await send_all(one.mark_idle(source, quiet_until))
                     watermarks[p] = one.aggregator.watermark
             await align(one)
+            if behind(one, ends):
+                await send_all(one.heartbeat())
         for q, two in twos.items():
             for source in two.evaluator.sources:
                 if now - heard[("two", q, source)] > idle_after and (

@@ -148,6 +148,13 @@ class StageOne:
             out.append(Outgoing(None, head + b",".join(items[start:]) + b"}}", q))
         return out
 
+    def heartbeat(self) -> list[Outgoing]:
+        """To every partials partition: this partition is still reading (records left,
+        topics held back by the alignment), so it holds their windows open however
+        long it sends no watermark."""
+        beat = orjson.dumps({"k": "hb", "src": self.partition})
+        return [Outgoing(None, beat, q) for q in range(self.partials_partitions)]
+
     def mark_idle(self, source: str, quiet_until: float | None = None) -> list[Outgoing]:
         """The topic has gone quiet; ``quiet_until``: the event time up to which it
         had nothing to say (the stream is live), or None (a backfill: its silence says
@@ -211,6 +218,9 @@ class StageTwo:
                 else:
                     sent.add(key)
                     self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc))
+            return []
+        if msg["k"] == "hb":
+            self.evaluator.hear(source)
             return []
         return self._encode(self.evaluator.advance(source, msg["wm"], msg.get("idle")))
 

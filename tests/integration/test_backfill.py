@@ -15,8 +15,9 @@ import httpx
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from services.bench.services import Service
 from services.common.connection import KafkaConnection
-from services.common.events import Topics, partition_key
+from services.common.events import Topics, event_time, partition_key
 from services.common.kafka import ensure_topics, producer
 from services.common.simulator import Incident, Simulator
 from services.common.sinks import to_file
@@ -38,12 +39,13 @@ SPIKE = Incident(
 )
 
 
-def metric_total(detector_url: str, name: str) -> float:
+def metric_total(detector_url: str, name: str, label: str = "") -> float:
+    """The sum of a metric's series (those with ``label``, e.g. ``reason="x"``)."""
     text = httpx.get(detector_url + "/metrics", timeout=5).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith((f"{name} ", f"{name}{{"))
+        if line.startswith((f"{name} ", f"{name}{{")) and label in line
     )
 
 
@@ -110,13 +112,7 @@ def identities(alerts: Iterable[dict[str, Any]], before: str) -> set[tuple[str, 
     }
 
 
-def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
-    stack: Stack, bootstrap: str
-) -> None:
-    sim = Simulator(T0, timedelta(days=DAYS), seed=7, sessions_per_minute=8, incidents=[SPIKE])
-    events = list(sim.events())
-    source = stack.tmp / "backfill.ndjson"
-    to_file(events, source)
+def start_detector(stack: Stack, bootstrap: str) -> tuple[Service, Topics]:
     stack.env.update(
         {
             "OPSWATCH_KAFKA_PARTITIONS": str(PARTITIONS),
@@ -125,25 +121,72 @@ def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
     )
     topics = Topics(stack.namespace)
     ensure_topics(KafkaConnection(bootstrap), topics, PARTITIONS)
-    detector = stack.start("detector", health=None)
+    return stack.start("detector", health=None), topics
+
+
+def judged(stack: Stack, detector: Service, topics: Topics, bootstrap: str, end: str) -> str:
+    """Until the detector has judged the windows up to 15 minutes before ``end`` (the
+    last one that closes without a replay's end of input: the lateness holds the one
+    after it open) and published their alerts; that time."""
+    until = datetime.fromisoformat(end) - timedelta(minutes=15)
+    stack.wait(lambda: judged_until(detector.url) >= until.timestamp(), 240)
+    group = f"{stack.namespace}-detector"
+    stack.wait(lambda: unread(bootstrap, group, topics.reports) == 0, 60)
+    return until.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
+    stack: Stack, bootstrap: str
+) -> None:
+    sim = Simulator(T0, timedelta(days=DAYS), seed=7, sessions_per_minute=8, incidents=[SPIKE])
+    events = list(sim.events())
+    source = stack.tmp / "backfill.ndjson"
+    to_file(events, source)
+    detector, topics = start_detector(stack, bootstrap)
     clock = time.monotonic()
     for i, (etype, topic) in enumerate(topics.events.items()):
         if i:
             time.sleep(GAP_S)  # the producer pauses: the topics read so far go quiet
         produce(bootstrap, topic, (e for e in events if e["type"] == etype))
-    # the last window that closes without a replay's end of input: every topic ends
-    # there, and the lateness holds the one after it open
-    end = max(e["ts"] for e in events)
-    until = datetime.fromisoformat(end) - timedelta(minutes=15)
-    stack.wait(lambda: judged_until(detector.url) >= until.timestamp(), 240)
-    group = f"{stack.namespace}-detector"
-    stack.wait(lambda: unread(bootstrap, group, topics.reports) == 0, 60)
+    before = judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
     seconds = time.monotonic() - clock
 
     assert metric_total(detector.url, "opswatch_detector_late_events_total") == 0
     assert metric_total(detector.url, "opswatch_detector_events_processed_total") == len(events)
-    before = until.strftime("%Y-%m-%dT%H:%M:%SZ")
     expected = identities(replayed(source, stack.tmp), before)
     assert expected, "the replay raises no alert: the test would prove nothing"
     assert identities(published(bootstrap, topics.alerts), before) == expected
     print(f"backfill of {len(events)} events judged in {seconds:.0f} s")
+
+
+def test_a_topic_whose_producer_stops_for_a_while_raises_no_alert_from_its_gap(
+    stack: Stack, bootstrap: str
+) -> None:
+    """The activity producer stops half way while the others write on, until the
+    detector has taken it for idle and judged six hours past the stop without it,
+    then writes the rest."""
+    events = list(Simulator(T0, timedelta(days=2), seed=11, sessions_per_minute=8).events())
+    source = stack.tmp / "stopped.ndjson"
+    to_file(events, source)
+    detector, topics = start_detector(stack, bootstrap)
+    middle = T0 + timedelta(days=1, hours=12)
+    later = [e for e in events if e["type"] == "activity" and event_time(e) >= middle.timestamp()]
+    stopped = {e["event_id"] for e in later}
+    for etype, topic in topics.events.items():
+        produce(
+            bootstrap,
+            topic,
+            (e for e in events if e["type"] == etype and e["event_id"] not in stopped),
+        )
+    # windows after the stop are judged only once the activity is taken for idle
+    past = (middle + timedelta(hours=6)).timestamp()
+    stack.wait(lambda: judged_until(detector.url) >= past, 180)
+    produce(bootstrap, topics.events["activity"], later)
+    before = judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
+
+    mine = identities(published(bootstrap, topics.alerts), before)
+    assert mine <= identities(replayed(source, stack.tmp), before), "alerts from the gap"
+    # what the gap held came back late: counted, and what needs activity was not judged
+    assert metric_total(detector.url, "opswatch_detector_late_events_total") > 0
+    unjudged = "opswatch_detector_unjudged_slice_windows"
+    assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0

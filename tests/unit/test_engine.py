@@ -6,6 +6,8 @@ import zlib
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from services.common.events import event_time, leaf_of
 from services.detector.engine.aggregate import Aggregator
 from services.detector.engine.catalog import load_catalog
@@ -325,3 +327,23 @@ def test_a_topic_idle_in_a_backfill_leaves_its_metrics_unjudged_not_alerted() ->
     alerts, two = run_with_a_quiet_topic((QUIET + timedelta(hours=2)).timestamp())
     assert {a["metric"] for a in alerts if a["window_start"] >= after} & ACTIVITY
     assert two.evaluator.unjudged["idle_source"] == 0
+
+
+def test_a_heartbeat_holds_windows_open_for_a_partition_taken_for_idle() -> None:
+    two = StageTwo(0, CATALOG, SETTINGS, 2)
+    t = int(T0.timestamp())
+
+    def mark(src: int, wm: int) -> None:
+        two.on_message(orjson.dumps({"k": "wm", "src": src, "wm": wm}))
+
+    mark(1, t + 300)
+    mark(0, t + 3600)
+    assert two.evaluator.evaluated_until == t + 300
+    two.mark_idle(1)
+    assert two.evaluator.evaluated_until == t + 3600
+    # partition 1 is still reading (a topic held back, records left): it counts again
+    two.on_message(orjson.dumps({"k": "hb", "src": 1}))
+    mark(0, t + 7200)
+    assert two.evaluator.evaluated_until == t + 3600
+    mark(1, t + 7200)
+    assert two.evaluator.evaluated_until == t + 7200

@@ -553,7 +553,9 @@ def create_app(
     @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]
     async def notice_idle_sources() -> None:
         """A topic or partition that has said nothing for ``idle_timeout`` stops
-        holding windows open; its next record makes it count again."""
+        holding windows open (a topic: only once read to its end, see ``idle``); its
+        next record makes it count again. And the alignment and the heartbeats of the
+        stage-one partitions still reading."""
         for two in list(unexported.values()):
             export_kpis(two)
         now = time.monotonic()

@@ -242,8 +242,8 @@ class Evaluator:
     marks: Marks = field(default_factory=Marks)
     slices: dict[str, SliceState] = field(default_factory=dict)
     evaluated_until: int | None = None
-    # per window not judged yet, the event types a source closed it without, its
-    # topic of them idle: the metrics that read them are left unjudged there
+    # per window not judged yet, the event types a source closed it without (their
+    # topic idle there): the metrics that read them are left unjudged in it
     unread: dict[int, set[str]] = field(default_factory=dict)
     late_partials: int = 0  # partials of windows already judged (dropped)
     # the cardinality guard: volume so far of slices not tracked yet, and the
@@ -305,8 +305,9 @@ class Evaluator:
         """Record a source's watermark; judge every window all sources have passed.
 
         ``idle``: the event types whose topic was idle at the source when it closed
-        the windows up to this watermark, each with that topic's last event time
-        (None: never heard from). A window that ended after it lacks that type."""
+        the windows up to this watermark, each with the event time up to which that
+        topic had spoken or its silence was vouched for (None: neither). A window
+        that ended after it lacks that type."""
         w = self.settings.window_s
         through = int(watermark // w) * w
         before = self.marks.marks.get(source)

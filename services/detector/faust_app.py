@@ -517,6 +517,11 @@ def create_app(
         for r in read:
             stage.positions.advance(r.topic, r.offset)
 
+    def read_out(stage: StageOne | StageTwo | StageThree, tp: TP, ends: Mapping[TP, int]) -> bool:
+        """Whether the stage has read its input partition ``tp`` to its end."""
+        end = ends.get(tp)
+        return end is not None and stage.positions.next(tp.topic) >= end
+
     def idle(stage: StageOne, topic: str, now: float, ends: Mapping[TP, int]) -> bool:
         """Whether a topic of a stage-one partition has gone quiet: read to its end
         (records still unread mean a consumer or a producer catching up, however long
@@ -525,8 +530,7 @@ def create_app(
         within ``alignment`` of the wall clock). A backfill written topic after topic
         thus waits for a topic not written yet, its other topics held at the alignment."""
         tp = TP(topic, stage.partition)
-        end = ends.get(tp)
-        if end is None or stage.positions.next(topic) < end or tp in held:
+        if not read_out(stage, tp, ends) or tp in held:
             return False
         if now - heard[("one", stage.partition, topic)] <= idle_after:
             return False
@@ -559,12 +563,13 @@ def create_app(
         for two in list(unexported.values()):
             export_kpis(two)
         now = time.monotonic()
+        inputs = [TP(t, p) for p in ones for t in topics.events.values()]
+        inputs += [TP(topics.partials, q) for q in twos]
+        inputs += [TP(topics.reports, 0)] if threes else []
         try:
-            ends = await app.consumer.highwaters(
-                *(TP(t, p) for p in ones for t in topics.events.values())
-            )
+            ends = await app.consumer.highwaters(*inputs)
         except (TimeoutError, KafkaError):
-            ends = {}  # whether a topic is read to its end is unknown: none is idle yet
+            ends = {}  # whether an input is read to its end is unknown: none is idle yet
         for p, one in list(ones.items()):
             # a live stream's quiet topic vouches for its silence up to the timeout ago
             quiet_until = time.time() - idle_after if live(one) else None
@@ -578,7 +583,10 @@ def create_app(
             await align(one)
             if behind(one, ends):
                 await send_all(one.heartbeat())
+        # a stage with records of its input left to read has not heard what they say yet
         for q, two in twos.items():
+            if not read_out(two, TP(topics.partials, q), ends):
+                continue
             for source in two.evaluator.sources:
                 if now - heard[("two", q, source)] > idle_after and (
                     source not in two.evaluator.marks.idle
@@ -587,6 +595,8 @@ def create_app(
                     before = two.evaluator.evaluated_until
                     await report(two, before, two.mark_idle(int(source)))
         for three in threes.values():
+            if not read_out(three, TP(topics.reports, 0), ends):
+                continue
             for source in three.book.sources:
                 if now - heard[("three", 0, source)] > idle_after and (
                     source not in three.book.marks.idle

@@ -219,9 +219,9 @@ class StageTwo:
                     sent.add(key)
                     self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc))
             return []
-        if msg["k"] == "hb":
-            self.evaluator.hear(source)
-            return []
+        if msg["k"] == "hb":  # the source partition is still reading: so is this one
+            self.evaluator.marks.hear(source)
+            return [orjson.dumps({"k": "hb", "src": self.partition})]
         return self._encode(self.evaluator.advance(source, msg["wm"], msg.get("idle")))
 
     def mark_idle(self, source: int) -> list[bytes]:
@@ -276,6 +276,9 @@ class StageThree:
     def on_message(self, value: bytes) -> list[dict[str, Any]]:
         msg = orjson.loads(value)
         source = self.last_source = str(msg["src"])
+        if msg.get("k") == "hb":  # a partials partition still waiting for its sources
+            self.book.marks.hear(source)
+            return []
         report = Report.from_json(msg)
         if report.start is not None:
             if self._decided(report.start) or source in self.received.get(report.start, ()):

@@ -12,7 +12,7 @@ from services.common.events import event_time, leaf_of
 from services.detector.engine.aggregate import Aggregator
 from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
-from services.detector.engine.evaluate import EngineSettings
+from services.detector.engine.evaluate import EngineSettings, Report
 from services.detector.engine.slices import ALL_UP, ancestors, parse_slice_key, slice_key
 from services.detector.stages import StageOne, StageThree, StageTwo
 from tests.factories import T0, event, outage, traffic
@@ -330,7 +330,7 @@ def test_a_topic_idle_in_a_backfill_leaves_its_metrics_unjudged_not_alerted() ->
 
 
 def test_a_heartbeat_holds_windows_open_for_a_partition_taken_for_idle() -> None:
-    two = StageTwo(0, CATALOG, SETTINGS, 2)
+    two = StageTwo(1, CATALOG, SETTINGS, 2)
     t = int(T0.timestamp())
 
     def mark(src: int, wm: int) -> None:
@@ -341,8 +341,16 @@ def test_a_heartbeat_holds_windows_open_for_a_partition_taken_for_idle() -> None
     assert two.evaluator.evaluated_until == t + 300
     two.mark_idle(1)
     assert two.evaluator.evaluated_until == t + 3600
-    # partition 1 is still reading (a topic held back, records left): it counts again
-    two.on_message(orjson.dumps({"k": "hb", "src": 1}))
+    # partition 1 is still reading (a topic held back, records left): it counts again,
+    # and stage two tells stage three that it is waiting too
+    three = StageThree(CATALOG, SETTINGS, 2)
+    three.on_message(orjson.dumps({"src": 1, **Report(t + 300).to_json()}))
+    three.on_message(orjson.dumps({"src": 0, **Report(t + 3600).to_json()}))
+    three.mark_idle(1)
+    assert three.book.marks.low(three.book.sources) == t + 3600
+    for beat in two.on_message(orjson.dumps({"k": "hb", "src": 1})):
+        three.on_message(beat)
+    assert three.book.marks.low(three.book.sources) == t + 300
     mark(0, t + 7200)
     assert two.evaluator.evaluated_until == t + 3600
     mark(1, t + 7200)

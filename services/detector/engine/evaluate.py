@@ -321,11 +321,6 @@ class Evaluator:
         self.marks.advance(source, watermark)
         return self._judge_complete()
 
-    def hear(self, source: str) -> None:
-        """A source partition is still reading, though it has no new watermark: it
-        holds windows open again if it was taken for idle."""
-        self.marks.idle.discard(source)
-
     def mark_idle(self, source: str) -> list[Report]:
         """A source partition has gone quiet (the caller's clock says so): stop waiting."""
         self.marks.mark_idle(source)

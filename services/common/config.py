@@ -115,6 +115,7 @@ class OpswatchSettings(BaseSettings):
     idle_timeout: timedelta = Field(
         timedelta(seconds=30), validation_alias=env("OPSWATCH_IDLE_TIMEOUT")
     )
+    alignment: timedelta = Field(timedelta(minutes=15), validation_alias=env("OPSWATCH_ALIGNMENT"))
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
     false_alerts_per_day: Annotated[float, Field(gt=0, le=100)] = Field(
@@ -190,6 +191,13 @@ class OpswatchSettings(BaseSettings):
     def _link_expiry(cls, value: timedelta) -> timedelta:
         if not timedelta(minutes=1) <= value <= timedelta(days=90):
             raise ValueError("must be between PT1M and P90D, e.g. P7D")
+        return value
+
+    @field_validator("alignment")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be positive, e.g. PT15M")
         return value
 
     @field_validator("api_write_token", "api_read_token", "slack_signing_secret")

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import faust
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -135,8 +136,10 @@ def create_app(
                 kpis.update(tp.partition, {})
             elif tp.topic == topics.reports:
                 threes.pop(tp.partition, None)
-            with contextlib.suppress(KeyError):
-                metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            for series in (metrics.consumer_lag, metrics.paused):
+                with contextlib.suppress(KeyError):
+                    series.remove(tp.topic, str(tp.partition))
+        held.difference_update(revoked)
 
     def note_lag(message: Any) -> None:
         tp = TP(message.topic, message.partition)
@@ -144,6 +147,45 @@ def create_app(
         with contextlib.suppress(KeyError, AttributeError, AssertionError):
             behind = app.consumer.highwater(tp) - message.offset - 1
             metrics.consumer_lag.labels(message.topic, str(message.partition)).set(behind)
+
+    align_s = settings.alignment.total_seconds()
+    # the event topic partitions this worker stops reading while they run ahead
+    held: set[TP] = set()
+
+    async def fetching(tps: set[TP], on: bool) -> None:
+        """Pause or resume fetching ``tps`` in aiokafka's consumer, in the thread Faust
+        runs it in. Faust's own ``pause_partitions`` drops the rest of a fetched batch
+        of a partition paused meanwhile, as consumed; aiokafka keeps its position and
+        fetches those records again once resumed."""
+        driver: Any = app.consumer  # faust-streaming's aiokafka driver
+        thread = driver._thread
+        consumer = thread._ensure_consumer()
+
+        async def switch() -> None:
+            (consumer.resume if on else consumer.pause)(*(TopicPartition(*tp) for tp in tps))
+
+        await thread.call_thread(switch)
+
+    async def align(stage: StageOne) -> None:
+        """Stop reading the topics of a partition that run more than ``alignment``
+        ahead in event time of its slowest topic (their events would only wait in
+        open windows), and read them again once it catches up or goes idle. A
+        rebalance forgets what was paused: the next call pauses it again."""
+        p = stage.partition
+        ahead = {TP(topic, p) for topic in stage.aggregator.ahead(align_s)}
+        mine = {tp for tp in held if tp.partition == p}
+        if ahead - mine:
+            await fetching(ahead - mine, on=False)
+        if mine - ahead:
+            await fetching(mine - ahead, on=True)
+        for tp in ahead - mine:
+            log.info("topic ahead: paused", extra={"partition": p, "topic": tp.topic})
+            metrics.paused.labels(tp.topic, str(p)).set(1)
+        for tp in mine - ahead:
+            log.info("topic resumed", extra={"partition": p, "topic": tp.topic})
+            metrics.paused.remove(tp.topic, str(p))
+        held.difference_update(mine)
+        held.update(ahead)
 
     saved: dict[tuple[str, int], float] = {}
     # wall-clock time a (stage, partition, source) was last heard from
@@ -176,12 +218,14 @@ def create_app(
         log.info("%s restored", what, extra={"partition": key.decode()})
         return stage
 
+    source_types = {topic: etype for etype, topic in topics.events.items()}
+
     def stage_one(partition: int) -> StageOne:
         stage = ones.get(partition)
         if stage is None:
             sources = tuple(topics.events.values())
             stage = ones[partition] = restored(
-                lambda: StageOne(partition, catalog, engine_settings, n, sources),
+                lambda: StageOne(partition, catalog, engine_settings, n, sources, source_types),
                 stage_one_table,
                 b"%d" % partition,
                 "stage one",
@@ -327,6 +371,7 @@ def create_app(
             stage = stage_one(message.partition)
             await fill_gap(stage, message, partial(take_event, stage))
             await take_event(stage, message, event.value)
+            await align(stage)
             key = b"%d" % message.partition
             await save("one", message.partition, stage_one_table, key, stage)
 
@@ -472,22 +517,76 @@ def create_app(
         for r in read:
             stage.positions.advance(r.topic, r.offset)
 
+    def read_out(stage: StageOne | StageTwo | StageThree, tp: TP, ends: Mapping[TP, int]) -> bool:
+        """Whether the stage has read its input partition ``tp`` to its end."""
+        end = ends.get(tp)
+        return end is not None and stage.positions.next(tp.topic) >= end
+
+    def idle(stage: StageOne, topic: str, now: float, ends: Mapping[TP, int]) -> bool:
+        """Whether a topic of a stage-one partition has gone quiet: read to its end
+        (records still unread mean a consumer or a producer catching up, however long
+        that takes), not held back by the alignment, silent for ``idle_timeout``, and
+        either heard from before or the partition's stream is live (its newest event
+        within ``alignment`` of the wall clock). A backfill written topic after topic
+        thus waits for a topic not written yet, its other topics held at the alignment."""
+        tp = TP(topic, stage.partition)
+        if not read_out(stage, tp, ends) or tp in held:
+            return False
+        if now - heard[("one", stage.partition, topic)] <= idle_after:
+            return False
+        return topic in stage.aggregator.sources.marks or live(stage)
+
+    def behind(stage: StageOne, ends: Mapping[TP, int]) -> bool:
+        """Whether a stage-one partition is still reading: a topic held back by the
+        alignment, or with records left to read, or the watermark waiting for a topic
+        not heard from yet. Stage two does not take it for idle meanwhile."""
+        p = stage.partition
+        return (
+            any(tp.partition == p for tp in held)
+            or any(stage.positions.next(t) < ends.get(TP(t, p), 0) for t in stage.sources)
+            or (stage.aggregator.watermark is None and bool(stage.aggregator.sources.marks))
+        )
+
+    def live(stage: StageOne) -> bool:
+        """Whether a partition's newest event is within ``alignment`` of the wall clock:
+        a topic silent then had nothing to say (in a backfill, its events may be
+        yet to come)."""
+        newest = max(stage.aggregator.sources.marks.values(), default=-math.inf)
+        return newest >= time.time() - align_s
+
     @app.timer(interval=max(1.0, idle_after / 4))  # type: ignore[untyped-decorator]
     async def notice_idle_sources() -> None:
         """A topic or partition that has said nothing for ``idle_timeout`` stops
-        holding windows open; its next record makes it count again."""
+        holding windows open (a topic: only once read to its end, see ``idle``); its
+        next record makes it count again. And the alignment and the heartbeats of the
+        stage-one partitions still reading."""
         for two in list(unexported.values()):
             export_kpis(two)
         now = time.monotonic()
-        for p, one in ones.items():
+        inputs = [TP(t, p) for p in ones for t in topics.events.values()]
+        inputs += [TP(topics.partials, q) for q in twos]
+        inputs += [TP(topics.reports, 0)] if threes else []
+        try:
+            ends = await app.consumer.highwaters(*inputs)
+        except (TimeoutError, KafkaError):
+            ends = {}  # whether an input is read to its end is unknown: none is idle yet
+        for p, one in list(ones.items()):
+            # a live stream's quiet topic vouches for its silence up to the timeout ago
+            quiet_until = time.time() - idle_after if live(one) else None
             for source in one.sources:
-                if now - heard[("one", p, source)] > idle_after and (
-                    source not in one.aggregator.sources.idle
-                ):
+                if source in one.aggregator.sources.idle:
+                    one.vouch(source, quiet_until)
+                elif idle(one, source, now, ends):
                     log.info("source idle", extra={"partition": p, "topic": source})
-                    await send_all(one.mark_idle(source))
+                    await send_all(one.mark_idle(source, quiet_until))
                     watermarks[p] = one.aggregator.watermark
+            await align(one)
+            if behind(one, ends):
+                await send_all(one.heartbeat())
+        # a stage with records of its input left to read has not heard what they say yet
         for q, two in twos.items():
+            if not read_out(two, TP(topics.partials, q), ends):
+                continue
             for source in two.evaluator.sources:
                 if now - heard[("two", q, source)] > idle_after and (
                     source not in two.evaluator.marks.idle
@@ -496,6 +595,8 @@ def create_app(
                     before = two.evaluator.evaluated_until
                     await report(two, before, two.mark_idle(int(source)))
         for three in threes.values():
+            if not read_out(three, TP(topics.reports, 0), ends):
+                continue
             for source in three.book.sources:
                 if now - heard[("three", 0, source)] > idle_after and (
                     source not in three.book.marks.idle

@@ -87,6 +87,7 @@ class Metrics:
     unjudged: Gauge
     warming: Gauge
     consumer_lag: Gauge
+    paused: Gauge
     kpis: tuple[Gauge, Gauge, Gauge, Gauge]  # observed, expected, expected_low, expected_high
 
     @classmethod
@@ -169,10 +170,11 @@ class Metrics:
             ),
             unjudged=Gauge(
                 "opswatch_detector_unjudged_slice_windows",
-                "Slice-windows the cardinality guard left unjudged since the partition's"
-                " state began, by partition and reason (low_volume: the slice has not"
-                " shown OPSWATCH_MIN_SLICE_VOLUME yet; max_slices: OPSWATCH_MAX_SLICES"
-                " are tracked already).",
+                "Slice-windows left unjudged since the partition's state began, by"
+                " partition and reason (low_volume: the slice has not shown"
+                " OPSWATCH_MIN_SLICE_VOLUME yet; max_slices: OPSWATCH_MAX_SLICES are"
+                " tracked already; idle_source: the metrics that read an event topic"
+                " idle in a backfill when the window closed were not judged).",
                 ["partition", "reason"],
                 registry=registry,
             ),
@@ -187,6 +189,15 @@ class Metrics:
                 "opswatch_detector_consumer_lag_messages",
                 "Messages behind the partition's end (its high watermark), by topic and"
                 " partition, as of the last message this worker processed.",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            paused=Gauge(
+                "opswatch_detector_paused_partitions",
+                "1 while an event topic's partition is not read because its events run"
+                " more than OPSWATCH_ALIGNMENT ahead in event time of the slowest topic"
+                " of the partition (a backfill written topic after topic), by topic and"
+                " partition.",
                 ["topic", "partition"],
                 registry=registry,
             ),

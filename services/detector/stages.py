@@ -69,8 +69,12 @@ class StageOne:
     settings: EngineSettings
     partials_partitions: int
     sources: tuple[str, ...] = ()  # the event topics (none: those heard from)
+    source_types: Mapping[str, str] = field(default_factory=dict)  # topic -> its event type
     aggregator: Aggregator = field(init=False)
     marked: int | None = None  # last window boundary announced to stage two
+    # per idle topic, the event time up to which the caller vouches for its silence
+    # (the stream is live: nothing was said), beyond its last event
+    quiet_until: dict[str, float] = field(default_factory=dict)
     positions: Positions = field(default_factory=Positions)
 
     def __post_init__(self) -> None:
@@ -107,10 +111,23 @@ class StageOne:
         if not closed and self.marked is not None and boundary <= self.marked:
             return []
         out = [o for w in closed for o in self._partials(w)]
-        marker = orjson.dumps({"k": "wm", "src": self.partition, "wm": wm})
+        marker = orjson.dumps({"k": "wm", "src": self.partition, "wm": wm, **self._idle()})
         out.extend(Outgoing(None, marker, q) for q in range(self.partials_partitions))
         self.marked = boundary
         return out
+
+    def _idle(self) -> dict[str, Any]:
+        """The event types of the idle topics, each with its topic's last event time
+        (None: never heard from): the windows this marker closes that ended after it
+        were closed without that type's events. An unknown topic stands for any type."""
+        sources = self.aggregator.sources
+        if not sources.idle:
+            return {}
+        covered = {}
+        for s in sorted(sources.idle):
+            known = [t for t in (sources.marks.get(s), self.quiet_until.get(s)) if t is not None]
+            covered[self.source_types.get(s, "*")] = max(known, default=None)
+        return {"idle": covered}
 
     def _partials(self, window: ClosedWindow) -> list[Outgoing]:
         """A closed window's partials, as few records as fit: per partials partition
@@ -131,13 +148,36 @@ class StageOne:
             out.append(Outgoing(None, head + b",".join(items[start:]) + b"}}", q))
         return out
 
-    def mark_idle(self, source: str) -> list[Outgoing]:
+    def heartbeat(self) -> list[Outgoing]:
+        """To every partials partition: this partition is still reading (records left,
+        topics held back by the alignment), so it holds their windows open however
+        long it sends no watermark."""
+        beat = orjson.dumps({"k": "hb", "src": self.partition})
+        return [Outgoing(None, beat, q) for q in range(self.partials_partitions)]
+
+    def mark_idle(self, source: str, quiet_until: float | None = None) -> list[Outgoing]:
+        """The topic has gone quiet; ``quiet_until``: the event time up to which it
+        had nothing to say (the stream is live), or None (a backfill: its silence says
+        nothing of the windows after its last event, which stage two leaves unjudged
+        for the metrics that read it)."""
         self.aggregator.mark_idle(source)
+        self.vouch(source, quiet_until)
         return self.emit()
+
+    def vouch(self, source: str, quiet_until: float | None) -> None:
+        if quiet_until is None:
+            self.quiet_until.pop(source, None)
+        else:
+            self.quiet_until[source] = quiet_until
 
     def snapshot(self) -> bytes:
         return orjson.dumps(
-            {"agg": self.aggregator.snapshot(), "marked": self.marked, "pos": self.positions.last}
+            {
+                "agg": self.aggregator.snapshot(),
+                "marked": self.marked,
+                "pos": self.positions.last,
+                "quiet": self.quiet_until,
+            }
         )
 
     def restore(self, raw: bytes) -> None:
@@ -145,6 +185,7 @@ class StageOne:
         self.aggregator.restore(snap["agg"])
         self.marked = snap["marked"]
         self.positions = Positions(snap["pos"])
+        self.quiet_until = dict(snap.get("quiet", {}))
 
 
 @dataclass
@@ -178,7 +219,10 @@ class StageTwo:
                     sent.add(key)
                     self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc))
             return []
-        return self._encode(self.evaluator.advance(source, msg["wm"]))
+        if msg["k"] == "hb":  # the source partition is still reading: so is this one
+            self.evaluator.marks.hear(source)
+            return [orjson.dumps({"k": "hb", "src": self.partition})]
+        return self._encode(self.evaluator.advance(source, msg["wm"], msg.get("idle")))
 
     def mark_idle(self, source: int) -> list[bytes]:
         return self._encode(self.evaluator.mark_idle(str(source)))
@@ -232,6 +276,9 @@ class StageThree:
     def on_message(self, value: bytes) -> list[dict[str, Any]]:
         msg = orjson.loads(value)
         source = self.last_source = str(msg["src"])
+        if msg.get("k") == "hb":  # a partials partition still waiting for its sources
+            self.book.marks.hear(source)
+            return []
         report = Report.from_json(msg)
         if report.start is not None:
             if self._decided(report.start) or source in self.received.get(report.start, ()):

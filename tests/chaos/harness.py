@@ -284,6 +284,8 @@ class Run:
         until: dict[int, int] = {}
         for r in read_all(self.bootstrap, self.topics.reports):
             msg = orjson.loads(r.value)
+            if msg.get("k") == "hb":  # a heartbeat of a partition still waiting
+                continue
             until[msg["src"]] = max(until.get(msg["src"], 0), msg["until"])
         return until
 

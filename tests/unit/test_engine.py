@@ -6,10 +6,13 @@ import zlib
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from services.common.events import event_time, leaf_of
+from services.detector.engine.aggregate import Aggregator
 from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
-from services.detector.engine.evaluate import EngineSettings
+from services.detector.engine.evaluate import EngineSettings, Report
 from services.detector.engine.slices import ALL_UP, ancestors, parse_slice_key, slice_key
 from services.detector.stages import StageOne, StageThree, StageTwo
 from tests.factories import T0, event, outage, traffic
@@ -113,6 +116,24 @@ def test_a_slow_source_does_not_make_the_others_late() -> None:
     assert agg.add(fast, event_time(fast), leaf_of(fast), "orders")
     assert agg.add(slow, event_time(slow), leaf_of(slow), "activity")
     assert agg.stats.late == 0
+
+
+def test_a_source_ahead_of_the_slowest_by_more_than_the_alignment_is_named() -> None:
+    """A backfill written topic after topic: orders run ahead of a feedback topic not
+    heard from yet (it counts as at the stream's beginning), then of a slow one, until
+    that one catches up or goes idle."""
+    agg = Aggregator(CATALOG, expected=("orders", "feedback"))
+    for minutes in range(0, 60, 5):
+        e = event("order", T0 + timedelta(minutes=minutes))
+        agg.add(e, event_time(e), leaf_of(e), "orders")
+    assert agg.ahead(30 * 60) == {"orders"}
+    assert agg.ahead(60 * 60) == set()
+    slow = event("feedback", T0 + timedelta(minutes=20))
+    agg.add(slow, event_time(slow), leaf_of(slow), "feedback")
+    assert agg.ahead(40 * 60) == set()
+    assert agg.ahead(30 * 60) == {"orders"}
+    agg.mark_idle("feedback")
+    assert agg.ahead(30 * 60) == set()
 
 
 def test_partitioned_stages_give_the_alerts_of_one_engine() -> None:
@@ -261,3 +282,76 @@ def test_stages_that_die_and_resume_from_old_snapshots_apply_nothing_twice() -> 
     key = lambda a: (a["id"], a["updated_at"], a["status"])  # noqa: E731
     assert sorted(set(map(key, run.alerts))) == sorted(set(map(key, single)))
     assert len(run.alerts) > len(single)  # the repeats are the alerting store's to absorb
+
+
+QUIET = T0 + timedelta(hours=26)
+
+
+def run_with_a_quiet_topic(quiet_until: float | None) -> tuple[list[dict[str, Any]], StageTwo]:
+    """A day and three hours of traffic through the three stages, the activity topic
+    going quiet after a day and two hours and marked idle, vouched for up to
+    ``quiet_until`` or not."""
+    topics = {"order": "orders", "activity": "activity", "feedback": "feedback"}
+    one = StageOne(
+        0, CATALOG, SETTINGS, 1, tuple(topics.values()), {t: k for k, t in topics.items()}
+    )
+    two = StageTwo(0, CATALOG, SETTINGS, 1)
+    three = StageThree(CATALOG, SETTINGS, 1)
+    alerts: list[dict[str, Any]] = []
+
+    def deliver(out: list[Any]) -> None:
+        for o in out:
+            for report in two.on_message(o.value):
+                alerts.extend(three.on_message(report))
+
+    quiet = QUIET.timestamp()
+    for e in traffic(27, rate=30):
+        ts = event_time(e)
+        if e["type"] == "activity" and ts >= quiet:
+            if "activity" not in one.aggregator.sources.idle:
+                deliver(one.mark_idle("activity", quiet_until))
+            continue
+        deliver(one.on_event(e, ts, leaf_of(e), topics[e["type"]]))
+    return alerts, two
+
+
+ACTIVITY = {m.name for m in CATALOG.metrics if m.reads & {"activity", "*"}}
+
+
+def test_a_topic_idle_in_a_backfill_leaves_its_metrics_unjudged_not_alerted() -> None:
+    after = QUIET.isoformat().replace("+00:00", "Z")
+    alerts, two = run_with_a_quiet_topic(None)
+    assert [a for a in alerts if a["metric"] in ACTIVITY and a["window_start"] >= after] == []
+    assert two.evaluator.unjudged["idle_source"] > 0
+    # a live stream's quiet topic had nothing to say: its silence is judged, and alerts
+    alerts, two = run_with_a_quiet_topic((QUIET + timedelta(hours=2)).timestamp())
+    assert {a["metric"] for a in alerts if a["window_start"] >= after} & ACTIVITY
+    assert two.evaluator.unjudged["idle_source"] == 0
+
+
+def test_a_heartbeat_holds_windows_open_for_a_partition_taken_for_idle() -> None:
+    two = StageTwo(1, CATALOG, SETTINGS, 2)
+    t = int(T0.timestamp())
+
+    def mark(src: int, wm: int) -> None:
+        two.on_message(orjson.dumps({"k": "wm", "src": src, "wm": wm}))
+
+    mark(1, t + 300)
+    mark(0, t + 3600)
+    assert two.evaluator.evaluated_until == t + 300
+    two.mark_idle(1)
+    assert two.evaluator.evaluated_until == t + 3600
+    # partition 1 is still reading (a topic held back, records left): it counts again,
+    # and stage two tells stage three that it is waiting too
+    three = StageThree(CATALOG, SETTINGS, 2)
+    three.on_message(orjson.dumps({"src": 1, **Report(t + 300).to_json()}))
+    three.on_message(orjson.dumps({"src": 0, **Report(t + 3600).to_json()}))
+    three.mark_idle(1)
+    assert three.book.marks.low(three.book.sources) == t + 3600
+    for beat in two.on_message(orjson.dumps({"k": "hb", "src": 1})):
+        three.on_message(beat)
+    assert three.book.marks.low(three.book.sources) == t + 300
+    mark(0, t + 7200)
+    assert two.evaluator.evaluated_until == t + 3600
+    mark(1, t + 7200)
+    assert two.evaluator.evaluated_until == t + 7200

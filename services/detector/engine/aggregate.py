@@ -240,6 +240,21 @@ class Aggregator:
         """The source has gone quiet (the caller's clock says so): stop waiting for it."""
         self.sources.mark_idle(source)
 
+    def ahead(self, bound_s: float) -> set[str]:
+        """The sources whose mark runs more than ``bound_s`` ahead of the slowest source
+        the watermark waits for; an expected source not heard from yet counts as being
+        at the stream's beginning. Reading them on would only fill windows the slowest
+        holds open: the caller stops reading them until the others catch up or go idle."""
+        if not self.begun:
+            return set()
+        began = min(self.begun.values())
+        marks = self.sources.marks
+        waiting = [s for s in (self.expected or marks) if s not in self.sources.idle]
+        if not waiting:
+            return set()
+        slowest = min(marks.get(s, began) for s in waiting)
+        return {s for s, mark in marks.items() if mark > slowest + bound_s}
+
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
         """Close every window the watermark has passed.
 

@@ -160,6 +160,7 @@ class CompiledMetric:
     sumsq: int | None = None  # sum, mean: sum of squares slot
     n: int | None = None  # sum, mean: count slot
     history_s: int = 0  # how much user history the metric needs before it means anything
+    reads: frozenset[str] = frozenset()  # the event types its measures count ("*": any)
 
 
 @dataclass(frozen=True)
@@ -225,21 +226,24 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
         head = (name, m.kind, m.family, m.alert_on)
         measures = [x for x in (m.numerator, m.denominator, m.measure) if x is not None]
         history = max((x.seen_within or x.lapsed_after or 0) for x in measures)
+        reads = frozenset(x.type or "*" for x in measures)
         if m.kind == "ratio":
             assert m.numerator is not None and m.denominator is not None
             num, num_d = plain(m.numerator)
             den, den_d = plain(m.denominator)
-            compiled.append(CompiledMetric(*head, num, num_d, den, den_d, history_s=history))
+            compiled.append(
+                CompiledMetric(*head, num, num_d, den, den_d, history_s=history, reads=reads)
+            )
         elif m.kind in ("sum", "mean"):
             assert m.measure is not None
             num, _ = slot(m.measure, 1)
             sq, _ = slot(m.measure, 2)
             n, _ = slot(m.measure, 0)
-            compiled.append(CompiledMetric(*head, num, False, sumsq=sq, n=n))
+            compiled.append(CompiledMetric(*head, num, False, sumsq=sq, n=n, reads=reads))
         else:
             assert m.measure is not None
             num, num_d = plain(m.measure)
-            compiled.append(CompiledMetric(*head, num, num_d, history_s=history))
+            compiled.append(CompiledMetric(*head, num, num_d, history_s=history, reads=reads))
     return Catalog(tuple(compiled), tuple(count_slots), tuple(distinct_slots), version)
 
 

@@ -29,7 +29,7 @@ from .catalog import Catalog, CompiledMetric
 from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
 from .marks import Marks
 
-UNJUDGED = ("low_volume", "max_slices")
+UNJUDGED = ("low_volume", "max_slices", "idle_source")
 SERIES_WINDOWS = 48  # recent windows kept per (slice, metric), sent with a new alert
 
 
@@ -242,6 +242,9 @@ class Evaluator:
     marks: Marks = field(default_factory=Marks)
     slices: dict[str, SliceState] = field(default_factory=dict)
     evaluated_until: int | None = None
+    # per window not judged yet, the event types a source closed it without (their
+    # topic idle there): the metrics that read them are left unjudged in it
+    unread: dict[int, set[str]] = field(default_factory=dict)
     late_partials: int = 0  # partials of windows already judged (dropped)
     # the cardinality guard: volume so far of slices not tracked yet, and the
     # slice-windows left unjudged, by reason ("low_volume", "max_slices")
@@ -296,8 +299,25 @@ class Evaluator:
         else:
             mine.merge(acc)
 
-    def advance(self, source: str, watermark: float) -> list[Report]:
-        """Record a source's watermark; judge every window all sources have passed."""
+    def advance(
+        self, source: str, watermark: float, idle: Mapping[str, float | None] | None = None
+    ) -> list[Report]:
+        """Record a source's watermark; judge every window all sources have passed.
+
+        ``idle``: the event types whose topic was idle at the source when it closed
+        the windows up to this watermark, each with the event time up to which that
+        topic had spoken or its silence was vouched for (None: neither). A window
+        that ended after it lacks that type."""
+        w = self.settings.window_s
+        through = int(watermark // w) * w
+        before = self.marks.marks.get(source)
+        first = through - w if before is None else int(before // w) * w
+        if self.evaluated_until is not None:
+            first = max(first, self.evaluated_until)
+        for etype, last in (idle or {}).items():
+            for start in range(first, through, w):
+                if last is None or start + w > last:
+                    self.unread.setdefault(start, set()).add(etype)
         self.marks.advance(source, watermark)
         return self._judge_complete()
 
@@ -323,6 +343,8 @@ class Evaluator:
                 # only a source wrongly marked idle sends these; the window is judged
                 del self.pending[start]
                 self.late_partials += 1
+        for start in [s for s in self.unread if s < first]:
+            del self.unread[start]
         reports = [
             self._judge(start, self.pending.pop(start, {})) for start in range(first, through, w)
         ]
@@ -346,6 +368,12 @@ class Evaluator:
         nothing = Acc.empty(self.catalog)
         self.warming = dict.fromkeys(self.catalog.names, 0)
         self.kpis = {}
+        unread = self.unread.pop(start, set())
+        skipped = {
+            m.name
+            for m in self.catalog.metrics
+            if unread and ("*" in unread or "*" in m.reads or unread & m.reads)
+        }
         keys = sorted(self.slices.keys() | partials.keys())
         shown = set(sorted(keys, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices])
         for key in keys:
@@ -353,7 +381,11 @@ class Evaluator:
             state = self.slices.get(key) or self._admit(key, acc, start)
             if state is None:
                 continue
+            if skipped:
+                self.unjudged["idle_source"] += 1  # neither judged nor learned from
             for metric in self.catalog.metrics:
+                if metric.name in skipped:
+                    continue
                 if start < state.since + metric.history_s:
                     self.warming[metric.name] += 1  # the users' history is too short yet
                     continue
@@ -458,6 +490,7 @@ class Evaluator:
             },
             "marks": self.marks.to_json(),
             "evaluated_until": self.evaluated_until,
+            "unread": {str(w): sorted(types) for w, types in self.unread.items()},
             "slices": {key: self.slice_snapshot(key) for key in self.slices},
             "untracked": self.untracked,
             "unjudged": self.unjudged,
@@ -493,6 +526,7 @@ class Evaluator:
         }
         self.marks = Marks.from_json(snap["marks"])
         self.evaluated_until = snap["evaluated_until"]
+        self.unread = {int(w): set(types) for w, types in snap.get("unread", {}).items()}
         self.untracked = dict(snap["untracked"])
         self.unjudged = {**self.unjudged, **snap["unjudged"]}
         self.late_partials = snap["late_partials"]

@@ -24,6 +24,10 @@ class Marks:
     def mark_idle(self, source: str) -> None:
         self.idle.add(source)
 
+    def hear(self, source: str) -> None:
+        """The source is still there, with no new mark: it counts again."""
+        self.idle.discard(source)
+
     def low(self, expected: Iterable[str] | None = None) -> float | None:
         """The mark every non-idle source (of ``expected``, or of those seen) has passed."""
         if not self.marks:

@@ -1,0 +1,192 @@
+"""A backfill written by a producer of its own, topic after topic, through the detector:
+the same alerts as a replay of the same file, and no event dropped as late."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from services.bench.services import Service
+from services.common.connection import KafkaConnection
+from services.common.events import Topics, event_time, partition_key
+from services.common.kafka import ensure_topics, producer
+from services.common.simulator import Incident, Simulator
+from services.common.sinks import to_file
+from tests.factories import T0
+from tests.integration.conftest import REPO, Stack
+from tests.integration.test_end_to_end import judged_until
+
+PARTITIONS = 2
+IDLE_S = 3
+GAP_S = 3 * IDLE_S  # between two topics: longer than the idle timeout
+DAYS = 3
+# a complaint spike in one leaf slice on the last day, so that there is an alert to find
+SPIKE = Incident(
+    family="complaint",
+    slice={"region": "eu", "channel": "web", "platform": "android"},
+    start=T0 + timedelta(days=DAYS - 1, hours=19),
+    duration=timedelta(minutes=30),
+    magnitude=9.5,
+)
+
+
+def metric_total(detector_url: str, name: str, label: str = "") -> float:
+    """The sum of a metric's series (those with ``label``, e.g. ``reason="x"``)."""
+    text = httpx.get(detector_url + "/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{")) and label in line
+    )
+
+
+def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any]]) -> int:
+    """One event per record, keyed by its leaf slice as ingest keys it."""
+    prod = producer(KafkaConnection(bootstrap), "backfill")
+    n = 0
+    try:
+        for event in events:
+            prod.send(topic, key=partition_key(event), value=orjson.dumps(event))
+            n += 1
+        prod.flush()
+    finally:
+        prod.close()
+    return n
+
+
+def unread(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` the consumer group has not committed yet."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        committed = admin.list_group_offsets(group)[group]
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(
+            end - (committed[tp].offset if tp in committed else 0)
+            for tp, end in consumer.end_offsets(tps).items()
+        )
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def published(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    try:
+        return [orjson.loads(r.value) for r in consumer]
+    finally:
+        consumer.close()
+
+
+def replayed(source: Path, tmp: Path) -> list[dict[str, Any]]:
+    out = tmp / "replay.alerts.ndjson"
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", "-i", str(source), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    return [orjson.loads(line) for line in out.read_bytes().splitlines()]
+
+
+def identities(alerts: Iterable[dict[str, Any]], before: str) -> set[tuple[str, str, str]]:
+    """The windows each alert fired for: metric, slice and window, up to ``before``."""
+    return {
+        (a["metric"], orjson.dumps(a["slice"], option=orjson.OPT_SORT_KEYS).decode(), start)
+        for a in alerts
+        if a["status"] == "firing" and (start := a["window_start"]) < before
+    }
+
+
+def start_detector(stack: Stack, bootstrap: str) -> tuple[Service, Topics]:
+    stack.env.update(
+        {
+            "OPSWATCH_KAFKA_PARTITIONS": str(PARTITIONS),
+            "OPSWATCH_IDLE_TIMEOUT": f"PT{IDLE_S}S",
+        }
+    )
+    topics = Topics(stack.namespace)
+    ensure_topics(KafkaConnection(bootstrap), topics, PARTITIONS)
+    return stack.start("detector", health=None), topics
+
+
+def judged(stack: Stack, detector: Service, topics: Topics, bootstrap: str, end: str) -> str:
+    """Until the detector has judged the windows up to 15 minutes before ``end`` (the
+    last one that closes without a replay's end of input: the lateness holds the one
+    after it open) and published their alerts; that time."""
+    until = datetime.fromisoformat(end) - timedelta(minutes=15)
+    stack.wait(lambda: judged_until(detector.url) >= until.timestamp(), 240)
+    group = f"{stack.namespace}-detector"
+    stack.wait(lambda: unread(bootstrap, group, topics.reports) == 0, 60)
+    return until.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
+    stack: Stack, bootstrap: str
+) -> None:
+    sim = Simulator(T0, timedelta(days=DAYS), seed=7, sessions_per_minute=8, incidents=[SPIKE])
+    events = list(sim.events())
+    source = stack.tmp / "backfill.ndjson"
+    to_file(events, source)
+    detector, topics = start_detector(stack, bootstrap)
+    clock = time.monotonic()
+    for i, (etype, topic) in enumerate(topics.events.items()):
+        if i:
+            time.sleep(GAP_S)  # the producer pauses: the topics read so far go quiet
+        produce(bootstrap, topic, (e for e in events if e["type"] == etype))
+    before = judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
+    seconds = time.monotonic() - clock
+
+    assert metric_total(detector.url, "opswatch_detector_late_events_total") == 0
+    assert metric_total(detector.url, "opswatch_detector_events_processed_total") == len(events)
+    expected = identities(replayed(source, stack.tmp), before)
+    assert expected, "the replay raises no alert: the test would prove nothing"
+    assert identities(published(bootstrap, topics.alerts), before) == expected
+    print(f"backfill of {len(events)} events judged in {seconds:.0f} s")
+
+
+def test_a_topic_whose_producer_stops_for_a_while_raises_no_alert_from_its_gap(
+    stack: Stack, bootstrap: str
+) -> None:
+    """The activity producer stops half way while the others write on, until the
+    detector has taken it for idle and judged six hours past the stop without it,
+    then writes the rest."""
+    events = list(Simulator(T0, timedelta(days=2), seed=11, sessions_per_minute=8).events())
+    source = stack.tmp / "stopped.ndjson"
+    to_file(events, source)
+    detector, topics = start_detector(stack, bootstrap)
+    middle = T0 + timedelta(days=1, hours=12)
+    later = [e for e in events if e["type"] == "activity" and event_time(e) >= middle.timestamp()]
+    stopped = {e["event_id"] for e in later}
+    for etype, topic in topics.events.items():
+        produce(
+            bootstrap,
+            topic,
+            (e for e in events if e["type"] == etype and e["event_id"] not in stopped),
+        )
+    # windows after the stop are judged only once the activity is taken for idle
+    past = (middle + timedelta(hours=6)).timestamp()
+    stack.wait(lambda: judged_until(detector.url) >= past, 180)
+    produce(bootstrap, topics.events["activity"], later)
+    before = judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
+
+    mine = identities(published(bootstrap, topics.alerts), before)
+    assert mine <= identities(replayed(source, stack.tmp), before), "alerts from the gap"
+    # what the gap held came back late: counted, and what needs activity was not judged
+    assert metric_total(detector.url, "opswatch_detector_late_events_total") > 0
+    unjudged = "opswatch_detector_unjudged_slice_windows"
+    assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0

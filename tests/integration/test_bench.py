@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient
 KEYS = (
     "detector_events_per_s",
     "detector_2workers_events_per_s",
+    "detector_single_records_events_per_s",
     "limit_events_per_s",
     "ingest_events_per_s",
     "producer_limit_events_per_s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -218,23 +218,33 @@ def test_a_busy_slice_keeps_a_sharp_daily_edge() -> None:
         assert detector.expected(state, hour) == pytest.approx(level(hour), rel=0.25)
 
 
-def sparse_ratio_run(rates: list[float], per_window: float, seed: int) -> list[float]:
-    """A ratio of a couple of observations a window (ratings on one platform):
-    the CUSUM's level on the upper side after each window, learning as stage two does."""
+def cusum_levels(observations: Iterable[Observation], side: str) -> list[float]:
+    """A ratio's CUSUM level on ``side`` after each window, learning as stage two does
+    (not while the evidence is past a quarter of the threshold)."""
     from services.detector.engine.evaluate import Cusum, EngineSettings
 
     h = EngineSettings().cusum_threshold(14)
     detector = RatioDetector()
-    rng = np.random.default_rng(seed)
     state, cusum, levels = detector.init_state(), Cusum(), []
-    for rate in rates:
-        n = float(rng.poisson(per_window))
-        obs = Observation(float(rng.binomial(int(n), rate)), n)
+    for obs in observations:
         cusum = cusum.update(detector.score(state, obs), h)
-        levels.append(cusum.level("up"))
-        if cusum.level("up") < h / 4:
+        levels.append(cusum.level(side))
+        if cusum.level(side) < h / 4:
             state = detector.learn(state, obs)
     return levels
+
+
+def sparse_ratio_run(rates: list[float], per_window: float, seed: int) -> list[float]:
+    """A ratio of a couple of observations a window (ratings on one platform): the
+    CUSUM's level on the upper side after each window."""
+    rng = np.random.default_rng(seed)
+
+    def windows() -> Iterator[Observation]:
+        for rate in rates:
+            n = float(rng.poisson(per_window))
+            yield Observation(float(rng.binomial(int(n), rate)), n)
+
+    return cusum_levels(windows(), "up")
 
 
 def test_a_sparse_ratio_adds_up_the_evidence_of_windows_too_small_to_judge() -> None:
@@ -265,24 +275,19 @@ def test_a_ratio_whose_numerator_outruns_its_denominator_is_judged() -> None:
 def rhythm_run(days: int, drop_from: int | None, seed: int) -> list[float]:
     """Conversion 6% by day and 2% at night, traffic four times higher by day (a
     shop's usual rhythm), and a fall to a quarter from window ``drop_from``: the
-    CUSUM's level on the lower side after each window, learning as stage two does."""
-    from services.detector.engine.evaluate import Cusum, EngineSettings
-
-    h = EngineSettings().cusum_threshold(14)
-    detector = RatioDetector()
+    CUSUM's level on the lower side after each window."""
     rng = np.random.default_rng(seed)
-    state, cusum, levels = detector.init_state(), Cusum(), []
-    for i in range(288 * days):
-        hour = (i // 12) % 24
-        day = 8 <= hour < 22
-        rate = (0.06 if day else 0.02) * (0.25 if drop_from is not None and i >= drop_from else 1)
-        n = float(rng.poisson(400 if day else 100))
-        obs = Observation(float(rng.binomial(int(n), rate)), n, hour=hour)
-        cusum = cusum.update(detector.score(state, obs), h)
-        levels.append(cusum.level("down"))
-        if cusum.level("down") < h / 4:
-            state = detector.learn(state, obs)
-    return levels
+
+    def windows() -> Iterator[Observation]:
+        for i in range(288 * days):
+            hour = (i // 12) % 24
+            day = 8 <= hour < 22
+            fall = 0.25 if drop_from is not None and i >= drop_from else 1.0
+            n = float(rng.poisson(400 if day else 100))
+            rate = (0.06 if day else 0.02) * fall
+            yield Observation(float(rng.binomial(int(n), rate)), n, hour=hour)
+
+    return cusum_levels(windows(), "down")
 
 
 def test_a_rate_with_a_daily_rhythm_is_judged_against_its_hour() -> None:

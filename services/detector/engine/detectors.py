@@ -34,12 +34,12 @@ SQRT2 = math.sqrt(2.0)
 # change adds it fastest.
 RATIO_UP = (1.25, 1.5, 2.0, 4.0, 10.0)
 RATIO_DOWN = (0.8, 0.5, 0.25, 0.05)
-# A count's are large only: a seasonal profile off by a few tens of per cent
-# cannot add up to an alarm, while a trickle that triples in a sparse slice (one
-# cancellation a window where one an hour is usual) does, and so does a count
-# that stops
-COUNT_UP = (3.0, 5.0, 10.0)
-COUNT_DOWN = (0.25, 0.05)
+# A count's start at half and double: a seasonal profile off by less than about
+# 40% adds no evidence to them on average, while a count that halves in a busy
+# slice, a trickle that triples in a sparse one (one cancellation a window where
+# one an hour is usual) and a count that stops all add up to an alarm
+COUNT_UP = (2.0, 3.0, 5.0, 10.0)
+COUNT_DOWN = (0.5, 0.25, 0.05)
 DESIGNS = max(len(RATIO_UP), len(RATIO_DOWN), len(COUNT_UP), len(COUNT_DOWN))
 # A baseline learned from few events is uncertain, and its error is the same in
 # every window a CUSUM adds up: the shifts are measured from the edge of the

@@ -54,13 +54,13 @@ async def alert_chart(alert_id: str, request: Request, store: StoreDep) -> Respo
     "/v1/incidents/{incident_id}/chart.png",
     dependencies=[IncidentReadAuth],
     response_class=Response,
-    responses={**PNG, **problem_responses(401, 403, 404, 422)},
+    responses={**PNG, **problem_responses(401, 404, 422)},
 )
 async def incident_chart(incident_id: str, request: Request, store: StoreDep) -> Response:
     """The incident's alert on its own metric and slice, with the other alerts of
     that metric (its driver slices) as thin lines. Opens with the read token, or
     with a signed link's ``expires`` and ``signature`` (as Slack fetches it); a bad
-    or expired signature is 403."""
+    or expired signature is 401."""
     incident = await run_in_threadpool(store.get_incident, incident_id)
     if incident is None:
         raise ProblemError(404, "Incident not found", f"no incident with id {incident_id!r}")

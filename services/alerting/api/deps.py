@@ -42,10 +42,8 @@ def _matches(given: str, token: SecretStr | None) -> bool:
     )
 
 
-def _unauthorized(detail: str) -> ProblemError:
-    return ProblemError(
-        401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="opswatch"'}
-    )
+def _unauthorized(detail: str, title: str = "Unauthorized") -> ProblemError:
+    return ProblemError(401, title, detail, headers={"WWW-Authenticate": 'Bearer realm="opswatch"'})
 
 
 def may_read(auth: Auth, given: str) -> bool:
@@ -88,7 +86,8 @@ def incident_access(
     """Whether the request may read one incident (its page, its chart): the read token
     (bearer or cookie), a signed link (``expires`` and ``signature``), or the cookie
     such a link set. The grant of a link given now, to keep in a cookie; raises
-    ProblemError: 401 without any of these, 403 for a bad or expired link."""
+    ProblemError: 401 without any of these, or with a bad or expired link (its title says
+    which)."""
     given = bearer_token if bearer_token is not None else request.cookies.get(READ_COOKIE, "")
     if may_read(request.app.state.auth, given):
         return None
@@ -102,7 +101,7 @@ def incident_access(
             signer.from_cookie(incident_id, kept, now)
             return None
     except LinkRefusedError as exc:
-        raise ProblemError(403, exc.title, exc.detail) from None
+        raise _unauthorized(exc.detail, exc.title) from None
     raise _unauthorized("reads need the read token as a bearer token, or a signed link")
 
 

@@ -146,9 +146,11 @@ def compatible(alert_slice: dict[str, str], incident_slice: dict[str, str]) -> b
     return all(alert_slice.get(k, v) == v for k, v in incident_slice.items())
 
 
-def run_scenario(
+def scenario_updates(
     scenario: Scenario, catalog: Catalog, settings: EngineSettings, rate: float, seed: int
-) -> tuple[Outcome, int]:
+) -> tuple[list[dict[str, Any]], int]:
+    """Every alert update the engine gives on the scenario's traffic, in order, and the
+    number of slices it tracked."""
     incident = scenario.incident()
     sim = Simulator(
         START, SPAN, seed=seed, sessions_per_minute=rate, incidents=[incident] if incident else []
@@ -159,12 +161,19 @@ def run_scenario(
         engine.add(event, event_time(event), leaf_of(event))
         updates += engine.poll()
     updates += engine.flush()
+    return updates, len(engine.evaluator.slices)
+
+
+def run_scenario(
+    scenario: Scenario, catalog: Catalog, settings: EngineSettings, rate: float, seed: int
+) -> tuple[Outcome, int]:
+    incident = scenario.incident()
+    updates, slices = scenario_updates(scenario, catalog, settings, rate, seed)
     first: dict[str, dict[str, Any]] = {}
     for alert in updates:
         first.setdefault(alert["id"], alert)
     judged_from = iso((START + timedelta(days=2)).timestamp())
     alerts = [a for a in first.values() if a["started_at"] >= judged_from]
-    slices = len(engine.evaluator.slices)
     start = iso(INCIDENT_AT.timestamp())
     end = iso((INCIDENT_AT + scenario.duration).timestamp())
     grace = iso((INCIDENT_AT + scenario.duration + timedelta(hours=1)).timestamp())

@@ -8,7 +8,7 @@ KAFKA := deploy/local/kafka.sh
 WITH_KAFKA := deploy/local/with-kafka.sh
 export OPSWATCH_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: run test setup lint kafka-up kafka-down test-unit test-integration test-postgres test-kafka-security check-deploy chaos bench clean
+.PHONY: run test setup lint golden kafka-up kafka-down test-unit test-integration test-postgres test-kafka-security check-deploy chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ check-deploy: $(STAMP)
 # OPSWATCH_CHAOS_SEED; a summary line per test at the end.
 chaos: $(STAMP)
 	$(BIN)/python -m pytest tests/chaos -p no:cacheprovider
+
+# Every golden alert stream (tests/golden: the classic scenarios and a replay),
+# about 10 minutes; `make test` runs three of them.
+golden: $(STAMP)
+	OPSWATCH_GOLDEN=all $(BIN)/python -m pytest tests/golden
 
 # Throughput, latency and memory against the local broker (a few minutes), each
 # beside the machine's limit from the same run; the figures also in bench.json.

@@ -29,7 +29,7 @@ def visits(agg: Aggregator, *when: tuple[str, timedelta]) -> list[ClosedWindow]:
 
 
 def users(window: ClosedWindow, slot: int) -> int:
-    return len(window.partials[ALL_UP].distinct[slot])
+    return int(window.partials[ALL_UP].distinct[slot].count())
 
 
 def by_start(closed: list[ClosedWindow]) -> dict[timedelta, ClosedWindow]:

@@ -14,8 +14,11 @@ its leaves feed. An event whose window the watermark had already passed when it 
 late: counted, never applied. Lateness follows from event time alone, so it
 does not matter how often the caller asks for closed windows.
 
-Per-user history (for returning and lapsed users) lives here, beside the leaf
-slice that owns the user's events, and is updated as windows close, in window
+Distinct users are Theta sketches (see ``users``): a window's partial stays
+bounded whatever its user count. The history behind returning and lapsed users
+lives here, beside the leaf slice that owns the user's events, as one sketch per
+window over the longest horizon the catalog asks for (a day): bounded by that
+window count, not by the user base. It is updated as windows close, in window
 order: so it too follows from event time alone. When the catalog counts lapsed
 users, every window boundary the watermark passes is closed, even one without
 events, since users lapse in silence too.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -33,6 +36,7 @@ from typing import Any, TypeVar
 from .catalog import Catalog, CountSlot, DistinctSlot
 from .marks import Marks
 from .slices import Leaf, ancestors
+from .users import Users, union
 
 
 @lru_cache(maxsize=1 << 16)  # users come back: most events hash a user seen recently
@@ -43,27 +47,41 @@ def user_hash(user_id: str) -> int:
 
 @dataclass
 class Acc:
-    """Mergeable aggregates of one window: numbers per count slot, sets per distinct slot."""
+    """Mergeable aggregates of one window: numbers per count slot, users per distinct slot."""
 
     counts: list[float]
-    distinct: list[set[int]]
+    distinct: list[Users]
 
     @classmethod
     def empty(cls, catalog: Catalog) -> Acc:
-        return cls([0.0] * len(catalog.count_slots), [set() for _ in catalog.distinct_slots])
+        return cls([0.0] * len(catalog.count_slots), [Users() for _ in catalog.distinct_slots])
+
+    @classmethod
+    def total(cls, parts: Sequence[Acc]) -> Acc:
+        """The sum of one or more aggregates, added in the order given."""
+        counts = [0.0] * len(parts[0].counts)
+        for part in parts:
+            for i, value in enumerate(part.counts):
+                counts[i] += value
+        return cls(
+            counts, [union(p.distinct[i] for p in parts) for i in range(len(parts[0].distinct))]
+        )
 
     def merge(self, other: Acc) -> None:
         for i, value in enumerate(other.counts):
             self.counts[i] += value
         for mine, theirs in zip(self.distinct, other.distinct, strict=True):
-            mine.update(theirs)
+            mine.merge(theirs)
+
+    def copy(self) -> Acc:
+        return Acc([*self.counts], [users.copy() for users in self.distinct])
 
     def to_json(self) -> dict[str, Any]:
-        return {"c": self.counts, "d": [sorted(s) for s in self.distinct]}
+        return {"c": self.counts, "d": [users.to_json() for users in self.distinct]}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Acc:
-        return cls([float(v) for v in raw["c"]], [set(s) for s in raw["d"]])
+        return cls([float(v) for v in raw["c"]], [Users.from_json(u) for u in raw["d"]])
 
 
 @dataclass(frozen=True)
@@ -99,54 +117,100 @@ def _slot_plan(slots: tuple[Slot, ...]) -> dict[str | None, list[tuple[int, Slot
 
 
 @dataclass
+class Recent:
+    """The users of each window of the last ``span`` seconds, and their union at hand:
+    a sliding union over two stacks, about one sketch union per window and query
+    whatever the span."""
+
+    span: int
+    # oldest last: (start, users, their union with every newer window in this stack)
+    front: list[tuple[int, Users, Users]] = field(default_factory=list)
+    back: list[tuple[int, Users]] = field(default_factory=list)  # newest last
+    back_all: Users = field(default_factory=Users)
+
+    def __bool__(self) -> bool:
+        return bool(self.front or self.back)
+
+    def push(self, start: int, users: Users) -> None:
+        self.back.append((start, users))
+        self.back_all.merge(users)
+
+    def forget(self, now: int) -> None:
+        """Drop the windows that started before ``now - span``."""
+        cutoff = now - self.span
+        while (oldest := self.oldest()) is not None and oldest[0] < cutoff:
+            self.front.pop()
+
+    def oldest(self) -> tuple[int, Users, Users] | None:
+        if not self.front:
+            seen = Users()
+            for start, users in reversed(self.back):
+                seen = union([seen, users])
+                self.front.append((start, users, seen))
+            self.back, self.back_all = [], Users()
+        return self.front[-1] if self.front else None
+
+    def every(self) -> Users:
+        oldest = self.oldest()
+        return Users() if oldest is None else union([oldest[2], self.back_all])
+
+    def but_oldest(self) -> Users:
+        self.oldest()
+        return union([self.front[-2][2], self.back_all]) if len(self.front) > 1 else self.back_all
+
+    def windows(self) -> list[tuple[int, Users]]:
+        return [(start, users) for start, users, _ in reversed(self.front)] + self.back
+
+
+@dataclass
 class History:
-    """When each user of one leaf slice (and one predicate) was last active.
+    """Who was active in each window of one leaf slice (and one predicate), over each
+    horizon a history slot looks back (returning within, lapsed after)."""
 
-    ``by_window`` holds, per window start, the users last active then; windows
-    are recorded in order, so its keys ascend and the oldest comes first.
-    """
-
-    last: dict[int, int] = field(default_factory=dict)  # user -> window start
-    by_window: dict[int, set[int]] = field(default_factory=dict)
-
-    def returning(self, start: int, within: int, active: set[int]) -> set[int]:
-        since = start - within
-        return {u for u in active if self.last.get(u, since - 1) >= since}
-
-    def lapsed(self, start: int, horizon: int, active: set[int]) -> set[int]:
-        """Users last active exactly ``horizon`` before this window and not in it."""
-        return self.by_window.get(start - horizon, set()) - active
-
-    def record(self, start: int, active: set[int]) -> None:
-        for u in active:
-            before = self.last.get(u)
-            if before is not None:
-                bucket = self.by_window[before]
-                bucket.discard(u)
-                if not bucket:
-                    del self.by_window[before]
-            self.last[u] = start
-        if active:
-            self.by_window[start] = set(active)
-
-    def forget_before(self, cutoff: int) -> None:
-        while self.by_window:
-            oldest = next(iter(self.by_window))
-            if oldest >= cutoff:
-                return
-            for u in self.by_window.pop(oldest):
-                del self.last[u]
-
-    def to_json(self) -> list[list[Any]]:
-        return [[t, sorted(users)] for t, users in self.by_window.items()]
+    horizons: dict[int, Recent]
 
     @classmethod
-    def from_json(cls, raw: list[list[Any]]) -> History:
-        hist = cls()
+    def over(cls, spans: Iterable[int]) -> History:
+        return cls({span: Recent(span) for span in spans})
+
+    def __bool__(self) -> bool:
+        return any(self.horizons.values())
+
+    def returning(self, start: int, within: int, active: Users) -> Users:
+        """The window's users also active in the ``within`` before it."""
+        recent = self.horizons[within]
+        recent.forget(start)
+        return active & recent.every()
+
+    def lapsed(self, start: int, horizon: int, active: Users) -> Users:
+        """Users last active exactly ``horizon`` before this window and not in it."""
+        recent = self.horizons[horizon]
+        recent.forget(start)
+        oldest = recent.oldest()
+        if oldest is None or oldest[0] != start - horizon:
+            return Users()
+        return oldest[1] - union([recent.but_oldest(), active])
+
+    def record(self, start: int, active: Users, until: int) -> None:
+        """Remember the window's users; forget what no window from ``until`` on needs."""
+        if active:
+            kept = active.copy()
+            for recent in self.horizons.values():
+                recent.push(start, kept)
+        for recent in self.horizons.values():
+            recent.forget(until)
+
+    def to_json(self) -> list[list[Any]]:
+        longest = self.horizons[max(self.horizons)]
+        return [[t, users.to_json()] for t, users in longest.windows()]
+
+    @classmethod
+    def from_json(cls, raw: list[list[Any]], spans: Iterable[int]) -> History:
+        hist = cls.over(spans)
         for t, users in raw:
-            hist.by_window[int(t)] = set(users)
-            for u in users:
-                hist.last[u] = int(t)
+            kept = Users.from_json(users)
+            for recent in hist.horizons.values():
+                recent.push(int(t), kept)
         return hist
 
 
@@ -181,8 +245,8 @@ class Aggregator:
                 within = slot.seen_within
                 lapse = -(-slot.lapsed_after // w) * w if slot.lapsed_after else None
                 self._history.setdefault(slot.base, []).append((i, within, lapse))
-        self._keep = {
-            base: max((x or 0) for _, within, lapse in hs for x in (within, lapse))
+        self._spans = {
+            base: {within or lapse or 0 for _, within, lapse in hs}
             for base, hs in self._history.items()
         }
         self._lapses = any(lapse for hs in self._history.values() for _, _, lapse in hs)
@@ -304,12 +368,12 @@ class Aggregator:
         for leaf in sorted(known | leaves.keys()):
             acc = leaves.get(leaf)
             for base, slots in self._history.items():
-                active = acc.distinct[base] if acc is not None else set()
+                active = acc.distinct[base] if acc is not None else Users()
                 hist = self.history.get((leaf, base))
                 if hist is None:
                     if not active:
                         continue
-                    hist = self.history[(leaf, base)] = History()
+                    hist = self.history[(leaf, base)] = History.over(self._spans[base])
                 for i, within, lapse in slots:
                     users = (
                         hist.returning(start, within, active)
@@ -320,21 +384,16 @@ class Aggregator:
                         if acc is None:
                             acc = leaves[leaf] = Acc.empty(self.catalog)
                         acc.distinct[i] = users
-                hist.record(start, active)
-                hist.forget_before(start + self.window_s - self._keep[base])
-                if not hist.by_window:
+                hist.record(start, active, start + self.window_s)
+                if not hist:
                     del self.history[(leaf, base)]
 
     def _roll_up(self, leaves: Mapping[Leaf, Acc]) -> dict[str, Acc]:
-        out: dict[str, Acc] = {}
+        members: dict[str, list[Acc]] = {}
         for leaf in sorted(leaves):
-            acc = leaves[leaf]
             for key in ancestors(leaf):
-                target = out.get(key)
-                if target is None:
-                    out[key] = target = Acc.empty(self.catalog)
-                target.merge(acc)
-        return out
+                members.setdefault(key, []).append(leaves[leaf])
+        return {key: Acc.total(accs) for key, accs in members.items()}
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -370,6 +429,6 @@ class Aggregator:
         self.begun = dict(snap.get("begun", dict.fromkeys(self.sources.marks, -math.inf)))
         self.stats = AggregatorStats(*snap["stats"])
         self.history = {
-            ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw)
+            ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw, self._spans[int(base)])
             for leaf, base, raw in snap["history"]
         }

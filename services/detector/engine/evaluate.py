@@ -171,7 +171,7 @@ class SliceState:
 
 def observation(metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0) -> Observation:
     def read(index: int, distinct: bool) -> float:
-        return float(len(acc.distinct[index])) if distinct else acc.counts[index]
+        return acc.distinct[index].count() if distinct else acc.counts[index]
 
     x = read(metric.num, metric.num_distinct)
     if metric.kind == "ratio":
@@ -270,7 +270,7 @@ class Evaluator:
     def _volume(self, acc: Acc) -> float:
         counts, users = self._volume_slots
         return max(
-            [acc.counts[i] for i in counts] + [float(len(acc.distinct[i])) for i in users],
+            [acc.counts[i] for i in counts] + [acc.distinct[i].count() for i in users],
             default=0.0,
         )
 
@@ -295,7 +295,7 @@ class Evaluator:
         window = self.pending.setdefault(window_start, {})
         mine = window.get(key)
         if mine is None:
-            window[key] = Acc([*acc.counts], [set(s) for s in acc.distinct])
+            window[key] = acc.copy()
         else:
             mine.merge(acc)
 

@@ -42,7 +42,7 @@ def watched(catalog: Catalog) -> tuple[CompiledMetric, ...]:
 
 
 def _read(acc: Acc, index: int, distinct: bool) -> float:
-    return float(len(acc.distinct[index])) if distinct else acc.counts[index]
+    return acc.distinct[index].count() if distinct else acc.counts[index]
 
 
 @dataclass

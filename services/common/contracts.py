@@ -36,7 +36,7 @@ UNKNOWN = "unknown"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-def _rfc3339(value: object) -> datetime:
+def rfc3339(value: object) -> datetime:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value
     if not isinstance(value, str) or not _RFC3339.match(value):
@@ -49,18 +49,43 @@ def _rfc3339(value: object) -> datetime:
     return parsed
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+def this_millennium(value: datetime) -> datetime:
+    if value.year < 2000:
+        raise ValueError("is before the year 2000: a clock or a default value, not an event")
+    return value
+
+
+def whole(value: object) -> bool:
+    """Whether a number is an integer as JSON Schema counts them (4 and 4.0, not 4.5)."""
+    return isinstance(integral(value), int) and not isinstance(value, bool)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(rfc3339)]
 Dimension = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-def _integral(value: object) -> object:
+def integral(value: object) -> object:
     """JSON Schema's integer: 4 and 4.0 are integers, 4.5, "4" and true are not."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-Integral = Annotated[StrictInt, BeforeValidator(_integral)]
+Integral = Annotated[StrictInt, BeforeValidator(integral)]
+
+
+OrderStatus = Literal["created", "paid", "payment_failed", "cancelled", "refunded"]
+Action = Literal[
+    "session_start",
+    "page_view",
+    "add_to_cart",
+    "checkout_start",
+    "login",
+    "signup",
+    "subscription_cancel",
+    "account_close",
+]
+FeedbackCategory = Literal["complaint", "bug", "question", "praise", "other"]
 
 
 class _Event(BaseModel):
@@ -79,9 +104,7 @@ class _Event(BaseModel):
     @field_validator("ts")
     @classmethod
     def _this_millennium(cls, value: datetime) -> datetime:
-        if value.year < 2000:
-            raise ValueError("is before the year 2000: a clock or a default value, not an event")
-        return value
+        return this_millennium(value)
 
     def leaf_slice(self) -> tuple[str, str, str]:
         return (self.region or UNKNOWN, self.channel or UNKNOWN, self.platform or UNKNOWN)
@@ -90,7 +113,7 @@ class _Event(BaseModel):
 class OrderEvent(_Event):
     type: Literal["order"]
     order_id: Annotated[str, Field(min_length=1, max_length=128)]
-    status: Literal["created", "paid", "payment_failed", "cancelled", "refunded"]
+    status: OrderStatus
     amount: Annotated[StrictFloat, Field(ge=0, le=1e12)]
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
 
@@ -98,22 +121,13 @@ class OrderEvent(_Event):
 class ActivityEvent(_Event):
     type: Literal["activity"]
     session_id: Annotated[str, Field(min_length=1, max_length=128)]
-    action: Literal[
-        "session_start",
-        "page_view",
-        "add_to_cart",
-        "checkout_start",
-        "login",
-        "signup",
-        "subscription_cancel",
-        "account_close",
-    ]
+    action: Action
 
 
 class FeedbackEvent(_Event):
     type: Literal["feedback"]
     rating: Annotated[Integral, Field(ge=1, le=5)]
-    category: Literal["complaint", "bug", "question", "praise", "other"] | None = None
+    category: FeedbackCategory | None = None
     nps: Annotated[Integral, Field(ge=0, le=10)] | None = None
     text: Annotated[str, Field(max_length=4000)] | None = None
 

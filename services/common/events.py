@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from .contracts import EVENT_ADAPTER, UNKNOWN
+from .bulk import conforms
+from .contracts import EVENT_ADAPTER, UNKNOWN, rfc3339, this_millennium, whole
 
 EVENT_TOPIC_SUFFIX: dict[str, str] = {
     "order": "orders",
@@ -110,6 +111,38 @@ def validate(raw: Any) -> dict[str, Any]:
     return raw  # type: ignore[no-any-return]
 
 
+def all_valid(raws: list[Any]) -> bool:
+    """Whether every decoded event of ``raws`` keeps the contract, checked in bulk
+    (see ``bulk``). True is final; False: at least one may not."""
+    if not conforms(raws):
+        return False
+    try:
+        for raw in raws:
+            _check_limits(raw, "", 1)
+            this_millennium(rfc3339(raw["ts"]))
+            if raw["type"] == "feedback":
+                nps = raw.get("nps")
+                if not (whole(raw["rating"]) and (nps is None or whole(nps))):
+                    return False
+    except (EventError, ValueError):
+        return False
+    return True
+
+
+def validate_all(raws: list[Any]) -> list[dict[str, Any] | EventError]:
+    """Each decoded event checked as ``validate`` checks it, or its error, in order:
+    a batch of valid events in one call, any other event by event."""
+    if all_valid(raws):
+        return raws
+    out: list[dict[str, Any] | EventError] = []
+    for raw in raws:
+        try:
+            out.append(validate(raw))
+        except EventError as exc:
+            out.append(exc)
+    return out
+
+
 def refuse_future(event: Mapping[str, Any], now: float) -> None:
     """A wall-clock check for the edges (ingest, a dead-letter replay); the engine
     itself never reads the clock."""
@@ -160,11 +193,11 @@ def read_record(data: bytes) -> tuple[list[dict[str, Any]], list[Refused]]:
         return [], [Refused(data, EventError("", "an empty batch: no event to take"))]
     events: list[dict[str, Any]] = []
     refused: list[Refused] = []
-    for index, item in enumerate(raw):
-        try:
-            events.append(validate(item))
-        except EventError as exc:
-            refused.append(Refused(orjson.dumps(item), exc, index))
+    for index, (item, checked) in enumerate(zip(raw, validate_all(raw), strict=True)):
+        if isinstance(checked, EventError):
+            refused.append(Refused(orjson.dumps(item), checked, index))
+        else:
+            events.append(checked)
     return events, refused
 
 

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from services.common.events import EventError, event_time, leaf_of, validate
+from services.common.events import EventError, event_time, leaf_of, validate_all
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
@@ -43,26 +43,40 @@ class ReplayStats:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+CHUNK = 1024  # lines checked against the contract in one call
+
+
 def read_events(
     lines: Iterable[bytes], stats: ReplayStats, on_invalid: Callable[[int, str], None]
 ) -> Iterator[tuple[float, dict[str, Any]]]:
+    """The file's valid events in its order, with their event time; each invalid
+    line reported with its number, in order too."""
+    chunk: list[tuple[int, Any]] = []  # (line number, the decoded line or why it is not JSON)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         stats.lines += 1
         try:
-            raw = orjson.loads(line)
+            chunk.append((number, orjson.loads(line)))
         except orjson.JSONDecodeError as exc:
+            chunk.append((number, EventError("", f"not valid JSON: {exc}")))
+        if len(chunk) == CHUNK:
+            yield from _checked(chunk, stats, on_invalid)
+            chunk = []
+    yield from _checked(chunk, stats, on_invalid)
+
+
+def _checked(
+    chunk: list[tuple[int, Any]], stats: ReplayStats, on_invalid: Callable[[int, str], None]
+) -> Iterator[tuple[float, dict[str, Any]]]:
+    verdicts = iter(validate_all([raw for _, raw in chunk if not isinstance(raw, EventError)]))
+    for number, raw in chunk:
+        result = raw if isinstance(raw, EventError) else next(verdicts)
+        if isinstance(result, EventError):
             stats.invalid += 1
-            on_invalid(number, f"not valid JSON: {exc}")
-            continue
-        try:
-            event = validate(raw)
-        except EventError as exc:
-            stats.invalid += 1
-            on_invalid(number, str(exc))
-            continue
-        yield event_time(event), event
+            on_invalid(number, str(result))
+        else:
+            yield event_time(result), result
 
 
 def reorder(

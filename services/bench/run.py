@@ -35,7 +35,9 @@ from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
 from services.common.events import Topics, event_time, leaf_of
 from services.common.kafka import admin_client, ensure_topics, slot
+from services.common.sinks import to_file
 from services.detector.engine.engine import Engine
+from services.detector.replay import replay
 from services.ingest.sink import KafkaSink
 from services.ingest.sink import Record as SinkRecord
 
@@ -48,12 +50,13 @@ class Size:
     ingest_events: int
     spikes: int  # complaint spikes in the latency run
     memory_windows: int
+    most_slices: int  # the largest worker of the memory run (0: none)
 
     @classmethod
     def of(cls, quick: bool, events: int | None) -> Size:
         if quick:
-            return cls(events or 100_000, 40_000, 5, 3)
-        return cls(events or 1_000_000, 200_000, 24, 4)
+            return cls(events or 100_000, 40_000, 5, 3, 0)
+        return cls(events or 1_000_000, 200_000, 24, 4, 100_000)
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Figures:
     detector_events_per_s: float = 0.0
     detector_2workers_events_per_s: float = 0.0
     detector_single_events_per_s: float = 0.0  # over one record per event
+    replay_events_per_s: float = 0.0  # opswatch replay of the events, as a file
+    read_limit_events_per_s: float = 0.0  # reading that file: lines and orjson, no more
     ingest_events_per_s: float = 0.0
     ingest_events: int = 0
     latencies_s: list[float] = field(default_factory=list)
@@ -79,6 +84,8 @@ class Figures:
     rss_bytes_10k_slices: int = 0
     slices_1k: int = 0
     slices_10k: int = 0
+    rss_bytes_100k_slices: int = 0
+    slices_100k: int = 0
     metrics: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +108,11 @@ class Figures:
             "detector_limit_ratio": round(
                 self.detector_events_per_s / max(1.0, self.limit_events_per_s), 3
             ),
+            "replay_events_per_s": round(self.replay_events_per_s),
+            "read_limit_events_per_s": round(self.read_limit_events_per_s),
+            "replay_limit_ratio": round(
+                self.replay_events_per_s / max(1.0, self.read_limit_events_per_s), 3
+            ),
             "ingest_events_per_s": round(self.ingest_events_per_s),
             "ingest_events": self.ingest_events,
             "producer_limit_events_per_s": round(self.producer_limit_events_per_s),
@@ -122,6 +134,8 @@ class Figures:
             "rss_bytes_10k_slices": self.rss_bytes_10k_slices,
             "slices_1k": self.slices_1k,
             "slices_10k": self.slices_10k,
+            "rss_bytes_100k_slices": self.rss_bytes_100k_slices,
+            "slices_100k": self.slices_100k,
             "metrics_per_slice": self.metrics,
             "state_bytes_per_slice_metric": round(per_slice_metric),
         }
@@ -231,13 +245,32 @@ class Bench:
             self.figures.detector_2workers_events_per_s = self.detector("two", 2)
             self.say("the detector, one worker, over the records of one event each")
             self.figures.detector_single_events_per_s = self.detector("plain", 1)
+            self.say("opswatch replay of the same events as a file, and reading that file")
+            self.replay(events)
             self.say(f"ingest over HTTP, {self.size.ingest_events:,} events in batches of 500")
             self.figures.ingest_events_per_s = self.ingest(events[: self.size.ingest_events])
             self.say(f"window close to alert in the API, {self.size.spikes} complaint spikes")
             self.latency()
-            self.say("detector memory with 1,000 and with 10,000 slices")
+            self.say(
+                "detector memory with 1,000 and with 10,000 slices"
+                + (f" and with {self.size.most_slices:,}" if self.size.most_slices else "")
+            )
             self.memory()
         return self.figures
+
+    def replay(self, events: list[dict[str, Any]]) -> None:
+        """``opswatch replay`` over the events written as a file, in this process, and
+        the limit of its input: reading the same file line by line, decoding each."""
+        source = self.workdir / "replay.ndjson"
+        to_file(events, source)
+        clock = time.perf_counter()
+        with source.open("rb") as lines:
+            decoded = sum(1 for line in lines if orjson.loads(line))
+        self.figures.read_limit_events_per_s = decoded / (time.perf_counter() - clock)
+        clock = time.perf_counter()
+        with source.open("rb") as lines, (self.workdir / "replay.alerts").open("wb") as sink:
+            stats = replay(lines, sink, self.settings.catalog(), self.settings.engine())
+        self.figures.replay_events_per_s = stats.events / (time.perf_counter() - clock)
 
     async def plain_consumer(self, topics: Topics) -> float:
         """Events/s of a plain consumer reading and decoding every event, first to last."""
@@ -357,6 +390,8 @@ class Bench:
         f = self.figures
         f.rss_bytes_1k_slices, f.slices_1k = self.resident(1_000)
         f.rss_bytes_10k_slices, f.slices_10k = self.resident(10_000)
+        if self.size.most_slices:
+            f.rss_bytes_100k_slices, f.slices_100k = self.resident(self.size.most_slices)
 
     def resident(self, target: int) -> tuple[int, int]:
         """The detector's RSS once it tracks about ``target`` slices, and how many."""
@@ -367,7 +402,13 @@ class Bench:
         phase = f"mem{target}"
         workload.store(self.kafka, workload.records(events, self.topics(phase)))
         # every slice has a few events only: track each all the same
-        detector = self.start(phase, "detector", "detector", OPSWATCH_MIN_SLICE_VOLUME="0")
+        detector = self.start(
+            phase,
+            "detector",
+            "detector",
+            OPSWATCH_MIN_SLICE_VOLUME="0",
+            OPSWATCH_MAX_SLICES=str(max(self.settings.max_slices, 2 * target)),
+        )
         wait_until(
             lambda: detector.metric(EVENTS) >= len(events),
             600,
@@ -552,6 +593,9 @@ def summary(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{figures['detector_single_records_limit_ratio']:.2f}",
             ">= 0.30",
         ),
+        ("opswatch replay, a file", rate("replay_events_per_s"), ""),
+        ("reading that file: lines + orjson (its limit)", rate("read_limit_events_per_s"), ""),
+        ("replay / its limit", f"{figures['replay_limit_ratio']:.3f}", ">= 0.30"),
         ("plain producer (the producer limit)", rate("producer_limit_events_per_s"), ""),
         ("ingest over HTTP, 1 process", rate("ingest_events_per_s"), ">= 20,000"),
         ("ingest / producer limit", f"{figures['ingest_producer_ratio']:.2f}", ">= 0.50"),
@@ -568,6 +612,11 @@ def summary(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"detector RSS, {figures['slices_10k']:,} slices",
             mib("rss_bytes_10k_slices"),
             "<= 1024 MiB",
+        ),
+        (
+            f"detector RSS, {figures['slices_100k']:,} slices",
+            mib("rss_bytes_100k_slices") if figures["slices_100k"] else "not measured (--quick)",
+            "<= 2048 MiB",
         ),
         (
             "state per slice and metric",

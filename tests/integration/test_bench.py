@@ -16,6 +16,8 @@ KEYS = (
     "detector_2workers_events_per_s",
     "detector_single_records_events_per_s",
     "limit_events_per_s",
+    "replay_events_per_s",
+    "read_limit_events_per_s",
     "ingest_events_per_s",
     "producer_limit_events_per_s",
     "latency_p50_s",
@@ -51,6 +53,7 @@ def test_quick_bench_measures_every_figure_and_cleans_up(bootstrap: str, tmp_pat
     assert (figures["slices_1k"], figures["slices_10k"]) == (1_000, 10_000)
     assert figures["rss_bytes_10k_slices"] > figures["rss_bytes_1k_slices"]
     assert "detector, 1 worker" in done.stdout and "events/s" in done.stdout
+    assert figures["slices_100k"] == 0 and "not measured (--quick)" in done.stdout
     assert bench_topics(bootstrap) <= before  # the run's own topics are gone
 
 

@@ -33,7 +33,8 @@ class Users:
     __slots__ = ("_fixed", "_fresh")
 
     def __init__(self, sketch: compact_theta_sketch | None = None) -> None:
-        self._fixed = sketch
+        # None when empty, as ``_fresh`` is until a user is added: so emptiness is cheap
+        self._fixed = None if sketch is None or sketch.is_empty() else sketch
         self._fresh: update_theta_sketch | None = None
 
     def add(self, user: int) -> None:
@@ -59,7 +60,7 @@ class Users:
         return 0.0 if sketch is None else float(sketch.get_estimate())
 
     def __bool__(self) -> bool:
-        return any(s is not None and not s.is_empty() for s in (self._fixed, self._fresh))
+        return self._fixed is not None or self._fresh is not None
 
     def __eq__(self, other: object) -> bool:
         """The same sample of hashed users at the same sampling rate (in exact mode:

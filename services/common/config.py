@@ -116,6 +116,9 @@ class OpswatchSettings(BaseSettings):
         timedelta(seconds=30), validation_alias=env("OPSWATCH_IDLE_TIMEOUT")
     )
     alignment: timedelta = Field(timedelta(minutes=15), validation_alias=env("OPSWATCH_ALIGNMENT"))
+    unheard_timeout: timedelta = Field(
+        timedelta(hours=1), validation_alias=env("OPSWATCH_UNHEARD_TIMEOUT")
+    )
     timezone: str = Field("UTC", validation_alias=env("OPSWATCH_TIMEZONE"))
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(1e-5, validation_alias=env("OPSWATCH_ALPHA"))
     false_alerts_per_day: Annotated[float, Field(gt=0, le=100)] = Field(
@@ -193,7 +196,7 @@ class OpswatchSettings(BaseSettings):
             raise ValueError("must be between PT1M and P90D, e.g. P7D")
         return value
 
-    @field_validator("alignment")
+    @field_validator("alignment", "unheard_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value.total_seconds() <= 0:

@@ -191,6 +191,7 @@ def create_app(
     # wall-clock time a (stage, partition, source) was last heard from
     heard: dict[tuple[str, int, str], float] = {}
     idle_after = settings.idle_timeout.total_seconds()
+    unheard_after = settings.unheard_timeout.total_seconds()
 
     def due(kind: str, partition: int) -> bool:
         now = time.monotonic()
@@ -528,13 +529,16 @@ def create_app(
         that takes), not held back by the alignment, silent for ``idle_timeout``, and
         either heard from before or the partition's stream is live (its newest event
         within ``alignment`` of the wall clock). A backfill written topic after topic
-        thus waits for a topic not written yet, its other topics held at the alignment."""
+        thus waits for a topic not written yet, its other topics held at the alignment:
+        for ``unheard_timeout`` at most, so that a topic nobody writes to does not hold
+        a backfill back for ever."""
         tp = TP(topic, stage.partition)
         if not read_out(stage, tp, ends) or tp in held:
             return False
-        if now - heard[("one", stage.partition, topic)] <= idle_after:
+        silent = now - heard[("one", stage.partition, topic)]
+        if silent <= idle_after:
             return False
-        return topic in stage.aggregator.sources.marks or live(stage)
+        return topic in stage.aggregator.sources.marks or live(stage) or silent > unheard_after
 
     def behind(stage: StageOne, ends: Mapping[TP, int]) -> bool:
         """Whether a stage-one partition is still reading: a topic held back by the

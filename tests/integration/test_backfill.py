@@ -190,3 +190,26 @@ def test_a_topic_whose_producer_stops_for_a_while_raises_no_alert_from_its_gap(
     assert metric_total(detector.url, "opswatch_detector_late_events_total") > 0
     unjudged = "opswatch_detector_unjudged_slice_windows"
     assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0
+
+
+def test_a_topic_nobody_writes_to_holds_a_backfill_back_only_so_long(
+    stack: Stack, bootstrap: str
+) -> None:
+    """A shop that sends orders and activity but no feedback backfills a day: the
+    feedback topic, never heard from, stops holding the watermark back after
+    OPSWATCH_UNHEARD_TIMEOUT, and the day is judged without the feedback metrics."""
+    events = [
+        e
+        for e in Simulator(T0, timedelta(days=1), seed=5, sessions_per_minute=8).events()
+        if e["type"] != "feedback"
+    ]
+    stack.env["OPSWATCH_UNHEARD_TIMEOUT"] = "PT15S"
+    detector, topics = start_detector(stack, bootstrap)
+    for etype in ("order", "activity"):
+        produce(bootstrap, topics.events[etype], (e for e in events if e["type"] == etype))
+    judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
+
+    assert metric_total(detector.url, "opswatch_detector_events_processed_total") == len(events)
+    assert metric_total(detector.url, "opswatch_detector_late_events_total") == 0
+    unjudged = "opswatch_detector_unjudged_slice_windows"
+    assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0

@@ -391,14 +391,17 @@ class Bench:
         f.rss_bytes_1k_slices, f.slices_1k = self.resident(1_000)
         f.rss_bytes_10k_slices, f.slices_10k = self.resident(10_000)
         if self.size.most_slices:
-            f.rss_bytes_100k_slices, f.slices_100k = self.resident(self.size.most_slices)
+            f.rss_bytes_100k_slices, f.slices_100k = self.resident(self.size.most_slices, 1)
 
-    def resident(self, target: int) -> tuple[int, int]:
-        """The detector's RSS once it tracks about ``target`` slices, and how many."""
+    def resident(self, target: int, per_leaf: int = 3) -> tuple[int, int]:
+        """The detector's RSS once it tracks about ``target`` slices, and how many;
+        ``per_leaf`` events of each leaf slice in each window. A worker judging
+        100,000 slices takes minutes a window here: it is given time to."""
         window_s = int(self.settings.window.total_seconds())
         events, slices = workload.many_slices(
-            target, self.size.memory_windows + 1, 3, self.seed, window_s
+            target, self.size.memory_windows + 1, per_leaf, self.seed, window_s
         )
+        patience = max(1.0, target / 30_000)
         phase = f"mem{target}"
         workload.store(self.kafka, workload.records(events, self.topics(phase)))
         # every slice has a few events only: track each all the same
@@ -411,13 +414,13 @@ class Bench:
         )
         wait_until(
             lambda: detector.metric(EVENTS) >= len(events),
-            600,
+            600 * patience,
             [detector],
             f"{len(events):,} events of {slices:,} slices",
         )
         wait_until(
             lambda: detector.metric("opswatch_detector_tracked_slices") >= slices,
-            120,
+            120 * patience,
             [detector],
             f"{slices:,} slices tracked",
         )

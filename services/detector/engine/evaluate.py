@@ -71,6 +71,15 @@ class EngineSettings:
         per_day = 86400 / self.window_s * max(metrics, 1) * DESIGNS * 100
         return math.log(per_day / self.false_alerts_per_day)
 
+    def window_alpha(self, metrics: int) -> float:
+        """The significance level of one window's own test: ``alpha``, or less where
+        the false-alert budget asks for less. A window's p-value falls below a level
+        under no change with at most that probability, and 100 slices make
+        ``windows a day x metrics x 100`` such tests a day: the level is held to
+        the budget, as the CUSUMs' threshold is (each on its own)."""
+        per_day = 86400 / self.window_s * max(metrics, 1) * 100
+        return min(self.alpha, self.false_alerts_per_day / per_day)
+
 
 @dataclass(frozen=True)
 class Cusum:
@@ -257,6 +266,7 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
+        self._alpha = self.settings.window_alpha(len(self.catalog.metrics))
         self._detectors = {
             m.name: detector_for(m.kind, self.settings.window_s, self._h)
             for m in self.catalog.metrics
@@ -446,18 +456,21 @@ class Evaluator:
         sustained = level >= h and side == verdict.direction() and p <= 0.25
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
-            sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
+            sustained or (p <= self._alpha and effect >= self.settings.min_effect)
         )
         if not anomalous:
-            # while evidence of a shift builds up, the baseline holds, for up to
-            # ``hold_windows``: an incident too sparse to show in one window must
-            # not become the normal it is judged against before its evidence is
-            # complete, while a baseline that was off learns again
+            # while evidence of a shift builds up, the recent level holds, for up
+            # to ``hold_windows``: an incident too sparse to show in one window
+            # must not become the normal it is judged against before its evidence
+            # is complete, while a baseline that was off learns again. The hour
+            # profile, over weeks, still learns the window: an hour it has wrong
+            # would otherwise be held every day and never learned
             held = state.held.get(metric.name, 0)
             if level < h / 4:
                 state.held.pop(metric.name, None)
             elif held < self.settings.hold_windows:
                 state.held[metric.name] = held + 1
+                state.detectors[metric.name] = detector.learn_profile(det_state, obs)
                 return None
             # evidence that builds for longer than the hold is learned from again
             # until it has ebbed: a baseline that was simply off catches up

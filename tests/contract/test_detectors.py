@@ -398,3 +398,34 @@ def test_one_windows_test_is_held_to_the_false_alert_budget() -> None:
     assert alpha * 288 * 14 * 100 == pytest.approx(0.5)
     assert alpha < 5e-6
     assert EngineSettings(false_alerts_per_day=1000.0).window_alpha(14) == settings.alpha
+
+
+def test_a_sparse_count_that_stops_is_an_alarm_though_no_window_is_a_surprise() -> None:
+    """Two orders a window at that hour, over-dispersed (their rate varies from
+    window to window), then none for an hour. One window without orders is no
+    surprise (its p-value is about a third), yet the evidence of the windows
+    together crosses the threshold, and the window that crosses it is an alarm."""
+    from services.detector.engine.evaluate import Cusum, EngineSettings
+
+    h = EngineSettings().cusum_threshold(14)
+    start = 288 * 7 + 13 * 12  # the eighth day, 13:00
+
+    def rate(hour: int) -> float:
+        return 0.3 + 1.4 * max(0.0, math.sin((hour - 6) / 18 * math.pi)) if hour >= 6 else 0.3
+
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        detector, alarms = CountDetector(), []
+        state, cusum = detector.init_state(), Cusum()
+        for i in range(start + 12):
+            hour, weekday = (i // 12) % 24, (i // 288) % 7
+            mean = float(rng.gamma(2.0 * rate(hour) / 0.5, 0.5))  # dispersion 1.5
+            x = float(rng.poisson(mean)) if i < start else 0.0
+            obs = Observation(x, sumsq=x, hour=hour, weekday=weekday)
+            verdict = detector.score(state, obs)
+            cusum = cusum.update(verdict, h)
+            alarms.append(cusum.alarm(verdict, "both", h))
+            if cusum.level("both") < h / 4:
+                state = detector.learn(state, obs)
+        assert not any(alarms[:start])
+        assert any(alarms[start:])

@@ -117,6 +117,16 @@ class Cusum:
     def level(self, alert_on: str) -> float:
         return self.side(alert_on)[0]
 
+    def alarm(self, verdict: Verdict, alert_on: str, h: float) -> bool:
+        """At the threshold on a side the metric alerts on, with the window this
+        sum has just added leaning the same way. A sum at the threshold after the
+        window's evidence was added favours the shift in that window too (one that
+        did not would have started it again), however little the window says
+        alone: a sparse slice's window without orders where 1.2 were expected is
+        no surprise on its own, yet the twelfth in a row is an alarm."""
+        level, side = self.side(alert_on)
+        return level >= h and side == verdict.direction()
+
     def side(self, alert_on: str) -> tuple[float, str]:
         """The highest sum on the sides the metric alerts on, and its side."""
         up, down = max(self.up, default=0.0), max(self.down, default=0.0)
@@ -452,8 +462,8 @@ class Evaluator:
         effect = delta / max(abs(verdict.expected), 1e-9)
         # evidence accumulated on the side the metric alerts on counts while this
         # window leans the same way
-        level, side = (0.0, verdict.direction()) if cusum is None else cusum.side(metric.alert_on)
-        sustained = level >= h and side == verdict.direction() and p <= 0.25
+        level = 0.0 if cusum is None else cusum.level(metric.alert_on)
+        sustained = cusum is not None and cusum.alarm(verdict, metric.alert_on, h)
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self._alpha and effect >= self.settings.min_effect)

@@ -22,7 +22,7 @@ JSON. Each fits a metric kind, so the test knows the denominator:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 SQRT2 = math.sqrt(2.0)
@@ -243,6 +243,8 @@ class Detector(Protocol[S]):
 
     def learn(self, state: S, obs: Observation) -> S: ...
 
+    def learn_profile(self, state: S, obs: Observation) -> S: ...
+
     def state_to_json(self, state: S) -> dict[str, Any]: ...
 
     def state_from_json(self, raw: dict[str, Any]) -> S: ...
@@ -390,11 +392,22 @@ class RatioDetector(_JsonState[RatioState]):
         return llrs(odds_shift(p, edge), RATIO_UP), llrs(odds_shift(p, 1.0 / edge), RATIO_DOWN)
 
     def learn(self, state: RatioState, obs: Observation) -> RatioState:
+        return self._learn(state, obs, recent=True)
+
+    def learn_profile(self, state: RatioState, obs: Observation) -> RatioState:
+        """What a window kept out of the recent level (while evidence of a shift
+        builds) still teaches: its hour of the profile and the long memory, both
+        over weeks. An hour whose profile is off is held whenever it comes; were
+        its windows never learned, it would be held again every day against the
+        same wrong rate."""
+        return self._learn(state, obs, recent=False)
+
+    def _learn(self, state: RatioState, obs: Observation, recent: bool) -> RatioState:
         if obs.n <= 0:
             return state
         h = obs.hour
         phi = state.phi
-        if state.windows >= self.warmup // 2:
+        if recent and state.windows >= self.warmup // 2:
             p = self._rate(state, h)
             resid = (obs.x - obs.n * p) ** 2 / max(obs.n * p * (1.0 - p), 1e-9)
             d = _decay(self.dispersion_half_life)
@@ -410,6 +423,17 @@ class RatioDetector(_JsonState[RatioState]):
                 hour_num[done] = d_hour * hour_num[done] + state.pending_num
                 hour_den[done] = d_hour * hour_den[done] + state.pending_den
             pending_num, pending_den = obs.x, obs.n
+        if not recent:
+            return replace(
+                state,
+                long_num=d_long * state.long_num + obs.x,
+                long_den=d_long * state.long_den + obs.n,
+                hour_num=tuple(hour_num),
+                hour_den=tuple(hour_den),
+                hour=h,
+                pending_num=pending_num,
+                pending_den=pending_den,
+            )
         return RatioState(
             d * state.num + obs.x,
             d * state.den + obs.n,
@@ -467,6 +491,21 @@ class CountState:
         mean = sum(seen) / len(seen)
         ratio = self.day_seen[weekday] / self.day_base[weekday]
         return min(4.0, max(0.25, ratio / mean)) if mean > 0 else 1.0
+
+    def day_doubt(self, weekday: int, min_windows: int) -> float:
+        """The factor a weekday not seen yet may run off by: it may run like any
+        weekday seen, so its expectation is uncertain by the spread of their
+        factors (``BASELINE_Z`` standard deviations of their logarithms); 1 for a
+        weekday seen, or while fewer than two weekdays are."""
+        logs = [
+            math.log(self.day_seen[d] / self.day_base[d])
+            for d in range(DAYS)
+            if self.day_windows[d] >= min_windows and self.day_base[d] > 0 and self.day_seen[d] > 0
+        ]
+        if self.day_windows[weekday] >= min_windows or len(logs) < 2:
+            return 1.0
+        mean = sum(logs) / len(logs)
+        return math.exp(BASELINE_Z * math.sqrt(sum((x - mean) ** 2 for x in logs) / len(logs)))
 
     @property
     def level(self) -> float:
@@ -591,7 +630,9 @@ class CountDetector(_JsonState[CountState]):
         # hour's first order from looking impossible would make its usual silence
         # look like a drop
         per_value = state.lin / state.events if state.events > 0 and state.lin > 0 else 1.0
-        edge = uncertainty(self._behind(state, obs.hour) / per_value)
+        edge = uncertainty(self._behind(state, obs.hour) / per_value) * state.day_doubt(
+            obs.weekday, self.day_min_windows
+        )
         m_down = self._expected(state, obs.hour, factor, floored=False) / scale
         # values expected: none seen lately makes a value as rare as a first order
         seen = state.events > 0 and state.lin > 0
@@ -626,6 +667,14 @@ class CountDetector(_JsonState[CountState]):
         )
 
     def learn(self, state: CountState, obs: Observation) -> CountState:
+        return self._learn(state, obs, recent=True)
+
+    def learn_profile(self, state: CountState, obs: Observation) -> CountState:
+        """What a window kept out of the recent level (while evidence of a shift
+        builds) still teaches: its hour of the profile, once the hour is over."""
+        return self._learn(state, obs, recent=False)
+
+    def _learn(self, state: CountState, obs: Observation, recent: bool) -> CountState:
         h, wd = obs.hour, obs.weekday
         factor = state.day_factor(wd, self.day_min_windows)
         mu = self._expected(state, h, factor)
@@ -661,6 +710,15 @@ class CountDetector(_JsonState[CountState]):
                 a = max(1.0 / weight[done], 1.0 / self.profile_days)
                 profile[done] += a * (state.hour_sum / state.hour_windows - profile[done])
             hour_sum, hour_windows = target, 1
+        if not recent:
+            return replace(
+                state,
+                profile=tuple(profile),
+                weight=tuple(weight),
+                hour=h,
+                hour_sum=hour_sum,
+                hour_windows=hour_windows,
+            )
         return CountState(
             tuple(profile),
             tuple(weight),
@@ -732,6 +790,10 @@ class MeanDetector(_JsonState[MeanState]):
             norm_cdf(z),
             obs.n,
         )
+
+    def learn_profile(self, state: MeanState, obs: Observation) -> MeanState:
+        """A mean has no profile: a window kept out of its level teaches nothing."""
+        return state
 
     def learn(self, state: MeanState, obs: Observation) -> MeanState:
         if obs.n <= 0:

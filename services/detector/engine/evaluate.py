@@ -71,6 +71,15 @@ class EngineSettings:
         per_day = 86400 / self.window_s * max(metrics, 1) * DESIGNS * 100
         return math.log(per_day / self.false_alerts_per_day)
 
+    def window_alpha(self, metrics: int) -> float:
+        """The significance level of one window's own test: ``alpha``, or less where
+        the false-alert budget asks for less. A window's p-value falls below a level
+        under no change with at most that probability, and 100 slices make
+        ``windows a day x metrics x 100`` such tests a day: the level is held to
+        the budget, as the CUSUMs' threshold is (each on its own)."""
+        per_day = 86400 / self.window_s * max(metrics, 1) * 100
+        return min(self.alpha, self.false_alerts_per_day / per_day)
+
 
 @dataclass(frozen=True)
 class Cusum:
@@ -107,6 +116,16 @@ class Cusum:
 
     def level(self, alert_on: str) -> float:
         return self.side(alert_on)[0]
+
+    def alarm(self, verdict: Verdict, alert_on: str, h: float) -> bool:
+        """At the threshold on a side the metric alerts on, with the window this
+        sum has just added leaning the same way. A sum at the threshold after the
+        window's evidence was added favours the shift in that window too (one that
+        did not would have started it again), however little the window says
+        alone: a sparse slice's window without orders where 1.2 were expected is
+        no surprise on its own, yet the twelfth in a row is an alarm."""
+        level, side = self.side(alert_on)
+        return level >= h and side == verdict.direction()
 
     def side(self, alert_on: str) -> tuple[float, str]:
         """The highest sum on the sides the metric alerts on, and its side."""
@@ -257,6 +276,7 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
+        self._alpha = self.settings.window_alpha(len(self.catalog.metrics))
         self._detectors = {
             m.name: detector_for(m.kind, self.settings.window_s, self._h)
             for m in self.catalog.metrics
@@ -442,22 +462,25 @@ class Evaluator:
         effect = delta / max(abs(verdict.expected), 1e-9)
         # evidence accumulated on the side the metric alerts on counts while this
         # window leans the same way
-        level, side = (0.0, verdict.direction()) if cusum is None else cusum.side(metric.alert_on)
-        sustained = level >= h and side == verdict.direction() and p <= 0.25
+        level = 0.0 if cusum is None else cusum.level(metric.alert_on)
+        sustained = cusum is not None and cusum.alarm(verdict, metric.alert_on, h)
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
-            sustained or (p <= self.settings.alpha and effect >= self.settings.min_effect)
+            sustained or (p <= self._alpha and effect >= self.settings.min_effect)
         )
         if not anomalous:
-            # while evidence of a shift builds up, the baseline holds, for up to
-            # ``hold_windows``: an incident too sparse to show in one window must
-            # not become the normal it is judged against before its evidence is
-            # complete, while a baseline that was off learns again
+            # while evidence of a shift builds up, the recent level holds, for up
+            # to ``hold_windows``: an incident too sparse to show in one window
+            # must not become the normal it is judged against before its evidence
+            # is complete, while a baseline that was off learns again. The hour
+            # profile, over weeks, still learns the window: an hour it has wrong
+            # would otherwise be held every day and never learned
             held = state.held.get(metric.name, 0)
             if level < h / 4:
                 state.held.pop(metric.name, None)
             elif held < self.settings.hold_windows:
                 state.held[metric.name] = held + 1
+                state.detectors[metric.name] = detector.learn_profile(det_state, obs)
                 return None
             # evidence that builds for longer than the hold is learned from again
             # until it has ebbed: a baseline that was simply off catches up

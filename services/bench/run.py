@@ -391,15 +391,16 @@ class Bench:
         f.rss_bytes_1k_slices, f.slices_1k = self.resident(1_000)
         f.rss_bytes_10k_slices, f.slices_10k = self.resident(10_000)
         if self.size.most_slices:
-            f.rss_bytes_100k_slices, f.slices_100k = self.resident(self.size.most_slices, 1)
+            f.rss_bytes_100k_slices, f.slices_100k = self.resident(self.size.most_slices, 1, 1)
 
-    def resident(self, target: int, per_leaf: int = 3) -> tuple[int, int]:
+    def resident(self, target: int, per_leaf: int = 3, windows: int = 0) -> tuple[int, int]:
         """The detector's RSS once it tracks about ``target`` slices, and how many;
-        ``per_leaf`` events of each leaf slice in each window. A worker judging
-        100,000 slices takes minutes a window here: it is given time to."""
+        ``per_leaf`` events of each leaf slice in each of ``windows`` judged windows
+        (the size's by default) and one that closes them. A worker judging 100,000
+        slices takes minutes a window here: it is given time to."""
         window_s = int(self.settings.window.total_seconds())
         events, slices = workload.many_slices(
-            target, self.size.memory_windows + 1, per_leaf, self.seed, window_s
+            target, (windows or self.size.memory_windows) + 1, per_leaf, self.seed, window_s
         )
         patience = max(1.0, target / 30_000)
         phase = f"mem{target}"

@@ -54,10 +54,8 @@ class Users:
         return self._fixed
 
     def count(self) -> float:
-        if self._fixed is None:
-            return 0.0 if self._fresh is None else float(self._fresh.get_estimate())
-        sketch = self.compact()
-        return 0.0 if sketch is None else float(sketch.get_estimate())
+        held = self._fresh if self._fixed is None else self.compact()
+        return 0.0 if held is None else float(held.get_estimate())
 
     def __bool__(self) -> bool:
         return self._fixed is not None or self._fresh is not None

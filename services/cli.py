@@ -22,6 +22,7 @@ from rich.console import Console
 
 from services.common import logs
 from services.common.config import OpswatchSettings
+from services.detector.engine.calendar import CalendarError, load_calendar
 from services.detector.engine.catalog import CatalogError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def _settings() -> OpswatchSettings:
     try:
         settings = OpswatchSettings()
         settings.catalog()
+        settings.calendar()
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["loc"]:
@@ -65,6 +67,9 @@ def _settings() -> OpswatchSettings:
         raise typer.Exit(2) from None
     except CatalogError as exc:
         err.print(f"[red]metric catalog error[/]: {exc}")
+        raise typer.Exit(2) from None
+    except CalendarError as exc:
+        err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     return settings
@@ -303,11 +308,23 @@ def replay(
     reorder: Annotated[
         str, typer.Option(help="how far out of event-time order the file may be")
     ] = "15m",
+    calendar: Annotated[
+        Path | None,
+        typer.Option(help="calendar YAML (default: OPSWATCH_CALENDAR_FILE, if set)"),
+    ] = None,
 ) -> None:
     """Run the engine over a file of events in event time and write every alert it raises."""
     from services.detector.replay import replay as run_replay
 
     settings = _settings()
+    if calendar is not None:
+        try:
+            entries = load_calendar(calendar, settings.catalog().names)
+        except CalendarError as exc:
+            err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    else:
+        entries = settings.calendar()
     reorder_by = _duration(reorder)
     assert reorder_by is not None
     if not input.is_file():
@@ -329,6 +346,7 @@ def replay(
             settings.engine(),
             reorder_s=reorder_by.total_seconds(),
             on_invalid=on_invalid,
+            calendar=entries,
         )
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")

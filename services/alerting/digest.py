@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from services.alerting.book import AlertBook
 from services.alerting.lifecycle import SEVERITY_RANK, iso, parse_time
-from services.alerting.messages import where
+from services.alerting.messages import calendar_note, where
 from services.alerting.metrics import precision
 from services.alerting.routing import DigestConfig
 from services.alerting.store import AlertFilter, AlertStore
@@ -35,6 +35,7 @@ class Mover:
     observed: float
     expected: float
     change: float  # relative to expected
+    calendar: str | None = None  # the calendar entry its window was inside, if any
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,12 @@ def build(store: AlertStore, now: datetime, hours: float = 24.0) -> Digest:
         key = (alert["metric"], ",".join(f"{k}={v}" for k, v in alert["slice"].items()))
         if key not in strongest or abs(change) > abs(strongest[key].change):
             strongest[key] = Mover(
-                alert["metric"], alert["slice"], alert["observed"], alert["expected"], change
+                alert["metric"],
+                alert["slice"],
+                alert["observed"],
+                alert["expected"],
+                change,
+                calendar_note(alert.get("calendar")),
             )
     movers = sorted(strongest.values(), key=lambda m: -abs(m.change))[:MOVERS]
     return Digest(
@@ -128,13 +134,14 @@ def markdown(d: Digest) -> str:
     lines += ["", "## KPIs that moved most against their baseline", ""]
     if d.movers:
         lines += [
-            "| metric | slice | observed | expected | change |",
-            "| --- | --- | --- | --- | --- |",
+            "| metric | slice | observed | expected | change | calendar |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for m in d.movers:
+            entry = (m.calendar or "").removeprefix("Calendar: ") or "-"
             lines.append(
                 f"| {m.metric} | {where(m.slice)} | {m.observed:.4g} | {m.expected:.4g} "
-                f"| {m.change:+.0%} |"
+                f"| {m.change:+.0%} | {entry} |"
             )
     else:
         lines.append("None moved out of its band.")

@@ -96,7 +96,7 @@ def run_embedded(
             f"'Authorization: Bearer {write_token.get_secret_value()}' "
             "(a token for this run; set OPSWATCH_API_WRITE_TOKEN for your own)"
         )
-    engine = Engine(settings.catalog(), settings.engine())
+    engine = Engine(settings.catalog(), settings.engine(), settings.calendar())
     sim = Simulator(
         plan.start,
         timedelta(days=3650),

@@ -66,6 +66,7 @@ def create_app(
     settings: OpswatchSettings, kafka: KafkaConnection, registry: CollectorRegistry
 ) -> faust.App:
     catalog = settings.catalog()
+    calendar = settings.calendar()
     engine_settings = settings.engine()
     n = settings.kafka_partitions
     # each partition of stage two tracks its share of the slices
@@ -240,7 +241,7 @@ def create_app(
         stage = twos.get(partition)
         if stage is None:
             stage = twos[partition] = restored(
-                lambda: StageTwo(partition, catalog, stage_two_settings, n),
+                lambda: StageTwo(partition, catalog, stage_two_settings, n, calendar),
                 stage_two_table,
                 b"%d" % partition,
                 "stage two",

@@ -25,9 +25,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
+from .calendar import Applied, Calendar
 from .catalog import Catalog, CompiledMetric
 from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
 from .marks import Marks
+from .slices import parse_slice_key
 
 UNJUDGED = ("low_volume", "max_slices", "idle_source")
 SERIES_WINDOWS = 48  # recent windows kept per (slice, metric), sent with a new alert
@@ -188,19 +190,22 @@ class SliceState:
     rings: dict[str, Ring] = field(default_factory=dict)  # metric -> recent windows
 
 
-def observation(metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0) -> Observation:
+def observation(
+    metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0, expect: float = 1.0
+) -> Observation:
     def read(index: int, distinct: bool) -> float:
         return acc.distinct[index].count() if distinct else acc.counts[index]
 
     x = read(metric.num, metric.num_distinct)
     if metric.kind == "ratio":
         assert metric.den is not None
-        return Observation(x, read(metric.den, metric.den_distinct), hour=hour, weekday=weekday)
+        n = read(metric.den, metric.den_distinct)
+        return Observation(x, n, hour=hour, weekday=weekday, expect=expect)
     if metric.sumsq is None:
-        return Observation(x, sumsq=x, hour=hour, weekday=weekday)
+        return Observation(x, sumsq=x, hour=hour, weekday=weekday, expect=expect)
     sumsq = acc.counts[metric.sumsq]
     assert metric.n is not None
-    return Observation(x, acc.counts[metric.n], sumsq, hour, weekday)
+    return Observation(x, acc.counts[metric.n], sumsq, hour, weekday, expect)
 
 
 def severity(verdict: Verdict, p: float) -> str:
@@ -273,6 +278,7 @@ class Evaluator:
     # (metric, slice) -> (observed, expected, low, high) of the last window judged, for
     # the ``kpi_slices`` shallowest slices (all-up first, then one dimension, ...)
     kpis: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
+    calendar: Calendar = field(default_factory=Calendar)
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
@@ -396,6 +402,7 @@ class Evaluator:
         }
         keys = sorted(self.slices.keys() | partials.keys())
         shown = set(sorted(keys, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices])
+        active = self.calendar.at(start)
         for key in keys:
             acc = partials.get(key, nothing)
             state = self.slices.get(key) or self._admit(key, acc, start)
@@ -403,14 +410,21 @@ class Evaluator:
                 continue
             if skipped:
                 self.unjudged["idle_source"] += 1  # neither judged nor learned from
+            dims = parse_slice_key(key) if active else {}
             for metric in self.catalog.metrics:
                 if metric.name in skipped:
                     continue
                 if start < state.since + metric.history_s:
                     self.warming[metric.name] += 1  # the users' history is too short yet
                     continue
-                obs = observation(metric, acc, hour, weekday)
-                candidate = self._judge_metric(state, key, metric, obs, report, key in shown)
+                applied = Calendar.applies(active, dims, metric.name) if active else None
+                if applied is not None and applied.effect == "exclude":
+                    continue  # neither judged nor learned from
+                expect = applied.factor if applied is not None and applied.factor else 1.0
+                obs = observation(metric, acc, hour, weekday, expect)
+                candidate = self._judge_metric(
+                    state, key, metric, obs, report, key in shown, applied
+                )
                 if candidate is not None:
                     report.candidates.append(candidate)
         return report
@@ -423,7 +437,10 @@ class Evaluator:
         obs: Observation,
         report: Report,
         shown: bool,
+        applied: Applied | None = None,
     ) -> dict[str, Any] | None:
+        """Score a window, then learn from it unless it looks anomalous (or an
+        ``expect`` entry scales its baseline: what a campaign shows is not normal)."""
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
         if det_state is None:
@@ -450,8 +467,10 @@ class Evaluator:
                 verdict.high,
             )
         # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
+        scaled = applied is not None and applied.scales
         if verdict.warming_up or (verdict.n <= 0 and metric.kind in ("ratio", "mean")):
-            state.detectors[metric.name] = detector.learn(det_state, obs)
+            if not scaled:
+                state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
         if metric.kind == "ratio" and verdict.n > 0:
@@ -468,6 +487,8 @@ class Evaluator:
         anomalous = big_enough and (
             sustained or (p <= self._alpha and effect >= self.settings.min_effect)
         )
+        if not anomalous and scaled:
+            return None
         if not anomalous:
             # while evidence of a shift builds up, the recent level holds, for up
             # to ``hold_windows``: an incident too sparse to show in one window
@@ -489,7 +510,7 @@ class Evaluator:
         if sustained:
             p = min(p, math.exp(-level))
         scale = verdict.n if metric.kind in ("ratio", "mean") else 1.0
-        return {
+        found: dict[str, Any] = {
             "metric": metric.name,
             "slice": key,
             "p": p,
@@ -505,6 +526,9 @@ class Evaluator:
             "baseline": detector.name,
             "series": ring.points(self.settings.window_s),
         }
+        if applied is not None:
+            found["calendar"] = applied.to_json()
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         return {

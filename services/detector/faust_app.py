@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from services.common.calendars import CalendarFeed
 from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
 from services.common.events import deadletter_headers, event_time, read_record
@@ -63,10 +64,15 @@ def leader_topic(settings: OpswatchSettings) -> str:
 
 
 def create_app(
-    settings: OpswatchSettings, kafka: KafkaConnection, registry: CollectorRegistry
+    settings: OpswatchSettings,
+    kafka: KafkaConnection,
+    registry: CollectorRegistry,
+    feed: CalendarFeed | None = None,
 ) -> faust.App:
+    """The detector's Faust app; ``feed``: the calendar in force (the file's entries
+    and those the calendar topic adds), taken by stage two before each message."""
     catalog = settings.catalog()
-    calendar = settings.calendar()
+    feed = feed or CalendarFeed(settings.calendar())
     engine_settings = settings.engine()
     n = settings.kafka_partitions
     # each partition of stage two tracks its share of the slices
@@ -241,7 +247,7 @@ def create_app(
         stage = twos.get(partition)
         if stage is None:
             stage = twos[partition] = restored(
-                lambda: StageTwo(partition, catalog, stage_two_settings, n, calendar),
+                lambda: StageTwo(partition, catalog, stage_two_settings, n, feed.calendar()),
                 stage_two_table,
                 b"%d" % partition,
                 "stage two",
@@ -249,6 +255,7 @@ def create_app(
             now = time.monotonic()
             for source in stage.evaluator.sources:
                 heard[("two", partition, source)] = now
+        stage.evaluator.calendar = feed.calendar()  # entries added at runtime apply from now
         return stage
 
     def stage_three() -> StageThree:
@@ -589,7 +596,8 @@ def create_app(
             if behind(one, ends):
                 await send_all(one.heartbeat())
         # a stage with records of its input left to read has not heard what they say yet
-        for q, two in twos.items():
+        for q in list(twos):
+            two = stage_two(q)
             if not read_out(two, TP(topics.partials, q), ends):
                 continue
             for source in two.evaluator.sources:

@@ -92,6 +92,23 @@ def _kafka(settings: OpswatchSettings, command: str) -> KafkaConnection:
     return kafka
 
 
+def _calendar_effects(settings: OpswatchSettings) -> list[dict[str, Any]]:
+    """What ended calendar entries did, from the calendar topic (none without Kafka,
+    or with a warning when it cannot be read)."""
+    from kafka.errors import KafkaError
+
+    from services.common.calendars import read_effects
+    from services.common.connection import KafkaAccessError
+
+    if not settings.kafka_bootstrap:
+        return []
+    try:
+        return read_effects(settings.kafka(), settings.topics().calendar)
+    except (KafkaError, KafkaAccessError, OSError) as exc:  # the digest goes on without them
+        err.print(f"[yellow]calendar effects left out[/]: {exc}", highlight=False)
+        return []
+
+
 def _alerting(settings: OpswatchSettings) -> Runtime:
     """The alerting parts, or exit 2 with one clear message on a bad configuration."""
     from services.alerting.routing import ConfigError
@@ -245,7 +262,8 @@ def digest(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown file")] = None,
 ) -> None:
     """The daily digest as Markdown: incidents, time to acknowledge and resolve, the KPIs
-    that moved most, label-based precision."""
+    that moved most, label-based precision, the observed effect of calendar entries
+    that ended (read from the calendar topic when Kafka is configured)."""
     from services.alerting import digest as daily
     from services.alerting.metrics import Metrics
     from services.alerting.notify import Dispatcher
@@ -253,7 +271,7 @@ def digest(
     settings = _settings()
     runtime = _alerting(settings)
     now = runtime.book.clock() if until is None else _moment(until)
-    found = daily.build(runtime.book.store, now, hours)
+    found = daily.build(runtime.book.store, now, hours, _calendar_effects(settings))
     text = daily.markdown(found)
     if output:
         output.write_text(text)

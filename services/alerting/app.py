@@ -43,11 +43,11 @@ def create_app(
     """The alert API; with senders it also notifies, with a Kafka bootstrap it also
     consumes opswatch.alerts (and reads the calendar topic). Charts give times in
     ``timezone`` (the business's)."""
-    desk = calendar_desk or CalendarDesk(CalendarFeed(), book.families.keys())
     metrics = Metrics.create(registry, list(senders or ()))
     registry.register(StoreCollector(book.store))
     intake = AlertIntake(book, metrics)
-    rounds = [scheduler(book, digest)] if digest else []
+    desk = calendar_desk or CalendarDesk(CalendarFeed(), book.families.keys())
+    rounds = [scheduler(book, digest, desk.feed.effects)] if digest else []
     dispatcher = (
         Dispatcher(book, senders, metrics, dispatch_interval_s, rounds)
         if senders is not None

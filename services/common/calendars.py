@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,13 @@ from services.common.threads import Background
 from services.detector.engine.calendar import Calendar, CalendarError, EntrySpec, parse_entry
 
 log = logging.getLogger(__name__)
+
+
+EFFECT = b"effect:"  # the key prefix of an ended entry's observed effect
+
+
+def effect_key(effect: dict[str, Any]) -> str:
+    return f"effect:{effect['name']}|{effect['start']}|{effect['slice']}|{effect['metric']}"
 
 
 def entry_id(spec: EntrySpec) -> str:
@@ -40,6 +48,7 @@ class CalendarFeed:
     def __init__(self, from_file: Calendar | None = None) -> None:
         self._file = from_file or Calendar()
         self._added: dict[str, EntrySpec] = {}
+        self._effects: dict[str, dict[str, Any]] = {}  # by effect key, what the detector saw
         self._lock = threading.Lock()
         self._calendar = self._file
 
@@ -64,10 +73,23 @@ class CalendarFeed:
     def _changed(self) -> None:
         self._calendar = Calendar.of([*(e.spec for e in self._file.entries), *self._added.values()])
 
+    def add_effect(self, effect: dict[str, Any]) -> None:
+        with self._lock:
+            self._effects[effect_key(effect)] = effect
+
+    def effects(self) -> list[dict[str, Any]]:
+        """The observed effects of ended entries, by end, entry, slice and metric."""
+        with self._lock:
+            found = list(self._effects.values())
+        return sorted(found, key=lambda e: (e["end"], e["name"], e["slice"], e["metric"]))
+
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the calendar topic; a record that is not an entry is skipped."""
         if key is None:
             log.warning("calendar record without a key skipped")
+            return
+        if key.startswith(EFFECT) and value is not None:
+            self.add_effect(orjson.loads(value))
             return
         if value is None:
             self.delete(key.decode())
@@ -116,16 +138,7 @@ class CalendarReader(Background):
         self._feed = feed
 
     def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(
-            **self._kafka.client(
-                client_id="opswatch-calendar", enable_auto_commit=False, group_id=None
-            )
-        )
-        partition = TopicPartition(self._topic, 0)
-        consumer.assign([partition])
-        consumer.seek_to_beginning(partition)
+        consumer, _ = from_beginning(self._kafka, self._topic)
         try:
             while not self._stop.is_set():
                 try:
@@ -137,3 +150,34 @@ class CalendarReader(Background):
                     self._stop.wait(5)
         finally:
             consumer.close()
+
+
+def from_beginning(kafka: KafkaConnection, topic: str) -> tuple[Any, Any]:
+    """A consumer of no group at the beginning of the (one-partition) calendar topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **kafka.client(client_id="opswatch-calendar", enable_auto_commit=False, group_id=None)
+    )
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    return consumer, partition
+
+
+def read_effects(
+    kafka: KafkaConnection, topic: str, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The observed effects on the calendar topic, read once to its end."""
+    feed = CalendarFeed()
+    consumer, partition = from_beginning(kafka, topic)
+    try:
+        end = consumer.end_offsets([partition])[partition]
+        deadline = time.monotonic() + timeout_s
+        while consumer.position(partition) < end and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    feed.apply(record.key, record.value)
+    finally:
+        consumer.close()
+    return feed.effects()

@@ -126,7 +126,10 @@ def run_embedded(
             count += 1
             if count % 2048 == 0 or caught_up:
                 engine.evaluator.calendar = feed.calendar()  # entries added through the API
-                for alert in engine.poll():
+                alerts = engine.poll()
+                for effect in engine.effects():  # ended entries, for the digest
+                    feed.add_effect(effect)
+                for alert in alerts:
                     # shown even when an earlier run stored it already (same id)
                     if intake.handle(alert) != "invalid":
                         on_alert(alert)

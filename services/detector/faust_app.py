@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from services.common.calendars import CalendarFeed
+from services.common.calendars import CalendarFeed, effect_key
 from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
 from services.common.events import deadletter_headers, event_time, read_record
@@ -108,6 +108,7 @@ def create_app(
     reports_topic = app.topic(topics.reports, partitions=1, **raw)
     alerts_topic = app.topic(topics.alerts, **raw)
     deadletter_topic = app.topic(topics.deadletter, **raw)
+    calendar_topic = app.topic(topics.calendar, partitions=1, **raw)
     table_opts: dict[str, Any] = {
         "default": None,
         "partitions": n,
@@ -409,6 +410,9 @@ def create_app(
     async def report(stage: StageTwo, before: int | None, out: list[bytes]) -> None:
         for value in out:
             await reports_topic.send(value=value, partition=0)
+        done, stage.evaluator.finished = stage.evaluator.finished, []
+        for effect in done:  # a calendar entry ended: what it did, for the digest
+            await calendar_topic.send(key=effect_key(effect).encode(), value=orjson.dumps(effect))
         evaluator = stage.evaluator
         judged = evaluator.evaluated_until
         if judged is not None and judged != before:

@@ -1,8 +1,11 @@
 """Calendar entries posted to the alert API reach the detector through the compacted
-calendar topic: a runtime mute entry marks the alert of the incident inside it."""
+calendar topic: a runtime mute entry marks the alert of the incident inside it, and
+once it ends the detector's account of what it did comes back to the API."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +31,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RELEASE = {
     "name": "Release night",
     "start": "2026-03-02T16:30:00Z",
-    "end": "2026-03-02T19:00:00Z",
+    "end": "2026-03-02T18:30:00Z",
     "slices": [SLICE],
     "effect": "mute",
 }
@@ -91,3 +94,23 @@ def test_a_runtime_entry_reaches_the_detector_and_marks_its_alert(
     stack.wait(lambda: bool(hits()), 120)
     mark = hits()[0]["calendar"]
     assert (mark["name"], mark["effect"]) == ("Release night", "mute")
+
+    # once it has ended, what the entry did comes back on the topic, for the digest
+    def effects() -> dict[str, dict[str, Any]]:
+        listed = httpx.get(f"{alerting.url}/v1/calendar", timeout=5).json()["effects"]
+        return {e["metric"]: e for e in listed if e["slice"] == "region=eu,channel=web"}
+
+    stack.wait(lambda: "conversion_rate" in effects(), 120)
+    conversion = effects()["conversion_rate"]
+    assert conversion["name"] == "Release night"
+    assert conversion["observed"] < conversion["ordinary"]  # the outage inside it
+    digest = subprocess.run(
+        [sys.executable, "-m", "services.cli", "digest", "--until", "2026-03-02T20:00:00Z"],
+        env=stack.env,
+        cwd=stack.tmp,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "| Release night | mute | region=eu, channel=web | conversion_rate |" in digest.stdout

@@ -98,3 +98,25 @@ def test_a_muted_alert_is_stored_not_notified_until_it_outlasts_the_entry(
     book.ingest(update(None, window=1))
     clock.advance(seconds=30)
     assert book.plan() == 1
+
+
+def test_the_digest_reports_what_an_entry_that_ended_did(tmp_path: Path) -> None:
+    clock = FakeClock(T)
+    book = make_book(tmp_path / "a.db", clock)
+    ended = {
+        "name": "Spring sale",
+        "effect": "expect",
+        "slice": "region=eu",
+        "metric": "order_count",
+        "start": (T - timedelta(days=2)).timestamp(),
+        "end": (T - timedelta(hours=2)).timestamp(),
+        "factor_set": 2.0,
+        "observed": 5200.0,
+        "ordinary": 2000.0,
+        "windows": 528,
+    }
+    earlier = {**ended, "name": "Winter sale", "end": (T - timedelta(days=3)).timestamp()}
+    text = digest.markdown(digest.build(book.store, T, effects=[ended, earlier]))
+    assert "## Calendar entries that ended: observed effect" in text
+    assert "| Spring sale | expect | region=eu | order_count | 2.6 | 2 |" in text
+    assert "Winter sale" not in text  # ended before the digest's day

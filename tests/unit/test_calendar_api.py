@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -17,7 +18,7 @@ from services.alerting.app import create_app
 from services.alerting.book import AlertBook
 from services.alerting.routing import AlertingConfig, Routing
 from services.alerting.store import AlertStore
-from services.common.calendars import CalendarFeed
+from services.common.calendars import CalendarFeed, effect_key
 from services.detector.engine.calendar import Calendar, parse_entry
 from services.detector.engine.catalog import load_catalog
 from tests.factories import FakeClock
@@ -108,4 +109,15 @@ def test_writes_need_the_token_and_a_valid_entry(client: TestClient) -> None:
     [from_file] = client.get("/v1/calendar").json()["items"]
     refused = client.delete(f"/v1/calendar/{from_file['id']}", headers=bearer(WRITE))
     assert refused.status_code == 409
+    assert names(client) == [("New year", "file")]
+
+
+def test_effects_of_ended_entries_are_listed_beside_the_entries(
+    client: TestClient, feed: CalendarFeed
+) -> None:
+    effect = {"name": "Spring sale", "start": 1.0, "end": 2.0, "slice": "*", "metric": "gmv"}
+    feed.apply(effect_key(effect).encode(), orjson.dumps({**effect, "observed": 3.0}))
+    feed.apply(effect_key(effect).encode(), orjson.dumps({**effect, "observed": 4.0}))
+    listed = client.get("/v1/calendar").json()
+    assert listed["effects"] == [{**effect, "observed": 4.0}]  # the latest per key
     assert names(client) == [("New year", "file")]

@@ -22,6 +22,7 @@ from services.detector.evaluation.scenarios import (
     SALE_AT,
     SALE_FOR,
     START,
+    Run,
     first_updates,
     sale,
     sale_entry,
@@ -50,8 +51,13 @@ def run(
     incidents: list[Incident], until: datetime, calendar: Calendar | None = None
 ) -> list[dict[str, Any]]:
     """The first update of every alert started from the sale's start on."""
-    updates, _ = traffic_updates(incidents, until - START, CATALOG, SETTINGS, RATE, 42, calendar)
-    return [a for a in first_updates(updates) if started(a) >= SALE_AT]
+    return alerts_of(
+        traffic_updates(incidents, until - START, CATALOG, SETTINGS, RATE, 42, calendar)
+    )
+
+
+def alerts_of(done: Run) -> list[dict[str, Any]]:
+    return [a for a in first_updates(done.updates) if started(a) >= SALE_AT]
 
 
 def first_delay(alerts: list[dict[str, Any]]) -> float:
@@ -66,10 +72,16 @@ def first_delay(alerts: list[dict[str, Any]]) -> float:
 
 
 @pytest.fixture(scope="module")
-def with_entry() -> list[dict[str, Any]]:
+def sale_run() -> Run:
     """The sale with its expect entry, and a conversion outage on its second afternoon."""
     end = SALE_AT + SALE_FOR + timedelta(hours=1)
-    return run([sale(), outage()], end, Calendar.of([sale_entry()]))
+    calendar = Calendar.of([sale_entry()])
+    return traffic_updates([sale(), outage()], end - START, CATALOG, SETTINGS, RATE, 42, calendar)
+
+
+@pytest.fixture(scope="module")
+def with_entry(sale_run: Run) -> list[dict[str, Any]]:
+    return alerts_of(sale_run)
 
 
 def test_a_sale_with_its_expect_entry_raises_nothing_but_the_outage(
@@ -98,3 +110,16 @@ def test_an_outage_inside_the_sale_alerts_within_the_usual_delay(
     """Within two windows of the delay the same outage takes on an ordinary day."""
     ordinary = run([outage()], OUTAGE_AT + OUTAGE_FOR)
     assert first_delay(with_entry) <= first_delay(ordinary) + 2
+
+
+def test_once_the_sale_ends_its_observed_effect_is_reported(sale_run: Run) -> None:
+    """All-up, what the sale did against the ordinary baseline: twice the traffic."""
+    effects = {e["metric"]: e for e in sale_run.effects if e["slice"] == "*"}
+    # every metric past its warm-up (lapsed users warm up only as the sale starts)
+    assert set(CATALOG.names) - set(effects) == {"lapsed_users"}
+    for metric in ("active_users", "order_count", "gmv"):
+        seen = effects[metric]["observed"] / effects[metric]["ordinary"]
+        assert 1.7 <= seen <= 2.3, (metric, seen)
+        assert effects[metric]["factor_set"] == 2.0
+    assert effects["conversion_rate"]["factor_set"] is None
+    assert {e["end"] for e in sale_run.effects} == {(SALE_AT + SALE_FOR).timestamp()}

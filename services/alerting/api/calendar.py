@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.alerting.api.deps import ReadAuth, WriteAuth
 from services.common.calendars import CalendarFeed, Publish, entry_id
@@ -65,6 +65,10 @@ DeskDep = Annotated[CalendarDesk, Depends(get_desk)]
 
 class CalendarList(BaseModel):
     items: list[dict[str, Any]]
+    effects: list[dict[str, Any]] = Field(
+        description="entries that ended: per family head slice and metric, observed and "
+        "the ordinary baseline's expectation (sums over the entry's windows), factor_set"
+    )
 
 
 @router.get(
@@ -72,7 +76,7 @@ class CalendarList(BaseModel):
 )
 def list_entries(desk: DeskDep) -> CalendarList:
     """Every entry in force: the file's (``source: file``), then those added here."""
-    return CalendarList(items=desk.feed.listing())
+    return CalendarList(items=desk.feed.listing(), effects=desk.feed.effects())
 
 
 @router.post(

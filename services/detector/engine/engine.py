@@ -32,6 +32,11 @@ class Engine:
         )
         self.book = AlertBook(settings, (LOCAL_SOURCE,), catalog.version)
 
+    def effects(self) -> list[dict[str, Any]]:
+        """The observed effects of the calendar entries that ended since the last call."""
+        done, self.evaluator.finished = self.evaluator.finished, []
+        return done
+
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf) -> bool:
         return self.aggregator.add(event, ts, leaf)
 

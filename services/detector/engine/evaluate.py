@@ -19,19 +19,20 @@ import base64
 import math
 from array import array
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
-from .calendar import Applied, Calendar
+from .calendar import Applied, Calendar, Entry
 from .catalog import Catalog, CompiledMetric
 from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
 from .marks import Marks
-from .slices import parse_slice_key
+from .slices import parse_slice_key, slice_key
 
 UNJUDGED = ("low_volume", "max_slices", "idle_source")
+Occurrence = tuple[Entry, int, int]  # a calendar entry, and the span of one occurrence
 SERIES_WINDOWS = 48  # recent windows kept per (slice, metric), sent with a new alert
 
 
@@ -279,6 +280,10 @@ class Evaluator:
     # the ``kpi_slices`` shallowest slices (all-up first, then one dimension, ...)
     kpis: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
     calendar: Calendar = field(default_factory=Calendar)
+    # per calendar entry occurrence, family head slice and metric: what was observed
+    # and what the ordinary (unscaled) baseline expected, while the entry lasts
+    effects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: list[dict[str, Any]] = field(default_factory=list)  # ended; the caller drains
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
@@ -403,6 +408,8 @@ class Evaluator:
         keys = sorted(self.slices.keys() | partials.keys())
         shown = set(sorted(keys, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices])
         active = self.calendar.at(start)
+        self._finish_effects(start)
+        heads = self._heads(active, start)
         for key in keys:
             acc = partials.get(key, nothing)
             state = self.slices.get(key) or self._admit(key, acc, start)
@@ -417,17 +424,74 @@ class Evaluator:
                 if start < state.since + metric.history_s:
                     self.warming[metric.name] += 1  # the users' history is too short yet
                     continue
+                obs = observation(metric, acc, hour, weekday)
+                if key in heads:
+                    self._measure(state, key, metric, obs, heads[key])
                 applied = Calendar.applies(active, dims, metric.name) if active else None
                 if applied is not None and applied.effect == "exclude":
                     continue  # neither judged nor learned from
-                expect = applied.factor if applied is not None and applied.factor else 1.0
-                obs = observation(metric, acc, hour, weekday, expect)
+                if applied is not None and applied.factor:
+                    obs = replace(obs, expect=applied.factor)
                 candidate = self._judge_metric(
                     state, key, metric, obs, report, key in shown, applied
                 )
                 if candidate is not None:
                     report.candidates.append(candidate)
         return report
+
+    @staticmethod
+    def _heads(active: tuple[Entry, ...], start: int) -> dict[str, list[Occurrence]]:
+        """The slices that head an active entry's families (an entry's own slices),
+        each with those entries and the span of their occurrence."""
+        heads: dict[str, list[Occurrence]] = {}
+        for entry in active:
+            span = entry.occurrence(start)
+            assert span is not None
+            for family in entry.spec.slices:
+                head = slice_key({str(dim): value for dim, value in family.items()})
+                heads.setdefault(head, []).append((entry, int(span[0]), int(span[1])))
+        return heads
+
+    def _measure(
+        self,
+        state: SliceState,
+        key: str,
+        metric: CompiledMetric,
+        obs: Observation,
+        entries: list[Occurrence],
+    ) -> None:
+        """Add a window of an entry to its observed effect: observed against the
+        ordinary baseline (no factor), before the window is judged or learned."""
+        detector = self._detectors[metric.name]
+        verdict = detector.score(state.detectors.get(metric.name) or detector.init_state(), obs)
+        per_value = metric.kind in ("ratio", "mean")
+        if verdict.warming_up or (per_value and verdict.n <= 0):
+            return
+        weight = verdict.n if per_value else 1.0
+        for entry, began, ends in entries:
+            found = self.effects.setdefault(
+                f"{entry.name}|{began}|{key}|{metric.name}",
+                {
+                    "name": entry.name,
+                    "effect": entry.effect,
+                    "slice": key,
+                    "metric": metric.name,
+                    "start": began,
+                    "end": ends,
+                    "factor_set": entry.factor(metric.name),
+                    "observed": 0.0,
+                    "ordinary": 0.0,
+                    "windows": 0,
+                },
+            )
+            found["observed"] += verdict.observed * weight
+            found["ordinary"] += verdict.expected * weight
+            found["windows"] += 1
+
+    def _finish_effects(self, start: int) -> None:
+        """Entries whose occurrence ended before ``start``: their effects are final."""
+        for k in [k for k, e in self.effects.items() if e["end"] <= start]:
+            self.finished.append(self.effects.pop(k))
 
     def _judge_metric(
         self,
@@ -542,6 +606,7 @@ class Evaluator:
             "untracked": self.untracked,
             "unjudged": self.unjudged,
             "late_partials": self.late_partials,
+            "effects": self.effects,
         }
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
@@ -577,5 +642,6 @@ class Evaluator:
         self.untracked = dict(snap["untracked"])
         self.unjudged = {**self.unjudged, **snap["unjudged"]}
         self.late_partials = snap["late_partials"]
+        self.effects = {k: dict(e) for k, e in snap.get("effects", {}).items()}
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

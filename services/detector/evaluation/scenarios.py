@@ -153,7 +153,8 @@ def scenario_updates(
     """Every alert update the engine gives on the scenario's traffic, in order, and the
     number of slices it tracked."""
     incident = scenario.incident()
-    return traffic_updates([incident] if incident else [], SPAN, catalog, settings, rate, seed)
+    run = traffic_updates([incident] if incident else [], SPAN, catalog, settings, rate, seed)
+    return run.updates, run.slices
 
 
 def traffic_updates(
@@ -164,9 +165,10 @@ def traffic_updates(
     rate: float,
     seed: int,
     calendar: Calendar | None = None,
-) -> tuple[list[dict[str, Any]], int]:
+) -> Run:
     """Every alert update the engine gives on simulated traffic from ``START`` with
-    ``incidents`` (and a ``calendar``), in order, and the number of slices it tracked."""
+    ``incidents`` (and a ``calendar``), in order, the number of slices it tracked and
+    the observed effects of the calendar entries that ended."""
     sim = Simulator(START, span, seed=seed, sessions_per_minute=rate, incidents=incidents)
     engine = Engine(catalog, settings, calendar)
     updates: list[dict[str, Any]] = []
@@ -174,7 +176,14 @@ def traffic_updates(
         engine.add(event, event_time(event), leaf_of(event))
         updates += engine.poll()
     updates += engine.flush()
-    return updates, len(engine.evaluator.slices)
+    return Run(updates, len(engine.evaluator.slices), engine.effects())
+
+
+@dataclass(frozen=True)
+class Run:
+    updates: list[dict[str, Any]]
+    slices: int
+    effects: list[dict[str, Any]]
 
 
 # A two-day sale after the two days of learning: all-up traffic doubles, and with it

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from services.common import logs
 from services.common.config import OpswatchSettings
+from services.detector.engine.calendar import CalendarError, load_calendar
 from services.detector.engine.catalog import CatalogError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def _settings() -> OpswatchSettings:
     try:
         settings = OpswatchSettings()
         settings.catalog()
+        settings.calendar()
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["loc"]:
@@ -65,6 +67,9 @@ def _settings() -> OpswatchSettings:
         raise typer.Exit(2) from None
     except CatalogError as exc:
         err.print(f"[red]metric catalog error[/]: {exc}")
+        raise typer.Exit(2) from None
+    except CalendarError as exc:
+        err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     return settings
@@ -85,6 +90,23 @@ def _kafka(settings: OpswatchSettings, command: str) -> KafkaConnection:
         err.print(f"[red]Kafka connection error[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     return kafka
+
+
+def _calendar_effects(settings: OpswatchSettings) -> list[dict[str, Any]]:
+    """What ended calendar entries did, from the calendar topic (none without Kafka,
+    or with a warning when it cannot be read)."""
+    from kafka.errors import KafkaError
+
+    from services.common.calendars import read_effects
+    from services.common.connection import KafkaAccessError
+
+    if not settings.kafka_bootstrap:
+        return []
+    try:
+        return read_effects(settings.kafka(), settings.topics().calendar)
+    except (KafkaError, KafkaAccessError, OSError) as exc:  # the digest goes on without them
+        err.print(f"[yellow]calendar effects left out[/]: {exc}", highlight=False)
+        return []
 
 
 def _alerting(settings: OpswatchSettings) -> Runtime:
@@ -240,7 +262,8 @@ def digest(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown file")] = None,
 ) -> None:
     """The daily digest as Markdown: incidents, time to acknowledge and resolve, the KPIs
-    that moved most, label-based precision."""
+    that moved most, label-based precision, the observed effect of calendar entries
+    that ended (read from the calendar topic when Kafka is configured)."""
     from services.alerting import digest as daily
     from services.alerting.metrics import Metrics
     from services.alerting.notify import Dispatcher
@@ -248,7 +271,7 @@ def digest(
     settings = _settings()
     runtime = _alerting(settings)
     now = runtime.book.clock() if until is None else _moment(until)
-    found = daily.build(runtime.book.store, now, hours)
+    found = daily.build(runtime.book.store, now, hours, _calendar_effects(settings))
     text = daily.markdown(found)
     if output:
         output.write_text(text)
@@ -303,11 +326,23 @@ def replay(
     reorder: Annotated[
         str, typer.Option(help="how far out of event-time order the file may be")
     ] = "15m",
+    calendar: Annotated[
+        Path | None,
+        typer.Option(help="calendar YAML (default: OPSWATCH_CALENDAR_FILE, if set)"),
+    ] = None,
 ) -> None:
     """Run the engine over a file of events in event time and write every alert it raises."""
     from services.detector.replay import replay as run_replay
 
     settings = _settings()
+    if calendar is not None:
+        try:
+            entries = load_calendar(calendar, settings.catalog().names)
+        except CalendarError as exc:
+            err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    else:
+        entries = settings.calendar()
     reorder_by = _duration(reorder)
     assert reorder_by is not None
     if not input.is_file():
@@ -329,6 +364,7 @@ def replay(
             settings.engine(),
             reorder_s=reorder_by.total_seconds(),
             on_invalid=on_invalid,
+            calendar=entries,
         )
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")

@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.alerting.api import alerts, charts, incidents, pages, slack, stats
+from services.alerting.api import alerts, calendar, charts, incidents, pages, slack, stats
+from services.alerting.api.calendar import CalendarDesk
 from services.alerting.api.deps import Auth
 from services.alerting.book import AlertBook
 from services.alerting.charts import ChartCache
@@ -20,6 +21,7 @@ from services.alerting.metrics import Metrics, StoreCollector
 from services.alerting.notify import Dispatcher, Sender, SlackBotSender
 from services.alerting.routing import DigestConfig
 from services.common import health, problems
+from services.common.calendars import CalendarFeed, CalendarReader
 from services.common.connection import KafkaConnection
 from services.common.events import Topics
 
@@ -36,13 +38,16 @@ def create_app(
     dispatch_interval_s: float = 1.0,
     digest: DigestConfig | None = None,
     timezone: str = "UTC",
+    calendar_desk: CalendarDesk | None = None,
 ) -> FastAPI:
     """The alert API; with senders it also notifies, with a Kafka bootstrap it also
-    consumes opswatch.alerts. Charts give times in ``timezone`` (the business's)."""
+    consumes opswatch.alerts (and reads the calendar topic). Charts give times in
+    ``timezone`` (the business's)."""
     metrics = Metrics.create(registry, list(senders or ()))
     registry.register(StoreCollector(book.store))
     intake = AlertIntake(book, metrics)
-    rounds = [scheduler(book, digest)] if digest else []
+    desk = calendar_desk or CalendarDesk(CalendarFeed(), book.families.keys())
+    rounds = [scheduler(book, digest, desk.feed.effects)] if digest else []
     dispatcher = (
         Dispatcher(book, senders, metrics, dispatch_interval_s, rounds)
         if senders is not None
@@ -52,13 +57,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         consumer = KafkaAlertConsumer(kafka, topics or Topics(), intake) if kafka else None
-        if consumer is not None:
+        reader = CalendarReader(kafka, (topics or Topics()).calendar, desk.feed) if kafka else None
+        if consumer is not None and reader is not None:
             consumer.start()
+            reader.start()
         if dispatcher is not None:
             dispatcher.start()
         yield
-        if consumer is not None:
+        if consumer is not None and reader is not None:
             consumer.stop()
+            reader.stop()
         if dispatcher is not None:
             dispatcher.stop()
 
@@ -76,8 +84,9 @@ def create_app(
     }
     app.state.timezone = timezone
     app.state.charts = ChartCache()
+    app.state.calendar = desk
     problems.install(app)
-    for module in (alerts, incidents, charts, pages, stats, slack):
+    for module in (alerts, incidents, charts, pages, stats, slack, calendar):
         app.include_router(module.router)
     app.include_router(health.router)
     return app

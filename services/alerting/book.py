@@ -248,7 +248,11 @@ class AlertBook:
         summary = inc.summarize(members, now, self.policy, incident.changed_at)
         labels = [self.routing.labels(a.latest, a.peak_severity) for a in members]
         routed = self.routing.receivers_for(labels)
-        muted = all(self.routing.muted(one, now) for one in labels)
+        # a window inside a calendar entry of effect mute is recorded, not notified
+        muted = all(
+            self.routing.muted(one, now) or (a.latest.get("calendar") or {}).get("effect") == "mute"
+            for one, a in zip(labels, members, strict=True)
+        )
         kind = inc.due(incident, summary, now, self.notify, muted)
         push = inc.push_due(incident, summary, now, self.notify, muted)
         pushers = [r for r in routed if self.routing.groups_itself(r)]

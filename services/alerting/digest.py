@@ -1,8 +1,9 @@
 """The daily digest: what happened in the last day, for the people who run operations.
 
 The last ``hours``' incidents with their time to acknowledge and to resolve,
-the KPIs that moved most against their baseline, and the precision that
-people's labels give. Printed as Markdown by ``opswatch digest``, and posted
+the KPIs that moved most against their baseline, the precision that
+people's labels give, and what the calendar entries that ended did against the
+ordinary baseline. Printed as Markdown by ``opswatch digest``, and posted
 to Slack through the outbox, by the command or every day at the configured
 time (once per day, however many replicas run).
 """
@@ -18,10 +19,11 @@ from zoneinfo import ZoneInfo
 
 from services.alerting.book import AlertBook
 from services.alerting.lifecycle import SEVERITY_RANK, iso, parse_time
-from services.alerting.messages import where
+from services.alerting.messages import calendar_note, num, where
 from services.alerting.metrics import precision
 from services.alerting.routing import DigestConfig
 from services.alerting.store import AlertFilter, AlertStore
+from services.detector.engine.slices import parse_slice_key
 
 MOVERS = 5
 CHARTS = 3  # incidents whose charts the digest shows
@@ -35,6 +37,7 @@ class Mover:
     observed: float
     expected: float
     change: float  # relative to expected
+    calendar: str | None = None  # the calendar entry its window was inside, if any
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Digest:
     time_to_resolve_s: Sequence[float]
     movers: Sequence[Mover]
     labels: Mapping[str, int] = field(default_factory=dict)
+    # calendar entries that ended within the digest's span: per family head and metric,
+    # what was observed against the ordinary baseline
+    effects: Sequence[Mapping[str, Any]] = ()
 
     @property
     def precision(self) -> float | None:
@@ -58,7 +64,14 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return max(0.0, (parse_time(end) - parse_time(start)).total_seconds())
 
 
-def build(store: AlertStore, now: datetime, hours: float = 24.0) -> Digest:
+def build(
+    store: AlertStore,
+    now: datetime,
+    hours: float = 24.0,
+    effects: Sequence[Mapping[str, Any]] = (),
+) -> Digest:
+    """The digest of the ``hours`` before ``now``; ``effects``: the observed effects of
+    calendar entries (those that ended within the span are shown)."""
     since = now - timedelta(hours=hours)
     incidents = store.incidents_between(iso(since), iso(now))
     to_ack = [_seconds(i["opened_at"], i["acknowledged_at"]) for i in incidents]
@@ -73,7 +86,12 @@ def build(store: AlertStore, now: datetime, hours: float = 24.0) -> Digest:
         key = (alert["metric"], ",".join(f"{k}={v}" for k, v in alert["slice"].items()))
         if key not in strongest or abs(change) > abs(strongest[key].change):
             strongest[key] = Mover(
-                alert["metric"], alert["slice"], alert["observed"], alert["expected"], change
+                alert["metric"],
+                alert["slice"],
+                alert["observed"],
+                alert["expected"],
+                change,
+                calendar_note(alert.get("calendar")),
             )
     movers = sorted(strongest.values(), key=lambda m: -abs(m.change))[:MOVERS]
     return Digest(
@@ -84,6 +102,7 @@ def build(store: AlertStore, now: datetime, hours: float = 24.0) -> Digest:
         [s for s in to_resolve if s is not None],
         movers,
         labels,
+        [e for e in effects if since.timestamp() < e["end"] <= now.timestamp()],
     )
 
 
@@ -128,16 +147,29 @@ def markdown(d: Digest) -> str:
     lines += ["", "## KPIs that moved most against their baseline", ""]
     if d.movers:
         lines += [
-            "| metric | slice | observed | expected | change |",
-            "| --- | --- | --- | --- | --- |",
+            "| metric | slice | observed | expected | change | calendar |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for m in d.movers:
+            entry = (m.calendar or "").removeprefix("Calendar: ") or "-"
             lines.append(
                 f"| {m.metric} | {where(m.slice)} | {m.observed:.4g} | {m.expected:.4g} "
-                f"| {m.change:+.0%} |"
+                f"| {m.change:+.0%} | {entry} |"
             )
     else:
         lines.append("None moved out of its band.")
+    if d.effects:
+        lines += ["", "## Calendar entries that ended: observed effect", ""]
+        lines += [
+            "| entry | effect | slice | metric | observed / ordinary | set |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for e in d.effects:
+            seen = e["observed"] / e["ordinary"] if e["ordinary"] else None
+            lines.append(
+                f"| {e['name']} | {e['effect']} | {where(parse_slice_key(e['slice']))} "
+                f"| {e['metric']} | {num(seen)} | {num(e.get('factor_set'))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -164,8 +196,13 @@ def due_today(now: datetime, at: str, timezone: str) -> str | None:
     return local.date().isoformat()
 
 
-def scheduler(book: AlertBook, config: DigestConfig) -> Callable[[], int]:
-    """A round for the dispatcher: once the day's time has come, accept its digest."""
+def scheduler(
+    book: AlertBook,
+    config: DigestConfig,
+    effects: Callable[[], Sequence[Mapping[str, Any]]] = tuple,
+) -> Callable[[], int]:
+    """A round for the dispatcher: once the day's time has come, accept its digest
+    (with the observed effects ``effects`` gives of calendar entries that ended)."""
     done: set[str] = set()
 
     def run() -> int:
@@ -174,6 +211,6 @@ def scheduler(book: AlertBook, config: DigestConfig) -> Callable[[], int]:
         if day is None or day in done:
             return 0
         done.add(day)
-        return post(book, day, config.receivers, build(book.store, now))
+        return post(book, day, config.receivers, build(book.store, now, effects=effects()))
 
     return run

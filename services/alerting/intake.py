@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from services.common.connection import KafkaConnection
 from services.common.contracts import Alert
 from services.common.events import Topics, deadletter_headers
 from services.common.kafka import producer
+from services.common.threads import Background
 
 log = logging.getLogger(__name__)
 RETRIES = 4
@@ -88,26 +88,18 @@ class AlertIntake:
         return "stored"
 
 
-class KafkaAlertConsumer:
+class KafkaAlertConsumer(Background):
     """Reads opswatch.alerts in a thread. An update that is not valid goes to the
     dead-letter topic; one the store cannot take is read again after a pause, not
     skipped; offsets are committed once what they cover is stored or dead-lettered."""
 
     def __init__(self, kafka: KafkaConnection, topics: Topics, intake: AlertIntake) -> None:
+        super().__init__("alert-consumer")
         self._kafka = kafka
         self._topic = topics.alerts
         self._deadletter = topics.deadletter
         self._group = f"{topics.namespace}-alerting"
         self._intake = intake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alert-consumer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         from kafka import KafkaConsumer

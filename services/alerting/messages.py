@@ -74,6 +74,17 @@ def duration(seconds: int | None) -> str:
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
 
 
+def calendar_note(mark: Mapping[str, Any] | None) -> str | None:
+    """``Calendar: Winter sale (expect x2.6)`` for an alert inside a calendar entry."""
+    if not mark:
+        return None
+    factor = mark.get("factor")
+    how = f"{mark['effect']} x{num(factor)}" if factor is not None else mark["effect"]
+    if mark["effect"] == "expect" and factor is None:
+        how = "expect, this metric as usual"
+    return f"Calendar: {mark['name']} ({how})"
+
+
 def notes_summary(notes: Sequence[Mapping[str, Any]], most: int = 200) -> str:
     """What an incident's notes say, the causes first, then actions and lessons."""
     order = {"cause": 0, "action": 1, "lesson": 2}
@@ -127,6 +138,9 @@ def slack_message(notice: Mapping[str, Any], links: Links, notes: bool = False) 
             "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields],
         },
     ]
+    note = calendar_note(lead.get("calendar"))
+    if note is not None:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(note)}]})
     drivers = lead.get("drivers") or []
     if drivers:
         text = "; ".join(

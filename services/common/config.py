@@ -30,6 +30,7 @@ from services.common.connection import (
     tls_context,
 )
 from services.common.events import Topics
+from services.detector.engine.calendar import Calendar, load_calendar
 from services.detector.engine.catalog import Catalog, load_catalog
 from services.detector.engine.evaluate import EngineSettings
 
@@ -55,6 +56,7 @@ class OpswatchSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     _catalog: Catalog | None = PrivateAttr(None)
+    _calendar: Calendar | None = PrivateAttr(None)
 
     kafka_bootstrap: str | None = Field(None, validation_alias=env("OPSWATCH_KAFKA_BOOTSTRAP"))
     kafka_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
@@ -110,6 +112,7 @@ class OpswatchSettings(BaseSettings):
     detector_host: str = Field("127.0.0.1", validation_alias=env("OPSWATCH_DETECTOR_HOST"))
     detector_metrics_port: int = Field(9102, validation_alias=env("OPSWATCH_DETECTOR_METRICS_PORT"))
     metrics_file: Path | None = Field(None, validation_alias=env("OPSWATCH_METRICS_FILE"))
+    calendar_file: Path | None = Field(None, validation_alias=env("OPSWATCH_CALENDAR_FILE"))
     window: timedelta = Field(timedelta(minutes=5), validation_alias=env("OPSWATCH_WINDOW"))
     lateness: timedelta = Field(timedelta(minutes=2), validation_alias=env("OPSWATCH_LATENESS"))
     idle_timeout: timedelta = Field(
@@ -311,6 +314,13 @@ class OpswatchSettings(BaseSettings):
             path = self.metrics_file
             self._catalog = load_catalog(path) if path else load_catalog()
         return self._catalog
+
+    def calendar(self) -> Calendar:
+        """The calendar file's entries (none without one), read and validated once."""
+        if self._calendar is None:
+            path = self.calendar_file
+            self._calendar = load_calendar(path, self.catalog().names) if path else Calendar()
+        return self._calendar
 
 
 def _read(path: Path | None, setting: str) -> str | None:

@@ -165,6 +165,17 @@ class Breakdown(BaseModel):
     cause: Literal["rates", "mix"]
 
 
+class CalendarMark(BaseModel):
+    """The calendar entry an alert's window is inside: its effect and, for an
+    ``expect`` entry that names the metric, the factor the baseline was scaled by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1)]
+    effect: Literal["expect", "exclude", "mute"]
+    factor: Annotated[float, Field(gt=0)] | None = None
+
+
 class Alert(BaseModel):
     """One alert as published on opswatch.alerts and served by GET /v1/alerts."""
 
@@ -194,6 +205,7 @@ class Alert(BaseModel):
     config_version: str | None = None
     drivers: list[Driver] | None = None
     breakdown: Breakdown | None = None
+    calendar: CalendarMark | None = None
     # the first update's recent windows: [window_start, observed, expected, low, high]
     series: Annotated[list[SeriesPoint], Field(max_length=SERIES_WINDOWS)] | None = None
     # the lifecycle, as the alert API serves an alert (the detector leaves them out)

@@ -49,8 +49,20 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.namespace}.deadletter"
 
+    @property
+    def calendar(self) -> str:
+        """Calendar entries added through the alert API: compacted, one partition."""
+        return f"{self.namespace}.calendar"
+
     def all(self) -> list[str]:
-        return [*self.events.values(), self.partials, self.reports, self.alerts, self.deadletter]
+        return [
+            *self.events.values(),
+            self.partials,
+            self.reports,
+            self.alerts,
+            self.deadletter,
+            self.calendar,
+        ]
 
 
 class EventError(ValueError):

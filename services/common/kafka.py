@@ -51,12 +51,16 @@ def ensure_topics(
     admin = admin_client(kafka, "opswatch-admin")
     try:
         existing = set(admin.list_topics())
+        compacted = {"cleanup.policy": "compact"}
         missing = [
             NewTopic(
                 name,
-                1 if name == topics.reports or name in single else partitions,
+                1 if name in (topics.reports, topics.calendar) or name in single else partitions,
                 kafka.replicas,
-                topic_configs=kafka.topic_configs(),
+                topic_configs={
+                    **kafka.topic_configs(),
+                    **(compacted if name == topics.calendar else {}),
+                },
             )
             for name in wanted
             if name not in existing

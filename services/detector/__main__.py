@@ -12,6 +12,7 @@ import faust
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 
+from services.common.calendars import CalendarFeed, CalendarReader
 from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
 from services.common.kafka import ensure_topics, reachable
@@ -31,7 +32,10 @@ def serve(settings: OpswatchSettings, kafka: KafkaConnection) -> None:
         also_check=changelogs(settings),
     )
     registry = CollectorRegistry()
-    app = create_app(settings, kafka, registry)
+    # entries added through the alert API arrive on the calendar topic, read in a thread
+    feed = CalendarFeed(settings.calendar())
+    CalendarReader(kafka, settings.topics().calendar, feed).start()
+    app = create_app(settings, kafka, registry, feed)
     if settings.detector_metrics_port:
         start_http_server(settings.detector_metrics_port, settings.detector_host, registry=registry)
     level = {"WARNING": "warn", "CRITICAL": "crit"}.get(settings.log_level.upper())

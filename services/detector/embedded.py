@@ -22,10 +22,12 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.alerting.api.calendar import CalendarDesk
 from services.alerting.api.deps import Auth
 from services.alerting.app import create_app
 from services.alerting.intake import AlertIntake
 from services.alerting.runtime import Runtime
+from services.common.calendars import CalendarFeed
 from services.common.config import OpswatchSettings
 from services.common.events import event_time, leaf_of
 from services.common.simulator import Incident, Simulator
@@ -68,6 +70,8 @@ def run_embedded(
     now = datetime.now(UTC)
     plan = DemoPlan.around(now)
     write_token = alerting.auth.write_token or SecretStr(secrets.token_urlsafe(24))
+    # the alert API's /v1/calendar and the engine share one feed: no topic between them
+    feed = CalendarFeed(settings.calendar())
     app = create_app(
         alerting.book,
         CollectorRegistry(),
@@ -76,6 +80,7 @@ def run_embedded(
         slack_signing_secret=settings.secret("slack_signing_secret"),
         digest=alerting.config.digest,
         timezone=settings.timezone,
+        calendar_desk=CalendarDesk(feed, settings.catalog().names),
     )
     intake: AlertIntake = app.state.intake
     server = uvicorn.Server(
@@ -96,7 +101,7 @@ def run_embedded(
             f"'Authorization: Bearer {write_token.get_secret_value()}' "
             "(a token for this run; set OPSWATCH_API_WRITE_TOKEN for your own)"
         )
-    engine = Engine(settings.catalog(), settings.engine())
+    engine = Engine(settings.catalog(), settings.engine(), feed.calendar())
     sim = Simulator(
         plan.start,
         timedelta(days=3650),
@@ -120,7 +125,11 @@ def run_embedded(
             engine.add(event, ts, leaf_of(event))
             count += 1
             if count % 2048 == 0 or caught_up:
-                for alert in engine.poll():
+                engine.evaluator.calendar = feed.calendar()  # entries added through the API
+                alerts = engine.poll()
+                for effect in engine.effects():  # ended entries, for the digest
+                    feed.add_effect(effect)
+                for alert in alerts:
                     # shown even when an earlier run stored it already (same id)
                     if intake.handle(alert) != "invalid":
                         on_alert(alert)

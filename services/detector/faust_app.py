@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from services.common.calendars import CalendarFeed, effect_key
 from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
 from services.common.events import deadletter_headers, event_time, read_record
@@ -63,9 +64,15 @@ def leader_topic(settings: OpswatchSettings) -> str:
 
 
 def create_app(
-    settings: OpswatchSettings, kafka: KafkaConnection, registry: CollectorRegistry
+    settings: OpswatchSettings,
+    kafka: KafkaConnection,
+    registry: CollectorRegistry,
+    feed: CalendarFeed | None = None,
 ) -> faust.App:
+    """The detector's Faust app; ``feed``: the calendar in force (the file's entries
+    and those the calendar topic adds), taken by stage two before each message."""
     catalog = settings.catalog()
+    feed = feed or CalendarFeed(settings.calendar())
     engine_settings = settings.engine()
     n = settings.kafka_partitions
     # each partition of stage two tracks its share of the slices
@@ -101,6 +108,7 @@ def create_app(
     reports_topic = app.topic(topics.reports, partitions=1, **raw)
     alerts_topic = app.topic(topics.alerts, **raw)
     deadletter_topic = app.topic(topics.deadletter, **raw)
+    calendar_topic = app.topic(topics.calendar, partitions=1, **raw)
     table_opts: dict[str, Any] = {
         "default": None,
         "partitions": n,
@@ -240,7 +248,7 @@ def create_app(
         stage = twos.get(partition)
         if stage is None:
             stage = twos[partition] = restored(
-                lambda: StageTwo(partition, catalog, stage_two_settings, n),
+                lambda: StageTwo(partition, catalog, stage_two_settings, n, feed.calendar()),
                 stage_two_table,
                 b"%d" % partition,
                 "stage two",
@@ -248,6 +256,7 @@ def create_app(
             now = time.monotonic()
             for source in stage.evaluator.sources:
                 heard[("two", partition, source)] = now
+        stage.evaluator.calendar = feed.calendar()  # entries added at runtime apply from now
         return stage
 
     def stage_three() -> StageThree:
@@ -401,6 +410,9 @@ def create_app(
     async def report(stage: StageTwo, before: int | None, out: list[bytes]) -> None:
         for value in out:
             await reports_topic.send(value=value, partition=0)
+        done, stage.evaluator.finished = stage.evaluator.finished, []
+        for effect in done:  # a calendar entry ended: what it did, for the digest
+            await calendar_topic.send(key=effect_key(effect).encode(), value=orjson.dumps(effect))
         evaluator = stage.evaluator
         judged = evaluator.evaluated_until
         if judged is not None and judged != before:
@@ -588,7 +600,8 @@ def create_app(
             if behind(one, ends):
                 await send_all(one.heartbeat())
         # a stage with records of its input left to read has not heard what they say yet
-        for q, two in twos.items():
+        for q in list(twos):
+            two = stage_two(q)
             if not read_out(two, TP(topics.partials, q), ends):
                 continue
             for source in two.evaluator.sources:

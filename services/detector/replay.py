@@ -18,6 +18,7 @@ from typing import IO, Any
 import orjson
 
 from services.common.events import EventError, event_time, leaf_of, validate_all
+from services.detector.engine.calendar import Calendar
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
@@ -103,9 +104,10 @@ def replay(
     reorder_s: float = 900.0,
     on_invalid: Callable[[int, str], None] | None = None,
     progress: Callable[[ReplayStats], None] | None = None,
+    calendar: Calendar | None = None,
 ) -> ReplayStats:
     stats = ReplayStats()
-    engine = Engine(catalog, settings)
+    engine = Engine(catalog, settings, calendar)
     started = time.perf_counter()
 
     def write(alerts: list[dict[str, Any]]) -> None:

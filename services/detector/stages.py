@@ -30,6 +30,7 @@ import orjson
 from services.common.events import event_time, leaf_of
 from services.common.kafka import slot
 from services.detector.engine.aggregate import Acc, Aggregator, ClosedWindow
+from services.detector.engine.calendar import Calendar
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.evaluate import EngineSettings, Evaluator, Report
 from services.detector.engine.explain import AlertBook
@@ -194,6 +195,7 @@ class StageTwo:
     catalog: Catalog
     settings: EngineSettings
     source_partitions: int
+    calendar: Calendar = field(default_factory=Calendar)
     evaluator: Evaluator = field(init=False)
     last_source: str = ""  # the source partition of the last message
     positions: Positions = field(default_factory=Positions)
@@ -203,7 +205,7 @@ class StageTwo:
 
     def __post_init__(self) -> None:
         sources = tuple(str(p) for p in range(self.source_partitions))
-        self.evaluator = Evaluator(self.catalog, self.settings, sources)
+        self.evaluator = Evaluator(self.catalog, self.settings, sources, calendar=self.calendar)
 
     def on_message(self, value: bytes) -> list[bytes]:
         """A partial or a watermark in; window reports for stage three out."""

@@ -32,7 +32,7 @@ def alerting_operations(tmp_path: Path) -> list[tuple[str, str, dict[str, Any]]]
 
 def test_every_alerting_error_is_declared_as_problem_json(tmp_path: Path) -> None:
     operations = alerting_operations(tmp_path)
-    assert len(operations) == 14
+    assert len(operations) == 17
     for method, path, op in operations:
         where = f"{method.upper()} {path}"
         errors = {c: r for c, r in op["responses"].items() if c.startswith(("4", "5"))}

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from services.common.config import OpswatchSettings
+from services.detector.engine.calendar import load_calendar
+from services.detector.engine.catalog import DEFAULT_CATALOG as DEFAULT
 from services.detector.engine.catalog import load_catalog
 
 REPO = Path(__file__).parents[2]
@@ -212,20 +214,32 @@ def test_the_database_settings_without_a_database_secret_are_refused(
     assert f"{setting} needs secrets.database.name" in done.stderr
 
 
-def test_a_custom_metric_catalog_reaches_every_service_and_loads(
-    tools: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("name", "setting"),
+    [("metrics.yaml", "OPSWATCH_METRICS_FILE"), ("calendar.yaml", "OPSWATCH_CALENDAR_FILE")],
+    ids=["metric-catalog", "calendar"],
+)
+def test_a_custom_catalog_and_calendar_reach_every_service_and_load(
+    tools: dict[str, str], tmp_path: Path, name: str, setting: str
 ) -> None:
     docs = [d for d in yaml.safe_load_all(render(tools, CHART / "ci" / "full-values.yaml")) if d]
-    [catalog] = [d for d in docs if d["kind"] == "ConfigMap" and "metrics.yaml" in d["data"]]
-    (tmp_path / "metrics.yaml").write_text(catalog["data"]["metrics.yaml"])
-    assert load_catalog(tmp_path / "metrics.yaml").names == ("conversion_rate",)
-    env = next(d for d in docs if d["kind"] == "ConfigMap" and "OPSWATCH_METRICS_FILE" in d["data"])
-    path = Path(env["data"]["OPSWATCH_METRICS_FILE"])
+    [mounted] = [d for d in docs if d["kind"] == "ConfigMap" and name in d["data"]]
+    (tmp_path / name).write_text(mounted["data"][name])
+    catalog = load_catalog(tmp_path / "metrics.yaml" if name == "metrics.yaml" else DEFAULT)
+    if name == "metrics.yaml":
+        assert catalog.names == ("conversion_rate",)
+    else:
+        assert [e.name for e in load_calendar(tmp_path / name, catalog.names).entries] == [
+            "Winter sale"
+        ]
+    env = next(d for d in docs if d["kind"] == "ConfigMap" and setting in d["data"])
+    path = Path(env["data"][setting])
+    assert path.name == name
     for deployment in (d for d in docs if d["kind"] == "Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
         volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(path.parent)])
-        assert volume["configMap"]["name"] == catalog["metadata"]["name"]
+        assert volume["configMap"]["name"] == mounted["metadata"]["name"]
 
 
 def test_without_a_servicemonitor_api_none_is_rendered(tools: dict[str, str]) -> None:

@@ -83,7 +83,7 @@ def test_the_digest_counts_times_movers_and_precision(tmp_path: Path) -> None:
     assert "Median time to acknowledge: **10 min** (1 acknowledged)" in text
     assert "Median time to resolve: **30 min** (2 resolved)" in text
     assert "**50%** of 2 labelled alerts" in text
-    assert "| gmv | region=eu, channel=web | 900 | 300 | +200% |" in text
+    assert "| gmv | region=eu, channel=web | 900 | 300 | +200% | - |" in text
     assert digest.build(book.store, clock.now + timedelta(days=2)).incidents == []
 
 

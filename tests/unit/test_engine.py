@@ -7,9 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from services.common.events import event_time, leaf_of
 from services.detector.engine.aggregate import Aggregator
+from services.detector.engine.calendar import Calendar, parse_entry
 from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings, Report
@@ -21,8 +23,10 @@ CATALOG = load_catalog()
 SETTINGS = EngineSettings()
 
 
-def run_engine(events: list[dict[str, Any]], flush: bool = True) -> list[dict[str, Any]]:
-    engine = Engine(CATALOG, SETTINGS)
+def run_engine(
+    events: list[dict[str, Any]], flush: bool = True, calendar: Calendar | None = None
+) -> list[dict[str, Any]]:
+    engine = Engine(CATALOG, SETTINGS, calendar)
     alerts: list[dict[str, Any]] = []
     for e in events:
         engine.add(e, event_time(e), leaf_of(e))
@@ -30,11 +34,16 @@ def run_engine(events: list[dict[str, Any]], flush: bool = True) -> list[dict[st
     return alerts + engine.flush() if flush else alerts
 
 
-def run_partitioned(events: list[dict[str, Any]], partitions: int) -> list[dict[str, Any]]:
+def run_partitioned(
+    events: list[dict[str, Any]], partitions: int, calendar: Calendar | None = None
+) -> list[dict[str, Any]]:
     """What Kafka mode does: stage one per event partition, stage two per slice
     partition, stage three over the reports of all of them."""
     ones = [StageOne(p, CATALOG, SETTINGS, partitions) for p in range(partitions)]
-    twos = [StageTwo(q, CATALOG, SETTINGS, partitions) for q in range(partitions)]
+    twos = [
+        StageTwo(q, CATALOG, SETTINGS, partitions, calendar or Calendar())
+        for q in range(partitions)
+    ]
     three = StageThree(CATALOG, SETTINGS, partitions)
     alerts: list[dict[str, Any]] = []
     for e in events:
@@ -136,7 +145,38 @@ def test_a_source_ahead_of_the_slowest_by_more_than_the_alignment_is_named() -> 
     assert agg.ahead(30 * 60) == set()
 
 
-def test_partitioned_stages_give_the_alerts_of_one_engine() -> None:
+# the outage's hour muted on its slice, and a sale expected in another region
+CALENDAR = Calendar.of(
+    [
+        parse_entry(
+            {
+                "name": "Release night",
+                "start": (T0 + timedelta(hours=16, minutes=30)).isoformat(),
+                "end": (T0 + timedelta(hours=19)).isoformat(),
+                "slices": [{"region": "eu", "channel": "web"}],
+                "effect": "mute",
+            }
+        ),
+        parse_entry(
+            {
+                "name": "Sale",
+                "start": (T0 + timedelta(hours=15)).isoformat(),
+                "end": (T0 + timedelta(hours=20)).isoformat(),
+                "slices": [{"region": "na"}],
+                "effect": "expect",
+                "expect": {"order_count": 1.5, "conversion_rate": 1.2},
+            }
+        ),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("calendar", "partitionings"), [(None, (1, 3)), (CALENDAR, (3,))], ids=["plain", "calendar"]
+)
+def test_partitioned_stages_give_the_alerts_of_one_engine(
+    calendar: Calendar | None, partitionings: tuple[int, ...]
+) -> None:
     events = traffic(
         8,
         rate=200,
@@ -145,10 +185,12 @@ def test_partitioned_stages_give_the_alerts_of_one_engine() -> None:
             outage({"region": "eu", "channel": "web"}, timedelta(hours=17), timedelta(hours=1))
         ],
     )
-    single = run_engine(events, flush=False)  # streaming never reaches the end of input
-    assert any(a["metric"] == "conversion_rate" for a in single)
-    for partitions in (1, 3):
-        split = run_partitioned(events, partitions)
+    # streaming never reaches the end of input
+    single = run_engine(events, flush=False, calendar=calendar)
+    hit = next(a for a in single if a["metric"] == "conversion_rate")
+    assert ("calendar" in hit) == (calendar is not None)
+    for partitions in partitionings:
+        split = run_partitioned(events, partitions, calendar)
         key = lambda a: (a["id"], a["updated_at"], a["status"])  # noqa: E731
         assert sorted(split, key=key) == sorted(single, key=key), f"{partitions} partitions"
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,6 +30,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from .yamlfile import line_of, read_yaml
 
 DEFAULT_CATALOG = Path(__file__).with_name("metrics.yaml")
 
@@ -254,39 +255,13 @@ def _describe(err: Mapping[str, Any]) -> str:
 
 def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
     """Read and validate a catalog file; raise CatalogError naming the problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the metric catalog: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise CatalogError(f"{path}{line}: not valid YAML: {exc}") from None
+    text, raw = read_yaml(path, "metric catalog", CatalogError)
     try:
         spec = CatalogFile.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        line_no = _line_of(text, first["loc"])
+        line_no = line_of(text, first["loc"])
         at = f" line {line_no}" if line_no else ""
         raise CatalogError(f"{path}{at}: {_describe(first)}") from None
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return compile_catalog(spec, version)
-
-
-def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
-    """Best-effort line number of the deepest mapping key named in ``loc``."""
-    node = yaml.compose(text)
-    line = None
-    for part in loc:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for key, value in node.value:
-            if key.value == str(part):
-                line = key.start_mark.line + 1
-                node = value
-                break
-        else:
-            break
-    return line

@@ -79,7 +79,9 @@ class Observation:
     ``x`` is the numerator (ratio), the count or sum (count, sum) or the sum of
     values (mean); ``n`` the denominator (ratio) or number of values (sum, mean);
     ``sumsq`` the sum of squared values (mean); ``hour`` and ``weekday`` those
-    of the window start in the business timezone.
+    of the window start in the business timezone; ``expect`` the factor a
+    calendar entry scales the baseline by (a ratio's rate, a count's or sum's
+    level, a mean's value) for this window.
     """
 
     x: float
@@ -87,6 +89,7 @@ class Observation:
     sumsq: float = 0.0
     hour: int = 0
     weekday: int = 0  # Monday 0, in the business timezone
+    expect: float = 1.0
 
     @property
     def value(self) -> float:
@@ -351,7 +354,7 @@ class RatioDetector(_JsonState[RatioState]):
 
     def score(self, state: RatioState, obs: Observation) -> Verdict:
         n = obs.n
-        p = self._rate(state, obs.hour)
+        p = min(self._rate(state, obs.hour) * obs.expect, 0.999)
         if n <= 0:
             return quiet(math.nan, p, 0.0, state.windows < self.warmup)
         observed = obs.x / n
@@ -618,7 +621,7 @@ class CountDetector(_JsonState[CountState]):
         return state.windows >= self.warmup and state.weight[hour] > 0
 
     def score(self, state: CountState, obs: Observation) -> Verdict:
-        factor = state.day_factor(obs.weekday, self.day_min_windows)
+        factor = state.day_factor(obs.weekday, self.day_min_windows) * obs.expect
         mu = self._expected(state, obs.hour, factor)
         if not self._warm(state, obs.hour):
             return quiet(obs.x, mu, obs.x, True)
@@ -768,24 +771,24 @@ class MeanDetector(_JsonState[MeanState]):
 
     def score(self, state: MeanState, obs: Observation) -> Verdict:
         if obs.n <= 0:
-            return quiet(math.nan, state.mean, 0.0, state.windows < self.warmup)
-        m = obs.x / obs.n
+            return quiet(math.nan, state.mean * obs.expect, 0.0, state.windows < self.warmup)
+        m, mean = obs.x / obs.n, state.mean * obs.expect
         if state.windows < self.warmup:
-            return quiet(m, state.mean, obs.n, True)
+            return quiet(m, mean, obs.n, True)
         if obs.n < self.min_n:
-            return quiet(m, state.mean, obs.n, False)
+            return quiet(m, mean, obs.n, False)
         s2 = self._sample_var(obs)
         within = state.within_var if s2 is None else 0.5 * (s2 + state.within_var)
         var = within / obs.n + state.between_var + within / max(state.weight, 1.0)
         sd = math.sqrt(max(var, 1e-12))
-        z = (m - state.mean) / sd
+        z = (m - mean) / sd
         half = self.band_z * sd
         return Verdict(
             False,
             m,
-            state.mean,
-            state.mean - half,
-            state.mean + half,
+            mean,
+            mean - half,
+            mean + half,
             1 - norm_cdf(z),
             norm_cdf(z),
             obs.n,

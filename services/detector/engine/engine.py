@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .aggregate import Aggregator
+from .calendar import Calendar
 from .catalog import Catalog
 from .evaluate import EngineSettings, Evaluator, Report
 from .explain import AlertBook
@@ -21,11 +22,20 @@ LOCAL_SOURCE = "local"
 
 
 class Engine:
-    def __init__(self, catalog: Catalog, settings: EngineSettings) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: EngineSettings, calendar: Calendar | None = None
+    ) -> None:
         self.settings = settings
         self.aggregator = Aggregator(catalog, settings.window_s, settings.lateness_s)
-        self.evaluator = Evaluator(catalog, settings, (LOCAL_SOURCE,))
+        self.evaluator = Evaluator(
+            catalog, settings, (LOCAL_SOURCE,), calendar=calendar or Calendar()
+        )
         self.book = AlertBook(settings, (LOCAL_SOURCE,), catalog.version)
+
+    def effects(self) -> list[dict[str, Any]]:
+        """The observed effects of the calendar entries that ended since the last call."""
+        done, self.evaluator.finished = self.evaluator.finished, []
+        return done
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf) -> bool:
         return self.aggregator.add(event, ts, leaf)

@@ -19,17 +19,20 @@ import base64
 import math
 from array import array
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
+from .calendar import Applied, Calendar, Entry
 from .catalog import Catalog, CompiledMetric
 from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
 from .marks import Marks
+from .slices import parse_slice_key, slice_key
 
 UNJUDGED = ("low_volume", "max_slices", "idle_source")
+Occurrence = tuple[Entry, int, int]  # a calendar entry, and the span of one occurrence
 SERIES_WINDOWS = 48  # recent windows kept per (slice, metric), sent with a new alert
 
 
@@ -188,19 +191,22 @@ class SliceState:
     rings: dict[str, Ring] = field(default_factory=dict)  # metric -> recent windows
 
 
-def observation(metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0) -> Observation:
+def observation(
+    metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0, expect: float = 1.0
+) -> Observation:
     def read(index: int, distinct: bool) -> float:
         return acc.distinct[index].count() if distinct else acc.counts[index]
 
     x = read(metric.num, metric.num_distinct)
     if metric.kind == "ratio":
         assert metric.den is not None
-        return Observation(x, read(metric.den, metric.den_distinct), hour=hour, weekday=weekday)
+        n = read(metric.den, metric.den_distinct)
+        return Observation(x, n, hour=hour, weekday=weekday, expect=expect)
     if metric.sumsq is None:
-        return Observation(x, sumsq=x, hour=hour, weekday=weekday)
+        return Observation(x, sumsq=x, hour=hour, weekday=weekday, expect=expect)
     sumsq = acc.counts[metric.sumsq]
     assert metric.n is not None
-    return Observation(x, acc.counts[metric.n], sumsq, hour, weekday)
+    return Observation(x, acc.counts[metric.n], sumsq, hour, weekday, expect)
 
 
 def severity(verdict: Verdict, p: float) -> str:
@@ -273,6 +279,11 @@ class Evaluator:
     # (metric, slice) -> (observed, expected, low, high) of the last window judged, for
     # the ``kpi_slices`` shallowest slices (all-up first, then one dimension, ...)
     kpis: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
+    calendar: Calendar = field(default_factory=Calendar)
+    # per calendar entry occurrence, family head slice and metric: what was observed
+    # and what the ordinary (unscaled) baseline expected, while the entry lasts
+    effects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: list[dict[str, Any]] = field(default_factory=list)  # ended; the caller drains
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
@@ -396,6 +407,9 @@ class Evaluator:
         }
         keys = sorted(self.slices.keys() | partials.keys())
         shown = set(sorted(keys, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices])
+        active = self.calendar.at(start)
+        self._finish_effects(start)
+        heads = self._heads(active, start)
         for key in keys:
             acc = partials.get(key, nothing)
             state = self.slices.get(key) or self._admit(key, acc, start)
@@ -403,6 +417,7 @@ class Evaluator:
                 continue
             if skipped:
                 self.unjudged["idle_source"] += 1  # neither judged nor learned from
+            dims = parse_slice_key(key) if active else {}
             for metric in self.catalog.metrics:
                 if metric.name in skipped:
                     continue
@@ -410,10 +425,73 @@ class Evaluator:
                     self.warming[metric.name] += 1  # the users' history is too short yet
                     continue
                 obs = observation(metric, acc, hour, weekday)
-                candidate = self._judge_metric(state, key, metric, obs, report, key in shown)
+                if key in heads:
+                    self._measure(state, key, metric, obs, heads[key])
+                applied = Calendar.applies(active, dims, metric.name) if active else None
+                if applied is not None and applied.effect == "exclude":
+                    continue  # neither judged nor learned from
+                if applied is not None and applied.factor:
+                    obs = replace(obs, expect=applied.factor)
+                candidate = self._judge_metric(
+                    state, key, metric, obs, report, key in shown, applied
+                )
                 if candidate is not None:
                     report.candidates.append(candidate)
         return report
+
+    @staticmethod
+    def _heads(active: tuple[Entry, ...], start: int) -> dict[str, list[Occurrence]]:
+        """The slices that head an active entry's families (an entry's own slices),
+        each with those entries and the span of their occurrence."""
+        heads: dict[str, list[Occurrence]] = {}
+        for entry in active:
+            span = entry.occurrence(start)
+            assert span is not None
+            for family in entry.spec.slices:
+                head = slice_key({str(dim): value for dim, value in family.items()})
+                heads.setdefault(head, []).append((entry, int(span[0]), int(span[1])))
+        return heads
+
+    def _measure(
+        self,
+        state: SliceState,
+        key: str,
+        metric: CompiledMetric,
+        obs: Observation,
+        entries: list[Occurrence],
+    ) -> None:
+        """Add a window of an entry to its observed effect: observed against the
+        ordinary baseline (no factor), before the window is judged or learned."""
+        detector = self._detectors[metric.name]
+        verdict = detector.score(state.detectors.get(metric.name) or detector.init_state(), obs)
+        per_value = metric.kind in ("ratio", "mean")
+        if verdict.warming_up or (per_value and verdict.n <= 0):
+            return
+        weight = verdict.n if per_value else 1.0
+        for entry, began, ends in entries:
+            found = self.effects.setdefault(
+                f"{entry.name}|{began}|{key}|{metric.name}",
+                {
+                    "name": entry.name,
+                    "effect": entry.effect,
+                    "slice": key,
+                    "metric": metric.name,
+                    "start": began,
+                    "end": ends,
+                    "factor_set": entry.factor(metric.name),
+                    "observed": 0.0,
+                    "ordinary": 0.0,
+                    "windows": 0,
+                },
+            )
+            found["observed"] += verdict.observed * weight
+            found["ordinary"] += verdict.expected * weight
+            found["windows"] += 1
+
+    def _finish_effects(self, start: int) -> None:
+        """Entries whose occurrence ended before ``start``: their effects are final."""
+        for k in [k for k, e in self.effects.items() if e["end"] <= start]:
+            self.finished.append(self.effects.pop(k))
 
     def _judge_metric(
         self,
@@ -423,7 +501,10 @@ class Evaluator:
         obs: Observation,
         report: Report,
         shown: bool,
+        applied: Applied | None = None,
     ) -> dict[str, Any] | None:
+        """Score a window, then learn from it unless it looks anomalous (or an
+        ``expect`` entry scales its baseline: what a campaign shows is not normal)."""
         detector = self._detectors[metric.name]
         det_state = state.detectors.get(metric.name)
         if det_state is None:
@@ -450,8 +531,10 @@ class Evaluator:
                 verdict.high,
             )
         # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
+        scaled = applied is not None and applied.scales
         if verdict.warming_up or (verdict.n <= 0 and metric.kind in ("ratio", "mean")):
-            state.detectors[metric.name] = detector.learn(det_state, obs)
+            if not scaled:
+                state.detectors[metric.name] = detector.learn(det_state, obs)
             return None
         report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
         if metric.kind == "ratio" and verdict.n > 0:
@@ -468,6 +551,8 @@ class Evaluator:
         anomalous = big_enough and (
             sustained or (p <= self._alpha and effect >= self.settings.min_effect)
         )
+        if not anomalous and scaled:
+            return None
         if not anomalous:
             # while evidence of a shift builds up, the recent level holds, for up
             # to ``hold_windows``: an incident too sparse to show in one window
@@ -489,7 +574,7 @@ class Evaluator:
         if sustained:
             p = min(p, math.exp(-level))
         scale = verdict.n if metric.kind in ("ratio", "mean") else 1.0
-        return {
+        found: dict[str, Any] = {
             "metric": metric.name,
             "slice": key,
             "p": p,
@@ -505,6 +590,9 @@ class Evaluator:
             "baseline": detector.name,
             "series": ring.points(self.settings.window_s),
         }
+        if applied is not None:
+            found["calendar"] = applied.to_json()
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -518,6 +606,7 @@ class Evaluator:
             "untracked": self.untracked,
             "unjudged": self.unjudged,
             "late_partials": self.late_partials,
+            "effects": self.effects,
         }
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
@@ -553,5 +642,6 @@ class Evaluator:
         self.untracked = dict(snap["untracked"])
         self.unjudged = {**self.unjudged, **snap["unjudged"]}
         self.late_partials = snap["late_partials"]
+        self.effects = {k: dict(e) for k, e in snap.get("effects", {}).items()}
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

@@ -274,6 +274,8 @@ class AlertBook:
             "baseline": cand["baseline"],
             "config_version": self.config_version,
         }
+        if cand.get("calendar"):
+            alert["calendar"] = cand["calendar"]
         if status == "firing" and current.windows == 1 and cand.get("series"):
             # the recent windows up to this one: later updates carry their own window
             alert["series"] = [[iso(p[0]), *p[1:]] for p in cand["series"]]

@@ -32,6 +32,7 @@ from typing import Any
 
 from services.common.events import event_time, leaf_of
 from services.common.simulator import Family, Incident, Simulator
+from services.detector.engine.calendar import Calendar, EntrySpec
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
@@ -152,16 +153,79 @@ def scenario_updates(
     """Every alert update the engine gives on the scenario's traffic, in order, and the
     number of slices it tracked."""
     incident = scenario.incident()
-    sim = Simulator(
-        START, SPAN, seed=seed, sessions_per_minute=rate, incidents=[incident] if incident else []
-    )
-    engine = Engine(catalog, settings)
+    run = traffic_updates([incident] if incident else [], SPAN, catalog, settings, rate, seed)
+    return run.updates, run.slices
+
+
+def traffic_updates(
+    incidents: list[Incident],
+    span: timedelta,
+    catalog: Catalog,
+    settings: EngineSettings,
+    rate: float,
+    seed: int,
+    calendar: Calendar | None = None,
+) -> Run:
+    """Every alert update the engine gives on simulated traffic from ``START`` with
+    ``incidents`` (and a ``calendar``), in order, the number of slices it tracked and
+    the observed effects of the calendar entries that ended."""
+    sim = Simulator(START, span, seed=seed, sessions_per_minute=rate, incidents=incidents)
+    engine = Engine(catalog, settings, calendar)
     updates: list[dict[str, Any]] = []
     for event in sim.events():
         engine.add(event, event_time(event), leaf_of(event))
         updates += engine.poll()
     updates += engine.flush()
-    return updates, len(engine.evaluator.slices)
+    return Run(updates, len(engine.evaluator.slices), engine.effects())
+
+
+@dataclass(frozen=True)
+class Run:
+    updates: list[dict[str, Any]]
+    slices: int
+    effects: list[dict[str, Any]]
+
+
+# A two-day sale after the two days of learning: all-up traffic doubles, and with it
+# the users, orders, order value, churn actions and the users who lapse a day later
+SALE_AT = START + timedelta(days=2)
+SALE_FOR = timedelta(days=2)
+SALE_EXPECT = {
+    "active_users": 2.0,
+    "order_count": 2.0,
+    "gmv": 2.0,
+    "churn_actions": 2.0,
+    "lapsed_users": 2.0,
+}
+
+
+def sale(magnitude: float = 1.0) -> Incident:
+    """The sale as traffic: ``magnitude`` more sessions everywhere (1.0: twice as many)."""
+    return Incident(
+        family="traffic", start=SALE_AT, duration=SALE_FOR, magnitude=magnitude, slice={}
+    )
+
+
+def sale_entry(effect: str = "expect", factors: dict[str, float] | None = None) -> EntrySpec:
+    """The sale's calendar entry, all-up; ``expect`` with ``SALE_EXPECT`` by default."""
+    return EntrySpec.model_validate(
+        {
+            "name": "Spring sale",
+            "start": SALE_AT,
+            "end": SALE_AT + SALE_FOR,
+            "slices": [{}],
+            "effect": effect,
+            "expect": (factors or SALE_EXPECT) if effect == "expect" else None,
+        }
+    )
+
+
+def first_updates(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first update of each alert, in the order they were raised."""
+    first: dict[str, dict[str, Any]] = {}
+    for alert in updates:
+        first.setdefault(alert["id"], alert)
+    return list(first.values())
 
 
 def run_scenario(
@@ -169,11 +233,8 @@ def run_scenario(
 ) -> tuple[Outcome, int]:
     incident = scenario.incident()
     updates, slices = scenario_updates(scenario, catalog, settings, rate, seed)
-    first: dict[str, dict[str, Any]] = {}
-    for alert in updates:
-        first.setdefault(alert["id"], alert)
     judged_from = iso((START + timedelta(days=2)).timestamp())
-    alerts = [a for a in first.values() if a["started_at"] >= judged_from]
+    alerts = [a for a in first_updates(updates) if a["started_at"] >= judged_from]
     start = iso(INCIDENT_AT.timestamp())
     end = iso((INCIDENT_AT + scenario.duration).timestamp())
     grace = iso((INCIDENT_AT + scenario.duration + timedelta(hours=1)).timestamp())

@@ -320,3 +320,24 @@ selector:
     name: {{ include "opswatch.componentName" (dict "ctx" . "component" "catalog") }}
 {{- end }}
 {{- end -}}
+
+{{/* The calendar, when given: mounted beside the catalog, in a ConfigMap of its own. */}}
+{{- define "opswatch.calendarPath" -}}
+/etc/opswatch/calendar/calendar.yaml
+{{- end -}}
+
+{{- define "opswatch.calendarMount" -}}
+{{- if .Values.calendar }}
+- name: calendar
+  mountPath: {{ dir (include "opswatch.calendarPath" .) }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "opswatch.calendarVolume" -}}
+{{- if .Values.calendar }}
+- name: calendar
+  configMap:
+    name: {{ include "opswatch.componentName" (dict "ctx" . "component" "calendar") }}
+{{- end }}
+{{- end -}}

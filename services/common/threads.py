@@ -1,0 +1,24 @@
+"""A loop in a daemon thread of its own, stopped on request."""
+
+from __future__ import annotations
+
+import threading
+
+
+class Background:
+    """Runs ``_run`` in a daemon thread from ``start()``; ``_run`` loops until
+    ``self._stop`` is set, which ``stop()`` does before it waits for the thread."""
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        raise NotImplementedError

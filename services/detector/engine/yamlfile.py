@@ -1,0 +1,43 @@
+"""Reading the YAML files that configure the engine (the metric catalog, the calendar)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]:
+    """The file's text and its parsed content; ``error`` naming the path (and the line
+    of a YAML error) when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path}{line}: not valid YAML: {exc}") from None
+
+
+def line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best-effort line of the deepest node named in ``loc`` (mapping keys, list indices)."""
+    node = yaml.compose(text)
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                break
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -372,6 +372,11 @@ def replay(
         f"{result.events} events, {result.alerts} alert updates -> {output}"
         f" ({result.late} late, {result.duplicates} duplicate)"
     )
+    if result.refused_names:
+        summary += (
+            f"; {result.refused_names} metric events refused: their names are beyond"
+            " the first OPSWATCH_MAX_METRIC_NAMES"
+        )
     out.print(summary, highlight=False)
     if stats:
         out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
@@ -446,7 +451,10 @@ app.add_typer(deadletters, name="deadletter")
 @deadletters.command("replay")
 def deadletter_replay(
     reason: Annotated[
-        str, typer.Option(help="the reason header to replay: json, schema, limits, engine")
+        str,
+        typer.Option(
+            help="the reason header to replay: json, schema, limits, engine, metric_names"
+        ),
     ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="count what would be replayed, send nothing")

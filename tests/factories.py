@@ -28,6 +28,9 @@ def event(kind: str = "activity", at: datetime = T0, **fields: Any) -> dict[str,
         base |= {"session_id": "s-1", "action": "session_start"}
     elif kind == "order":
         base |= {"order_id": "o-1", "status": "paid", "amount": 10.0, "currency": "EUR"}
+    elif kind == "metric":
+        del base["user_id"]
+        base |= {"name": "stock_level", "value": 120.0, "unit": "items"}
     else:
         base |= {"rating": 4}
     base.update(fields)

@@ -18,20 +18,30 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .contracts import Action, FeedbackCategory, OrderStatus
+from .contracts import (
+    METRIC_NAME,
+    METRIC_NAME_CHARS,
+    METRIC_VALUE_MAX,
+    Action,
+    FeedbackCategory,
+    OrderStatus,
+)
 
 _Text = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Dimension = Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None
 
 
-class _Event(msgspec.Struct, tag_field="type", kw_only=True):
+class _Base(msgspec.Struct, tag_field="type", kw_only=True):
     event_id: _Text
     ts: str  # RFC 3339 and the year: checked by the reference's own functions
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     region: _Dimension = None
     channel: _Dimension = None
     platform: _Dimension = None
     attributes: dict[str, Any] | None = None
+
+
+class _Event(_Base):
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class _Order(_Event, tag="order"):
@@ -54,7 +64,17 @@ class _Feedback(_Event, tag="feedback"):
     text: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
 
 
-_Events = list[_Order | _Activity | _Feedback]
+class _Metric(_Base, tag="metric"):
+    # \Z, not $ (see currency); NaN and infinities fail the bounds
+    name: Annotated[
+        str,
+        msgspec.Meta(pattern=r"\A" + METRIC_NAME[1:-1] + r"\Z", max_length=METRIC_NAME_CHARS),
+    ]
+    value: Annotated[float, msgspec.Meta(ge=-METRIC_VALUE_MAX, le=METRIC_VALUE_MAX)]
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+
+
+_Events = list[_Order | _Activity | _Feedback | _Metric]
 
 
 def conforms(raws: list[Any]) -> bool:

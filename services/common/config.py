@@ -133,6 +133,9 @@ class OpswatchSettings(BaseSettings):
     min_slice_volume: Annotated[float, Field(ge=0)] = Field(
         30.0, validation_alias=env("OPSWATCH_MIN_SLICE_VOLUME")
     )
+    max_metric_names: Annotated[int, Field(ge=1)] = Field(
+        100, validation_alias=env("OPSWATCH_MAX_METRIC_NAMES")
+    )
     kpi_export_slices: Annotated[int, Field(ge=0)] = Field(
         200, validation_alias=env("OPSWATCH_KPI_EXPORT_SLICES")
     )
@@ -301,6 +304,7 @@ class OpswatchSettings(BaseSettings):
             timezone=self.timezone,
             max_slices=self.max_slices,
             min_slice_volume=self.min_slice_volume,
+            max_metric_names=self.max_metric_names,
             resolve_after=self.resolve_after,
             kpi_slices=self.kpi_export_slices,
         )

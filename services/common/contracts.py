@@ -88,14 +88,13 @@ Action = Literal[
 FeedbackCategory = Literal["complaint", "bug", "question", "praise", "other"]
 
 
-class _Event(BaseModel):
+class _Base(BaseModel):
     """Fields beyond the contract's are carried, not interpreted (extra="allow")."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)]
     ts: Timestamp
-    user_id: Annotated[str, Field(min_length=1, max_length=256)]
     region: Dimension | None = None
     channel: Dimension | None = None
     platform: Dimension | None = None
@@ -105,6 +104,12 @@ class _Event(BaseModel):
     @classmethod
     def _this_millennium(cls, value: datetime) -> datetime:
         return this_millennium(value)
+
+
+class _Event(_Base):
+    """What a user did: an order, an activity, feedback."""
+
+    user_id: Annotated[str, Field(min_length=1, max_length=256)]
 
     def leaf_slice(self) -> tuple[str, str, str]:
         return (self.region or UNKNOWN, self.channel or UNKNOWN, self.platform or UNKNOWN)
@@ -132,10 +137,28 @@ class FeedbackEvent(_Event):
     text: Annotated[str, Field(max_length=4000)] | None = None
 
 
-Event = Annotated[OrderEvent | ActivityEvent | FeedbackEvent, Field(discriminator="type")]
-EVENT_ADAPTER: TypeAdapter[OrderEvent | ActivityEvent | FeedbackEvent] = TypeAdapter(Event)
+METRIC_NAME = r"^[a-z][a-z0-9_]*$"
+METRIC_NAME_CHARS = 64
+METRIC_VALUE_MAX = 1e15  # in magnitude: a window's sums stay exact enough and finite
 
-EVENT_TYPES: tuple[str, ...] = ("order", "activity", "feedback")
+
+class MetricEvent(_Base):
+    """A number any other system measures (a stock level, a delivery time), for the
+    slice its dimensions name; no user behind it."""
+
+    type: Literal["metric"]
+    name: Annotated[str, Field(pattern=METRIC_NAME, max_length=METRIC_NAME_CHARS)]
+    value: Annotated[
+        StrictFloat, Field(allow_inf_nan=False, ge=-METRIC_VALUE_MAX, le=METRIC_VALUE_MAX)
+    ]
+    unit: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+
+AnyEvent = OrderEvent | ActivityEvent | FeedbackEvent | MetricEvent
+Event = Annotated[AnyEvent, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+
+EVENT_TYPES: tuple[str, ...] = ("order", "activity", "feedback", "metric")
 
 
 class Driver(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ EVENT_TOPIC_SUFFIX: dict[str, str] = {
     "order": "orders",
     "activity": "activity",
     "feedback": "feedback",
+    "metric": "metrics",
 }
 
 
@@ -72,7 +73,7 @@ class EventError(ValueError):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
-        self.reason = reason  # schema, limits (too deep, too long) or json
+        self.reason = reason  # schema, limits (too deep, too long), json or metric_names
 
 
 FUTURE_S = 86_400.0  # an event further ahead of the wall clock has a wrong clock
@@ -176,6 +177,31 @@ def refuse_future(event: Mapping[str, Any], now: float) -> None:
     itself never reads the clock."""
     if event_time(event) > now + FUTURE_S:
         raise EventError("ts", "more than a day ahead of this server's clock", "future")
+
+
+METRIC_NAMES_REASON = "metric_names"
+
+
+@dataclass
+class MetricNames:
+    """The distinct names of metric events taken so far, at most ``limit``: an event
+    of one more name is refused, so that the series a producer can open stay bounded.
+    Which names are taken follows from the order the events come in."""
+
+    limit: int
+    names: set[str] = field(default_factory=set)
+
+    def admit(self, event: Mapping[str, Any]) -> None:
+        """Take the event's name (other event types pass); EventError beyond the limit."""
+        if event["type"] != "metric" or event["name"] in self.names:
+            return
+        if len(self.names) >= self.limit:
+            raise EventError(
+                "name",
+                f"{self.limit} metric names are taken already (OPSWATCH_MAX_METRIC_NAMES)",
+                METRIC_NAMES_REASON,
+            )
+        self.names.add(event["name"])
 
 
 def deadletter_headers(

@@ -40,8 +40,8 @@ def ensure_topics(
     """Create opswatch's topics if they are missing (existing ones are left alone)
     and wait until every partition of them has a leader.
 
-    The three event topics and the partials topic share one partition count:
-    a leaf slice's orders, activity and feedback land on the same partition
+    The event topics and the partials topic share one partition count:
+    a leaf slice's orders, activity, feedback and metrics land on the same partition
     number and so on the same detector worker. Topics are created with the
     connection's replication factor and min.insync.replicas, as are those of
     ``single`` (one partition each); existing ones (and those of ``also_check``

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry
 from services.common.calendars import CalendarFeed, effect_key
 from services.common.config import OpswatchSettings
 from services.common.connection import KafkaConnection
-from services.common.events import deadletter_headers, event_time, read_record
+from services.common.events import EventError, deadletter_headers, event_time, read_record
 from services.detector import snapshots
 from services.detector.catchup import CatchUp
 from services.detector.metrics import KpiExport, Metrics, WatermarkLag
@@ -336,6 +336,9 @@ def create_app(
         if events:
             heard[("one", message.partition, message.topic)] = time.monotonic()
             for event, failure in await apply_events(stage, message.topic, events):
+                if isinstance(failure, EventError):  # a rule of stage one's (metric names)
+                    await dead_letter(message, orjson.dumps(event), failure.reason, failure)
+                    continue
                 log.error("the engine refused an event", exc_info=failure)
                 await dead_letter(message, orjson.dumps(event), "engine", failure)
         stage.positions.advance(message.topic, message.offset)

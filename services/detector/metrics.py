@@ -11,12 +11,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.common.contracts import ALL_UP, EVENT_TYPES
+from services.common.events import METRIC_NAMES_REASON
 
 SEVERITIES = ("critical", "warning", "info")
 STATUSES = ("firing", "resolved")
 
 
-DEADLETTER_REASONS = ("json", "schema", "limits", "engine")
+DEADLETTER_REASONS = ("json", "schema", "limits", "engine", METRIC_NAMES_REASON)
 DUPLICATE_KINDS = ("event", "redelivered", "partial", "report")
 KPI_SERIES = (
     ("observed", "The business KPI as observed"),
@@ -113,7 +114,8 @@ class Metrics:
             deadlettered=Counter(
                 "opswatch_detector_deadlettered_total",
                 "Events the detector could not use, written to the dead-letter topic with"
-                " their original bytes, by reason (json, schema, limits, engine).",
+                " their original bytes, by reason (json, schema, limits, engine,"
+                " metric_names).",
                 ["reason"],
                 registry=registry,
             ),

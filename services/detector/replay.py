@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from services.common.events import EventError, event_time, leaf_of, validate_all
+from services.common.events import EventError, MetricNames, event_time, leaf_of, validate_all
 from services.detector.engine.calendar import Calendar
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
@@ -33,6 +33,7 @@ class ReplayStats:
     invalid: int = 0
     late: int = 0
     duplicates: int = 0
+    refused_names: int = 0  # metric events of names beyond ``max_metric_names``
     incomplete: int = 0  # windows the input covered only in part (its first and last)
     alerts: int = 0
     seconds: float = 0.0
@@ -108,6 +109,7 @@ def replay(
 ) -> ReplayStats:
     stats = ReplayStats()
     engine = Engine(catalog, settings, calendar)
+    names = MetricNames(settings.max_metric_names)
     started = time.perf_counter()
 
     def write(alerts: list[dict[str, Any]]) -> None:
@@ -120,6 +122,11 @@ def replay(
             on_invalid(number, why)
 
     for ts, event in reorder(read_events(source, stats, invalid), reorder_s):
+        try:
+            names.admit(event)  # in the order the engine takes them
+        except EventError:
+            stats.refused_names += 1
+            continue
         engine.add(event, ts, leaf_of(event))
         stats.events += 1
         if stats.events % 4096 == 0:

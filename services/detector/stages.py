@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from services.common.events import event_time, leaf_of
+from services.common.events import MetricNames, event_time, leaf_of
 from services.common.kafka import slot
 from services.detector.engine.aggregate import Acc, Aggregator, ClosedWindow
 from services.detector.engine.calendar import Calendar
@@ -77,14 +77,20 @@ class StageOne:
     # (the stream is live: nothing was said), beyond its last event
     quiet_until: dict[str, float] = field(default_factory=dict)
     positions: Positions = field(default_factory=Positions)
+    metric_names: MetricNames = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, expected=self.sources)
+        # the watermark waits for the catalog's topics from the start; the metric
+        # events' topic counts once heard from, so that nobody writing it holds nothing back
+        waited = tuple(t for t in self.sources if self.source_types.get(t) != "metric")
+        self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, expected=waited)
+        self.metric_names = MetricNames(s.max_metric_names)
 
     def on_event(
         self, event: Mapping[str, Any], ts: float, leaf: tuple[str, str, str], source: str
     ) -> list[Outgoing]:
+        self.metric_names.admit(event)
         self.aggregator.add(event, ts, leaf, source)
         return self.emit()
 
@@ -93,11 +99,13 @@ class StageOne:
     ) -> tuple[list[Outgoing], list[tuple[Mapping[str, Any], Exception]]]:
         """Valid events of one source in order, then what the windows they close send:
         the same as one event at a time (lateness follows from event time alone),
-        with one watermark marker instead of many. And the events the engine refused."""
+        with one watermark marker instead of many. And the events the engine refused
+        (a metric event of a name beyond ``max_metric_names``: an EventError)."""
         refused: list[tuple[Mapping[str, Any], Exception]] = []
-        add = self.aggregator.add
+        add, admit = self.aggregator.add, self.metric_names.admit
         for event in events:
             try:
+                admit(event)
                 add(event, event_time(event), leaf_of(event), source)
             except Exception as exc:  # an event the engine cannot take: kept, not fatal
                 refused.append((event, exc))
@@ -126,9 +134,11 @@ class StageOne:
             return {}
         covered = {}
         for s in sorted(sources.idle):
+            if self.source_types.get(s) == "metric":
+                continue  # no catalog metric reads it: its silence leaves none unjudged
             known = [t for t in (sources.marks.get(s), self.quiet_until.get(s)) if t is not None]
             covered[self.source_types.get(s, "*")] = max(known, default=None)
-        return {"idle": covered}
+        return {"idle": covered} if covered else {}
 
     def _partials(self, window: ClosedWindow) -> list[Outgoing]:
         """A closed window's partials, as few records as fit: per partials partition
@@ -178,6 +188,7 @@ class StageOne:
                 "marked": self.marked,
                 "pos": self.positions.last,
                 "quiet": self.quiet_until,
+                "names": sorted(self.metric_names.names),
             }
         )
 
@@ -187,6 +198,7 @@ class StageOne:
         self.marked = snap["marked"]
         self.positions = Positions(snap["pos"])
         self.quiet_until = dict(snap.get("quiet", {}))
+        self.metric_names.names = set(snap.get("names", ()))
 
 
 @dataclass

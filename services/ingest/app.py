@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common import health as common_health
 from services.common import problems
-from services.common.events import Topics
+from services.common.events import MetricNames, Topics
 from services.ingest.api import events, health
 from services.ingest.keys import AnswerBook, Replays
 from services.ingest.metrics import Metrics
@@ -25,11 +25,13 @@ def create_app(
     max_bytes: int = 10_000_000,
     max_inflight: int = 16,
     replays: AnswerBook | None = None,
+    max_metric_names: int = 100,
 ) -> FastAPI:
     """``max_inflight`` requests at most are read and produced at once (each holds up to
     ``max_bytes``); one more is answered 503 at once, so memory stays bounded while
     Kafka is slow or away. ``replays`` keeps the answers by Idempotency-Key (in this
-    process unless given)."""
+    process unless given). Metric events of more than ``max_metric_names`` distinct
+    names (in this process) are refused."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +47,7 @@ def create_app(
     app.state.replays = replays or Replays()
     app.state.inflight = events.InFlight(max_inflight)
     app.state.topics = topics or Topics()
+    app.state.metric_names = MetricNames(max_metric_names)
     problems.install(app)
     app.include_router(events.router)
     app.include_router(health.router)

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.contracts import EVENT_TYPES
+from services.common.events import METRIC_NAMES_REASON
 
-REJECT_REASONS = ("schema", "json", "unknown_type", "limits", "future", "duplicate")
+REJECT_REASONS = (
+    "schema",
+    "json",
+    "unknown_type",
+    "limits",
+    "future",
+    "duplicate",
+    METRIC_NAMES_REASON,
+)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ from tests.integration.test_malformed import corpus
 FIELDS = [
     "type", "event_id", "ts", "user_id", "region", "channel", "platform", "attributes",
     "order_id", "status", "amount", "currency", "session_id", "action",
-    "rating", "category", "nps", "text", "extra",
+    "rating", "category", "nps", "text", "name", "value", "unit", "extra",
 ]  # fmt: skip
 EDGES: list[Any] = [
     None, True, False, 0, 1, -1, 4, 4.0, 2.5, 5, 6, 10, 11, 1e12, 1e12 + 1, 10**30, "",
     "x", "4", "eu\n", "EUR", "EUR\n", "eur", "EU", "EURO", [], [1], {}, {"a": {"b": [1]}},
     "paid", "refunded", "shipped", "session_start", "LOGIN", "complaint", "order",
-    "activity", "feedback", "2026-03-02T10:00:00Z", "2026-03-02t10:00:00z",
+    "activity", "feedback", "metric", "stock_level", "Stock", "a-b", "_a", "a1_", -1e15,
+    1e15, -1e15 - 1e3, 1e15 + 1e3, "2026-03-02T10:00:00Z", "2026-03-02t10:00:00z",
     "2026-03-02 10:00:00+01:00", "2026-03-02T10:00:00", "2026-03-02T10:00:00.123456Z",
     "2026-02-30T10:00:00Z", "1999-12-31T23:59:59Z", "2000-01-01T00:00:00Z",
     "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2026-03-02T10:00:00Z\n",
@@ -44,10 +45,11 @@ def reference_accepts(raw: Any) -> bool:
 def generated(count: int, seed: int = 5) -> list[Any]:
     rng = default_rng(seed)
     bases = [event(kind) for kind in ("order", "activity", "feedback")] + traffic(1, seed=seed)
+    metric = event("metric")
     values = EDGES + ["s" * n for n in LENGTHS]
     out = []
     for _ in range(count):
-        doc = copy.deepcopy(bases[rng.integers(len(bases))])
+        doc = copy.deepcopy(metric if rng.random() < 0.2 else bases[rng.integers(len(bases))])
         for _ in range(1 + int(rng.integers(2))):
             own = rng.random() < 0.6  # mostly the event's own fields, near their value
             fields = list(doc) if own else FIELDS
@@ -85,6 +87,8 @@ def test_generated_events_get_the_same_verdict_from_both(seed: int) -> None:
     assert not differ, f"{len(differ)} differ, e.g. {differ[:3]}"
     accepted = sum(ref for ref, _ in verdicts)
     assert 0.1 * len(docs) < accepted < 0.9 * len(docs)  # both verdicts are well represented
+    metrics = [ref for d, (ref, _) in zip(docs, verdicts, strict=True) if d.get("type") == "metric"]
+    assert 0 < sum(metrics) < len(metrics)  # metric events among both verdicts
 
 
 def test_a_batch_with_one_bad_event_is_checked_event_by_event() -> None:

@@ -23,7 +23,8 @@ def _validator(name: str) -> Draft202012Validator:
 
 
 EVENT_SCHEMAS = {
-    kind: _validator(f"event.{kind}.v1.schema.json") for kind in ("order", "activity", "feedback")
+    kind: _validator(f"event.{kind}.v1.schema.json")
+    for kind in ("order", "activity", "feedback", "metric")
 }
 ALERT_SCHEMA = _validator("alert.v1.schema.json")
 

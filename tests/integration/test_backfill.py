@@ -213,3 +213,46 @@ def test_a_topic_nobody_writes_to_holds_a_backfill_back_only_so_long(
     assert metric_total(detector.url, "opswatch_detector_late_events_total") == 0
     unjudged = "opswatch_detector_unjudged_slice_windows"
     assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0
+
+
+def test_metric_events_beside_a_backfill_move_none_of_its_alerts(
+    stack: Stack, bootstrap: str
+) -> None:
+    """Samples of two metric names every five minutes in two slices, written first,
+    then the other topics: none of them late, the catalog's alerts those of the replay
+    of the same file, and a third name beyond OPSWATCH_MAX_METRIC_NAMES dead-lettered."""
+    events = list(Simulator(T0, timedelta(days=1), seed=5, sessions_per_minute=8).events())
+    samples = [
+        {
+            "type": "metric",
+            "event_id": f"{name}-{region}-{minute}",
+            "ts": (T0 + timedelta(minutes=minute)).isoformat().replace("+00:00", "Z"),
+            "name": name,
+            "value": float(minute % 11),
+            "region": region,
+        }
+        for minute in range(0, 24 * 60, 5)
+        for name in ("stock_level", "delivery_minutes", "refund_count")
+        for region in ("eu", "na")
+    ]
+    source = stack.tmp / "with-metrics.ndjson"
+    to_file(sorted(events + samples, key=event_time), source)
+    stack.env["OPSWATCH_MAX_METRIC_NAMES"] = "2"
+    detector, topics = start_detector(stack, bootstrap)
+    produce(bootstrap, topics.events["metric"], samples)
+    for etype in ("order", "activity", "feedback"):
+        produce(bootstrap, topics.events[etype], (e for e in events if e["type"] == etype))
+    before = judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
+
+    assert metric_total(detector.url, "opswatch_detector_late_events_total") == 0
+    taken = metric_total(detector.url, "opswatch_detector_events_processed_total", '"metric"')
+    refused = metric_total(
+        detector.url, "opswatch_detector_deadlettered_total", 'reason="metric_names"'
+    )
+    # each detector partition takes the first two names it reads: the third is refused
+    assert taken == len(samples)
+    assert refused == sum(s["name"] == "refund_count" for s in samples)
+    dead = published(bootstrap, topics.deadletter)
+    assert {e["name"] for e in dead} == {"refund_count"}
+    expected = identities(replayed(source, stack.tmp), before)
+    assert identities(published(bootstrap, topics.alerts), before) == expected

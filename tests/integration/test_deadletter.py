@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 from services.common.connection import KafkaConnection
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
-from tests.factories import event
+from tests.factories import event, stored
 from tests.integration.conftest import REPO, Stack
 from tests.integration.test_end_to_end import processed
 from tests.integration.test_ingest import consume
@@ -73,6 +73,27 @@ def test_fixed_dead_letters_are_replayed_once_per_reason(stack: Stack, bootstrap
     orders = consume(bootstrap, topics.events["order"], 2, timeout_s=5)
     assert [orjson.loads(r.value)["event_id"] for r in orders] == [fixed["event_id"]]
     assert "would replay 1" in _replay(stack, bootstrap, "--reason", "schema", "--dry-run")
+
+
+def test_metric_events_refused_for_their_name_are_replayed_to_the_metric_topic(
+    stack: Stack, bootstrap: str
+) -> None:
+    """Ingest refuses a second metric name with OPSWATCH_MAX_METRIC_NAMES=1; the dead
+    letter replay (after the setting is raised) sends the refused event on, to the
+    metric events' topic, where the detector applies its own bound."""
+    stack.env["OPSWATCH_MAX_METRIC_NAMES"] = "1"
+    ingest = stack.start("ingest", "/readyz")
+    first, second = event("metric", name="stock_level"), event("metric", name="queue_length")
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([first, second]))
+    assert resp.json()["rejected"] == 1
+    topics = Topics(stack.namespace)
+    assert "would replay 1 (1 to " in _replay(
+        stack, bootstrap, "--reason", "metric_names", "--dry-run"
+    )
+    assert "replayed 1 (1 to " in _replay(stack, bootstrap, "--reason", "metric_names")
+    records = consume(bootstrap, topics.events["metric"], 2, timeout_s=5)
+    taken = [e for r in records for e in stored(r.value)]
+    assert [e["name"] for e in taken] == ["stock_level", "queue_length"]
 
 
 def test_alert_updates_the_alerting_service_cannot_use_are_dead_lettered(

@@ -133,3 +133,50 @@ def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
     assert other.status_code == 422 and other.json()["title"] == "Idempotency-Key reused"
     orders = consume(bootstrap, Topics(stack.namespace).events["order"], 3, timeout_s=5)
     assert len([e for r in orders for e in stored(r.value)]) == 2
+
+
+def test_metric_events_go_to_their_topic_and_bad_ones_are_dead_lettered(
+    stack: Stack, bootstrap: str
+) -> None:
+    stack.env["OPSWATCH_MAX_METRIC_NAMES"] = "2"
+    ingest = stack.start("ingest", "/readyz")
+    good = [
+        event("metric", name="stock_level", value=40.0),
+        event("metric", name="delivery_minutes", value=31.5, region="us"),
+        event("metric", name="stock_level", value=38),
+    ]
+    third_name = event("metric", name="refund_count", value=2.0)
+    bad_name = event("metric", name="Stock-Level")
+    huge = event("metric", value=1e300)  # JSON has no NaN: beyond the bound is what is left
+    resp = httpx.post(
+        ingest.url + "/v1/events",
+        content=orjson.dumps([good[0], bad_name, good[1], third_name, huge, good[2]]),
+        headers=JSON,
+    )
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (3, 3)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (1, "name"),
+        (3, "name"),
+        (4, "value"),
+    ]
+
+    topics = Topics(stack.namespace)
+    assert topics.events["metric"] == f"{stack.namespace}.events.metrics"
+    records = consume(bootstrap, topics.events["metric"], 2)
+    assert sorted(e["event_id"] for r in records for e in stored(r.value)) == sorted(
+        e["event_id"] for e in good
+    )
+    dead = consume(bootstrap, topics.deadletter, 3)
+    reasons = {orjson.loads(d.value)["event_id"]: dict(d.headers)["reason"] for d in dead}
+    assert reasons == {
+        bad_name["event_id"]: b"schema",
+        third_name["event_id"]: b"metric_names",
+        huge["event_id"]: b"schema",
+    }
+    scraped = httpx.get(ingest.url + "/metrics").text
+    assert (
+        'opswatch_ingest_events_rejected_total{reason="metric_names",type="metric"} 1.0' in scraped
+    )
+    assert 'opswatch_ingest_events_received_total{type="metric"} 3.0' in scraped

@@ -45,6 +45,30 @@ def test_a_user_metric_is_added_without_code(tmp_path: Path) -> None:
     assert catalog.version != load_catalog().version
 
 
+def test_metric_events_take_their_names_declarations_or_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.yaml"
+    path.write_text(
+        DEFAULT_CATALOG.read_text() + "metric_events:\n"
+        "  default: {summary: last, severity: info}\n"
+        "  names:\n"
+        "    stock_level: {alert_on: down, unit: items, severity: critical}\n"
+        "    delivery_minutes: {summary: max, alert_on: up, unit: min}\n"
+    )
+    series = load_catalog(path).series
+    stock, delivery, other = (series.of(n) for n in ("stock_level", "delivery_minutes", "x"))
+    assert (stock.summary, stock.alert_on, stock.unit, stock.severity) == (
+        "last",
+        "down",
+        "items",
+        "critical",
+    )
+    assert (delivery.summary, delivery.alert_on, delivery.severity) == ("max", "up", "info")
+    assert (other.summary, other.alert_on, other.unit) == ("last", "both", "")
+    # without the section (the built-in catalog), every name: the mean, both directions
+    built_in = load_catalog().series.of("stock_level")
+    assert (built_in.summary, built_in.alert_on, built_in.severity) == ("mean", "both", None)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -58,6 +82,26 @@ def test_a_user_metric_is_added_without_code(tmp_path: Path) -> None:
             "not a duration like",
         ),
         ("metrics:\n  m:\n    kind: count\n    measure: {seen_within: 1d}\n", "need 'distinct"),
+        (
+            "metrics:\n  m:\n    kind: count\n    measure: {type: order}\n"
+            "metric_events:\n  names:\n    stock_level: {summary: median}\n",
+            "line 7: metric_events.names.stock_level.summary",
+        ),
+        (
+            "metrics:\n  m:\n    kind: count\n    measure: {type: order}\n"
+            "metric_events:\n  names:\n    Stock-Level: {summary: last}\n",
+            "should match pattern",
+        ),
+        (
+            "metrics:\n  m:\n    kind: count\n    measure: {type: order}\n"
+            "metric_events:\n  default: {alert_on: sideways}\n",
+            "line 6: metric_events.default.alert_on",
+        ),
+        (
+            "metrics:\n  m:\n    kind: count\n    measure: {type: order}\n"
+            "metric_events:\n  names:\n    m: {summary: last}\n",
+            "cannot be a catalog metric's too",
+        ),
     ],
     ids=[
         "unknown-kind",
@@ -67,6 +111,10 @@ def test_a_user_metric_is_added_without_code(tmp_path: Path) -> None:
         "empty",
         "bad-duration",
         "history-without-distinct",
+        "unknown-summary",
+        "bad-series-name",
+        "bad-default-direction",
+        "series-named-as-a-metric",
     ],
 )
 def test_bad_files_are_refused_with_a_message_naming_the_problem(

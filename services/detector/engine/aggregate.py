@@ -275,11 +275,14 @@ class Aggregator:
             self.stats.duplicates += 1
             return False
         ids.add(event_id)
+        etype = event["type"]
+        if etype == "metric":  # its own series, not a measure of the catalog's metrics
+            self.stats.applied += 1
+            return True
         leaves = self.windows.setdefault(start, {})
         acc = leaves.get(leaf)
         if acc is None:
             acc = leaves[leaf] = Acc.empty(self.catalog)
-        etype = event["type"]
         counts = acc.counts
         for plan in (self._counts.get(etype), self._counts.get(None)):
             for i, slot in plan or ():
@@ -313,7 +316,9 @@ class Aggregator:
             return set()
         began = min(self.begun.values())
         marks = self.sources.marks
-        waiting = [s for s in (self.expected or marks) if s not in self.sources.idle]
+        waiting = [
+            s for s in self.sources.heard_or(self.expected or None) if s not in self.sources.idle
+        ]
         if not waiting:
             return set()
         slowest = min(marks.get(s, began) for s in waiting)

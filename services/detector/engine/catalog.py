@@ -11,6 +11,12 @@ stage one beside the leaf slice): ``seen_within`` keeps the window's users who
 were also active in that long before it (returning users), ``lapsed_after``
 counts the users whose inactivity reaches that long in the window (lapsed
 users). Durations are written ``90s``, ``30m``, ``12h`` or ``7d``.
+
+Metric events (a number another system measures, under a name of its own) are
+not measures of these metrics: the optional ``metric_events`` section says, by
+default and per name, how a window summarises such a series (the last value,
+the mean, the sum or the maximum of its samples), which direction hurts, its
+unit and the severity of its alerts.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,11 +121,56 @@ class MetricDef(BaseModel):
         return self
 
 
+Severity = Literal["critical", "warning", "info"]
+SeriesName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+
+
+class SeriesDef(BaseModel):
+    """How the series of a metric event's name is judged. ``severity``: that of every
+    alert of the name (none: from effect size and evidence, as for the metrics)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    summary: Literal["last", "mean", "sum", "max"] = "mean"
+    alert_on: Literal["up", "down", "both"] = "both"
+    unit: Annotated[str, Field(max_length=32)] = ""
+    severity: Severity | None = None
+
+
+class SeriesOverride(BaseModel):
+    """A name's own declarations; what it leaves out comes from the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    summary: Literal["last", "mean", "sum", "max"] | None = None
+    alert_on: Literal["up", "down", "both"] | None = None
+    unit: Annotated[str, Field(max_length=32)] | None = None
+    severity: Severity | None = None
+
+
+class MetricEventsDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: SeriesDef = Field(default_factory=SeriesDef)
+    names: dict[SeriesName, SeriesOverride] = Field(default_factory=dict)
+
+
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1] = 1
     metrics: Annotated[dict[str, MetricDef], Field(min_length=1)]
+    metric_events: MetricEventsDef = Field(default_factory=MetricEventsDef)
+
+    @model_validator(mode="after")
+    def _names_apart(self) -> CatalogFile:
+        both = sorted(self.metrics.keys() & self.metric_events.names.keys())
+        if both:
+            raise ValueError(
+                f"{', '.join(both)}: a metric event's name cannot be a catalog metric's too"
+                " (alerts name either by it)"
+            )
+        return self
 
 
 class CatalogError(ValueError):
@@ -165,11 +216,23 @@ class CompiledMetric:
 
 
 @dataclass(frozen=True)
+class SeriesCatalog:
+    """The declarations of metric events' series: each name's, or the default."""
+
+    default: SeriesDef = field(default_factory=SeriesDef)
+    names: Mapping[str, SeriesDef] = field(default_factory=dict)
+
+    def of(self, name: str) -> SeriesDef:
+        return self.names.get(name, self.default)
+
+
+@dataclass(frozen=True)
 class Catalog:
     metrics: tuple[CompiledMetric, ...]
     count_slots: tuple[CountSlot, ...]
     distinct_slots: tuple[DistinctSlot, ...]
     version: str
+    series: SeriesCatalog = field(default_factory=SeriesCatalog)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -245,7 +308,15 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
             assert m.measure is not None
             num, num_d = plain(m.measure)
             compiled.append(CompiledMetric(*head, num, num_d, history_s=history, reads=reads))
-    return Catalog(tuple(compiled), tuple(count_slots), tuple(distinct_slots), version)
+    events = spec.metric_events
+    series = SeriesCatalog(
+        events.default,
+        {
+            name: events.default.model_copy(update=own.model_dump(exclude_none=True))
+            for name, own in events.names.items()
+        },
+    )
+    return Catalog(tuple(compiled), tuple(count_slots), tuple(distinct_slots), version, series)
 
 
 def _describe(err: Mapping[str, Any]) -> str:

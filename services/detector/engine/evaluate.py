@@ -58,6 +58,7 @@ class EngineSettings:
     timezone: str = "UTC"
     max_slices: int = 20_000  # tracked by one evaluator (a partition of stage two)
     min_slice_volume: float = 30.0  # events (or users) seen before a slice is tracked
+    max_metric_names: int = 100  # distinct names of metric events taken (by stage one)
     kpi_slices: int = 200  # slices whose KPIs the last window leaves in ``kpis``
 
     def cusum_threshold(self, metrics: int) -> float:

@@ -29,14 +29,22 @@ class Marks:
         self.idle.discard(source)
 
     def low(self, expected: Iterable[str] | None = None) -> float | None:
-        """The mark every non-idle source (of ``expected``, or of those seen) has passed."""
+        """The mark every non-idle source (of ``expected`` and those seen) has passed."""
         if not self.marks:
             return None
-        sources = self.marks if expected is None else expected
+        sources = self.heard_or(expected)
         waiting = [s for s in sources if s not in self.idle]
         if any(s not in self.marks for s in waiting):
             return None
         return min(self.marks[s] for s in waiting) if waiting else max(self.marks.values())
+
+    def heard_or(self, expected: Iterable[str] | None) -> list[str]:
+        """The sources ``expected`` (waited for before they are heard from), and every
+        other source once heard from."""
+        if expected is None:
+            return list(self.marks)
+        first = list(expected)
+        return first + [s for s in self.marks if s not in first]
 
     def to_json(self) -> dict[str, Any]:
         return {"marks": self.marks, "idle": sorted(self.idle)}

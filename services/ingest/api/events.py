@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from services.common.events import (
     EVENT_TOPIC_SUFFIX,
     EventError,
+    MetricNames,
     Topics,
     partition_key,
     refuse_future,
@@ -184,11 +185,14 @@ async def _post_events(
     topics: Topics,
 ) -> IngestResult:
     started = time.perf_counter()
+    metric_names: MetricNames = request.app.state.metric_names
     body = await read_body(request, request.app.state.max_bytes)
     content_type = request.headers.get("content-type", "application/json")
     key = request.headers.get("idempotency-key")
     if key is None:
-        return await _ingest(body, content_type, sink, metrics, max_events, topics, started)
+        return await _ingest(
+            body, content_type, sink, metrics, max_events, topics, started, metric_names
+        )
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
     replays: AnswerBook = request.app.state.replays
@@ -200,7 +204,16 @@ async def _post_events(
     answer = None
     try:
         result = await _ingest(
-            body, content_type, sink, metrics, max_events, topics, started, key, claim.resume_since
+            body,
+            content_type,
+            sink,
+            metrics,
+            max_events,
+            topics,
+            started,
+            metric_names,
+            key,
+            claim.resume_since,
         )
         answer = result.model_dump_json().encode()
         return result
@@ -216,6 +229,7 @@ async def _ingest(
     max_events: int,
     topics: Topics,
     started: float,
+    metric_names: MetricNames,
     key: str | None = None,
     resume_since: float | None = None,
 ) -> IngestResult:
@@ -245,6 +259,7 @@ async def _ingest(
                 raise EventError(
                     "event_id", f"the same as event {first}'s in this request", "duplicate"
                 )
+            metric_names.admit(event)
         except EventError as exc:
             reason = "json" if isinstance(value, EventError) else exc.reason
             if etype not in EVENT_TOPIC_SUFFIX:

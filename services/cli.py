@@ -40,6 +40,12 @@ err = Console(stderr=True)
 DURATION = TypeAdapter(timedelta)
 
 
+class NabFiles(StrEnum):
+    all = "all"
+    even = "even"
+    odd = "odd"
+
+
 class Suite(StrEnum):
     all = "all"
     classic = "classic"
@@ -514,6 +520,13 @@ def eval_nab(
             "(as production runs; NAB's runner gives each file's range)"
         ),
     ] = False,
+    files: Annotated[
+        NabFiles,
+        typer.Option(
+            help="score every file, or those at even (0, 2, ...) or odd positions in name "
+            "order (choose parameters on one half, check them on the other)"
+        ),
+    ] = NabFiles.all,
 ) -> None:
     """Score the univariate detector on the Numenta Anomaly Benchmark (all three profiles)."""
     from services.detector.evaluation import nab
@@ -523,7 +536,9 @@ def eval_nab(
         raise typer.Exit(2)
     try:
         with err.status("scoring") as status:
-            results = nab.run(data_dir, output, progress=status.update, streaming=streaming)
+            results = nab.run(
+                data_dir, output, progress=status.update, streaming=streaming, files=files
+            )
     except (OSError, ValueError) as exc:
         err.print(f"[red]cannot score {data_dir}:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None

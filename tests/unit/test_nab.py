@@ -11,6 +11,7 @@ import pytest
 
 from services.detector.engine.univariate import UnivariateDetector
 from services.detector.evaluation.nab import (
+    SUBSETS,
     Profile,
     Series,
     best_score,
@@ -18,6 +19,7 @@ from services.detector.evaluation.nab import (
     evaluate,
     load_corpus,
     sigma,
+    subset,
 )
 
 STANDARD = Profile("standard", tp=1.0, fp=0.11, fn=1.0)
@@ -235,3 +237,36 @@ def test_streaming_learns_the_range_instead_of_reading_it(tmp_path: Path) -> Non
     whole = detect(loaded, UnivariateDetector())
     live = detect(loaded, UnivariateDetector(), streaming=True)
     assert whole[: loaded.probation] != live[: loaded.probation]
+
+
+def test_the_even_and_odd_files_split_the_corpus_in_name_order() -> None:
+    corpus = [Series(f"cat/{n}.csv", ["0"], [0.0], []) for n in "abcde"]
+    names = {which: [s.name[4] for s in subset(corpus, which)] for which in SUBSETS}
+    assert names == {"all": list("abcde"), "even": list("ace"), "odd": list("bd")}
+    with pytest.raises(ValueError, match="no subset"):
+        subset(corpus, "first")
+
+
+def test_eval_nab_scores_only_the_files_asked_for(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tiny_corpus(tmp_path / "nab")
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "services.cli", "eval", "nab", str(tmp_path / "nab")]
+
+    def scored(files: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "--files", files, "--output", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    # the one file is the even half: the odd half is empty
+    odd = scored("odd")
+    assert odd.returncode == 2 and "no files" in odd.stderr
+    even = scored("even")
+    assert even.returncode == 0, even.stderr
+    assert (out / "opswatch" / "cat" / "opswatch_a.csv").exists()

@@ -228,14 +228,29 @@ def write_results(out: Path, corpus: Sequence[Series], scores: Sequence[Sequence
                 writer.writerow([ts, repr(value), f"{score:.6f}"])
 
 
+SUBSETS = ("all", "even", "odd")
+
+
+def subset(corpus: Sequence[Series], which: str) -> list[Series]:
+    """The whole corpus, or the files at even (0, 2, ...) or odd positions in name
+    order: one half to choose a parameter on, the other to check it."""
+    if which not in SUBSETS:
+        raise ValueError(f"no subset {which!r}: one of {', '.join(SUBSETS)}")
+    chosen = list(corpus) if which == "all" else list(corpus[SUBSETS.index(which) - 1 :: 2])
+    if not chosen:
+        raise ValueError(f"no files in the {which} half of the corpus")
+    return chosen
+
+
 def run(
     root: Path,
     out: Path,
     detector: UnivariateDetector | None = None,
     progress: Callable[[str], None] | None = None,
     streaming: bool = False,
+    files: str = "all",
 ) -> list[ProfileResult]:
-    corpus = load_corpus(root)
+    corpus = subset(load_corpus(root), files)
     detector = detector or UnivariateDetector()
     scores = []
     for series in corpus:

@@ -60,7 +60,7 @@ def create_app(
         reader = CalendarReader(kafka, (topics or Topics()).calendar, desk.feed) if kafka else None
         if consumer is not None and reader is not None:
             consumer.start()
-            reader.start()
+            reader.begin()
         if dispatcher is not None:
             dispatcher.start()
         yield

@@ -26,6 +26,7 @@ from services.detector.engine.calendar import Calendar, CalendarError, EntrySpec
 log = logging.getLogger(__name__)
 
 
+CATCH_UP_S = 30.0  # how long a process waits at start to read the calendar topic to its end
 EFFECT = b"effect:"  # the key prefix of an ended entry's observed effect
 
 
@@ -136,15 +137,31 @@ class CalendarReader(Background):
         self._kafka = kafka
         self._topic = topic
         self._feed = feed
+        self._read_to_end = threading.Event()
+
+    def begin(self, timeout_s: float = CATCH_UP_S) -> None:
+        """Starts reading and waits (at most ``timeout_s``) until the topic is read to
+        the end it had then, so that a process just started knows the entries already
+        written before it serves or judges anything."""
+        self.start()
+        if not self._read_to_end.wait(timeout_s):
+            log.warning(
+                "the calendar topic was not read to its end within %.0f s; going on with "
+                "the entries read so far",
+                timeout_s,
+            )
 
     def _run(self) -> None:
-        consumer, _ = from_beginning(self._kafka, self._topic)
+        consumer, partition = from_beginning(self._kafka, self._topic)
         try:
+            end = consumer.end_offsets([partition])[partition]
             while not self._stop.is_set():
                 try:
                     for records in consumer.poll(timeout_ms=500).values():
                         for record in records:
                             self._feed.apply(record.key, record.value)
+                    if consumer.position(partition) >= end:
+                        self._read_to_end.set()
                 except Exception:  # the broker away: go on
                     log.exception("reading the calendar topic failed; going on in 5 s")
                     self._stop.wait(5)

@@ -34,7 +34,7 @@ def serve(settings: OpswatchSettings, kafka: KafkaConnection) -> None:
     registry = CollectorRegistry()
     # entries added through the alert API arrive on the calendar topic, read in a thread
     feed = CalendarFeed(settings.calendar())
-    CalendarReader(kafka, settings.topics().calendar, feed).start()
+    CalendarReader(kafka, settings.topics().calendar, feed).begin()
     app = create_app(settings, kafka, registry, feed)
     if settings.detector_metrics_port:
         start_http_server(settings.detector_metrics_port, settings.detector_host, registry=registry)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from services.alerting.routing import (
     targets,
 )
 from services.alerting.store import AlertStore, OutboxRow
+from services.common.threads import Background
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def _sender(
     return WebhookSender(receiver, clock)
 
 
-class Dispatcher:
+class Dispatcher(Background):
     """Plans incident notifications into the outbox and sends what is due.
 
     It never sleeps on a receiver: a row that must wait (pacing, Retry-After)
@@ -305,6 +305,7 @@ class Dispatcher:
         interval_s: float = 1.0,
         rounds: Sequence[Callable[[], int]] = (),
     ) -> None:
+        super().__init__("dispatcher", join_timeout_s=30.0)
         self.book = book
         self.rounds = rounds
         self.store: AlertStore = book.store
@@ -314,15 +315,6 @@ class Dispatcher:
         self.token = uuid.uuid4().hex
         self._next_slot: dict[str, datetime] = {}
         self._pruned: datetime | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self._stop.is_set():

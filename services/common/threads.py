@@ -9,7 +9,8 @@ class Background:
     """Runs ``_run`` in a daemon thread from ``start()``; ``_run`` loops until
     ``self._stop`` is set, which ``stop()`` does before it waits for the thread."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, join_timeout_s: float = 10.0) -> None:
+        self._join_timeout_s = join_timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -18,7 +19,7 @@ class Background:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=self._join_timeout_s)
 
     def _run(self) -> None:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,7 +69,22 @@ def install(app: FastAPI) -> None:
         return problem_response(422, "Invalid request", "see errors", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = problem_response(exc.status_code, str(exc.detail))
-        response.headers.update(exc.headers or {})  # Allow, on a 405
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            methods = documented_methods(app, request.url.path)
+            if methods:
+                response.headers["Allow"] = ", ".join(methods)
         return response
+
+
+def documented_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document gives the path (one path may have several
+    routes, one per method)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^/]+\}", template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)

@@ -15,7 +15,18 @@ from tests.integration.conftest import Stack
 WRITE = "fuzz-write-token-0123456789"
 
 
+# A calendar entry has rules across its fields (its end after its start, its factors
+# naming metrics of the catalog) that a JSON Schema cannot state: a body the schema
+# allows may be refused with 422, naming the field.
+CONFIG = """
+[[operations]]
+include-name = "POST /v1/calendar"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "409", "422"]
+"""
+
+
 def schemathesis(url: str, tmp: Path, *headers: str) -> subprocess.CompletedProcess[str]:
+    (tmp / "schemathesis.toml").write_text(CONFIG)
     args = [str(Path(sys.executable).parent / "st"), "run", f"{url}/openapi.json"]
     args += ["--checks", "all", "--max-examples", "30", "--seed", "7"]
     for header in headers:

@@ -121,3 +121,12 @@ def test_effects_of_ended_entries_are_listed_beside_the_entries(
     listed = client.get("/v1/calendar").json()
     assert listed["effects"] == [{**effect, "observed": 4.0}]  # the latest per key
     assert names(client) == [("New year", "file")]
+
+
+def test_a_method_the_path_lacks_is_refused_naming_every_method_it_has(
+    client: TestClient,
+) -> None:
+    """GET and POST are two routes of one path: a 405 names both."""
+    refused = client.put("/v1/calendar", json=SALE, headers=bearer(WRITE))
+    assert refused.status_code == 405
+    assert refused.headers["Allow"] == "GET, POST"

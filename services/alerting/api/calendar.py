@@ -83,7 +83,7 @@ def list_entries(desk: DeskDep) -> CalendarList:
     "",
     status_code=201,
     dependencies=[WriteAuth],
-    responses=problem_responses(401, 422),
+    responses=problem_responses(400, 401, 422),
 )
 def add_entry(desk: DeskDep, entry: EntrySpec) -> dict[str, Any]:
     """Add an entry (the file's format, as JSON); the same entry twice is added once."""

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -58,6 +58,11 @@ class Service(StrEnum):
     alerting = "alerting"
 
 
+def _calendar_error(exc: CalendarError) -> NoReturn:
+    err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
 def _settings() -> OpswatchSettings:
     try:
         settings = OpswatchSettings()
@@ -75,8 +80,7 @@ def _settings() -> OpswatchSettings:
         err.print(f"[red]metric catalog error[/]: {exc}")
         raise typer.Exit(2) from None
     except CalendarError as exc:
-        err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _calendar_error(exc)
     logs.configure(settings.log_level)
     return settings
 
@@ -345,8 +349,7 @@ def replay(
         try:
             entries = load_calendar(calendar, settings.catalog().names)
         except CalendarError as exc:
-            err.print(f"[red]calendar error[/]: {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _calendar_error(exc)
     else:
         entries = settings.calendar()
     reorder_by = _duration(reorder)

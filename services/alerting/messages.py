@@ -79,9 +79,12 @@ def calendar_note(mark: Mapping[str, Any] | None) -> str | None:
     if not mark:
         return None
     factor = mark.get("factor")
-    how = f"{mark['effect']} x{num(factor)}" if factor is not None else mark["effect"]
-    if mark["effect"] == "expect" and factor is None:
+    if factor is not None:
+        how = f"{mark['effect']} x{num(factor)}"
+    elif mark["effect"] == "expect":
         how = "expect, this metric as usual"
+    else:
+        how = mark["effect"]
     return f"Calendar: {mark['name']} ({how})"
 
 

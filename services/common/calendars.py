@@ -157,9 +157,7 @@ class CalendarReader(Background):
             end = consumer.end_offsets([partition])[partition]
             while not self._stop.is_set():
                 try:
-                    for records in consumer.poll(timeout_ms=500).values():
-                        for record in records:
-                            self._feed.apply(record.key, record.value)
+                    poll_into(consumer, self._feed)
                     if consumer.position(partition) >= end:
                         self._read_to_end.set()
                 except Exception:  # the broker away: go on
@@ -182,6 +180,13 @@ def from_beginning(kafka: KafkaConnection, topic: str) -> tuple[Any, Any]:
     return consumer, partition
 
 
+def poll_into(consumer: Any, feed: CalendarFeed) -> None:
+    """The records one poll of the calendar topic gives, applied to ``feed``."""
+    for records in consumer.poll(timeout_ms=500).values():
+        for record in records:
+            feed.apply(record.key, record.value)
+
+
 def read_effects(
     kafka: KafkaConnection, topic: str, timeout_s: float = 30.0
 ) -> list[dict[str, Any]]:
@@ -192,9 +197,7 @@ def read_effects(
         end = consumer.end_offsets([partition])[partition]
         deadline = time.monotonic() + timeout_s
         while consumer.position(partition) < end and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    feed.apply(record.key, record.value)
+            poll_into(consumer, feed)
     finally:
         consumer.close()
     return feed.effects()

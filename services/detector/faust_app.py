@@ -413,8 +413,8 @@ def create_app(
     async def report(stage: StageTwo, before: int | None, out: list[bytes]) -> None:
         for value in out:
             await reports_topic.send(value=value, partition=0)
-        done, stage.evaluator.finished = stage.evaluator.finished, []
-        for effect in done:  # a calendar entry ended: what it did, for the digest
+        # calendar entries that ended: what they did, for the digest
+        for effect in stage.evaluator.ended_effects():
             await calendar_topic.send(key=effect_key(effect).encode(), value=orjson.dumps(effect))
         evaluator = stage.evaluator
         judged = evaluator.evaluated_until

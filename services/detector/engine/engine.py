@@ -34,8 +34,7 @@ class Engine:
 
     def effects(self) -> list[dict[str, Any]]:
         """The observed effects of the calendar entries that ended since the last call."""
-        done, self.evaluator.finished = self.evaluator.finished, []
-        return done
+        return self.evaluator.ended_effects()
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf) -> bool:
         return self.aggregator.add(event, ts, leaf)

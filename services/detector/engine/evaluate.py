@@ -489,6 +489,11 @@ class Evaluator:
             found["ordinary"] += verdict.expected * weight
             found["windows"] += 1
 
+    def ended_effects(self) -> list[dict[str, Any]]:
+        """The observed effects of the calendar entries that ended since the last call."""
+        done, self.finished = self.finished, []
+        return done
+
     def _finish_effects(self, start: int) -> None:
         """Entries whose occurrence ended before ``start``: their effects are final."""
         for k in [k for k, e in self.effects.items() if e["end"] <= start]:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from services.alerting.book import AlertBook
 from services.alerting.lifecycle import SEVERITY_RANK, iso, parse_time
-from services.alerting.messages import calendar_note, num, where
+from services.alerting.messages import calendar_entry, num, where
 from services.alerting.metrics import precision
 from services.alerting.routing import DigestConfig
 from services.alerting.store import AlertFilter, AlertStore
@@ -91,7 +91,7 @@ def build(
                 alert["observed"],
                 alert["expected"],
                 change,
-                calendar_note(alert.get("calendar")),
+                calendar_entry(alert.get("calendar")),
             )
     movers = sorted(strongest.values(), key=lambda m: -abs(m.change))[:MOVERS]
     return Digest(
@@ -151,7 +151,7 @@ def markdown(d: Digest) -> str:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for m in d.movers:
-            entry = (m.calendar or "").removeprefix("Calendar: ") or "-"
+            entry = m.calendar or "-"
             lines.append(
                 f"| {m.metric} | {where(m.slice)} | {m.observed:.4g} | {m.expected:.4g} "
                 f"| {m.change:+.0%} | {entry} |"

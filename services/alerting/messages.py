@@ -74,8 +74,8 @@ def duration(seconds: int | None) -> str:
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
 
 
-def calendar_note(mark: Mapping[str, Any] | None) -> str | None:
-    """``Calendar: Winter sale (expect x2.6)`` for an alert inside a calendar entry."""
+def calendar_entry(mark: Mapping[str, Any] | None) -> str | None:
+    """``Winter sale (expect x2.6)``: the calendar entry an alert's window was inside."""
     if not mark:
         return None
     factor = mark.get("factor")
@@ -85,7 +85,13 @@ def calendar_note(mark: Mapping[str, Any] | None) -> str | None:
         how = "expect, this metric as usual"
     else:
         how = mark["effect"]
-    return f"Calendar: {mark['name']} ({how})"
+    return f"{mark['name']} ({how})"
+
+
+def calendar_note(mark: Mapping[str, Any] | None) -> str | None:
+    """``Calendar: Winter sale (expect x2.6)`` for an alert inside a calendar entry."""
+    entry = calendar_entry(mark)
+    return entry and f"Calendar: {entry}"
 
 
 def notes_summary(notes: Sequence[Mapping[str, Any]], most: int = 200) -> str:

@@ -410,6 +410,14 @@ def simulate(
     ingest_url: Annotated[str | None, typer.Option(help="POST to this ingest base URL")] = None,
     kafka: Annotated[str | None, typer.Option(help="produce to this Kafka bootstrap")] = None,
     batch: Annotated[int, typer.Option(help="events per POST or produce flush")] = 500,
+    metric_series: Annotated[
+        bool,
+        typer.Option(
+            "--metric-series",
+            help="metric events too: each region's inventory_units, delivery_minutes, "
+            "support_queue",
+        ),
+    ] = False,
 ) -> None:
     """Realistic traffic with an optional incident schedule, to a file, ingest or Kafka.
 
@@ -435,7 +443,14 @@ def simulate(
         raise typer.Exit(2)
     span = _duration(duration)
     assert span is not None
-    sim = sim_mod.Simulator(begin, span, seed=seed, sessions_per_minute=rate, incidents=schedule)
+    sim = sim_mod.Simulator(
+        begin,
+        span,
+        seed=seed,
+        sessions_per_minute=rate,
+        incidents=schedule,
+        series=metric_series,
+    )
     truth = orjson.dumps(sim_mod.ground_truth(schedule), option=orjson.OPT_INDENT_2)
     from services.common.sinks import to_file, to_ingest, to_kafka
 

@@ -7,6 +7,12 @@ behaviour of one slice (or of everything) for a while: a payment outage, an
 ordering drop, a churn wave, a run of bad feedback. Output is roughly
 time-ordered, the way real exports are: a session's events land minutes after
 it starts.
+
+On request (``series=True``) each region also reports metric events, the numbers
+other systems measure: its stock (drawn down by the paid orders, restocked every
+morning), its delivery time (the mean of the minute's deliveries) and its support
+queue (fed by complaints). They draw on a random state of their own, so the
+traffic is the same with them or without.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.special import zeta
 
 REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
@@ -40,7 +46,10 @@ Family = Literal[
     "traffic",
     "returning",
     "campaign",
+    "stockout",
+    "delivery",
 ]
+SERIES_FAMILIES = ("stockout", "delivery")  # they change a region's metric series only
 
 
 class Incident(BaseModel):
@@ -54,6 +63,12 @@ class Incident(BaseModel):
     duration: timedelta
     magnitude: Annotated[float, Field(ge=-1.0, le=10.0)] = 0.5
     ramp: bool = False  # grow from nothing to ``magnitude`` over the duration (a drift)
+
+    @model_validator(mode="after")
+    def _series_by_region(self) -> Incident:
+        if self.family in SERIES_FAMILIES and self.slice.keys() - {"region"}:
+            raise ValueError(f"a {self.family} incident's slice is a region (or everything)")
+        return self
 
     def strength(self, t: float) -> float:
         if not self.ramp:
@@ -153,6 +168,60 @@ _NO_EFFECT = {
 }
 
 
+SERIES_EVERY = 300  # seconds between two readings of a level (stock, support queue)
+RESTOCK_AT = 6 * 3600  # seconds into the UTC day when every region's stock is refilled
+USD_PER_UNIT = 25.0  # an order's units: its amount in these, at least one
+DELIVERY_MINUTES = {"na": 42.0, "eu": 38.0, "apac": 55.0, "latam": 64.0}
+DELIVERY_SPREAD = 0.4  # one delivery's time: its region's mean times a factor of this sd
+QUEUE_KEEP = 0.97  # the share of a support queue's tickets still open a minute later
+TICKETS_PER_SESSION = 0.01  # tickets that are not complaints left on the site
+SERIES_UNITS = {"inventory_units": "units", "delivery_minutes": "min", "support_queue": "tickets"}
+
+
+@dataclass
+class _Series:
+    """The metric series' state: its own random state (the traffic's is left alone),
+    each region's stock and support queue, and the current minute's tallies."""
+
+    rng: np.random.Generator
+    capacity: dict[str, float]
+    stock: dict[str, float]
+    queue: dict[str, int]
+    sold: dict[str, float] = field(default_factory=dict)
+    paid: dict[str, int] = field(default_factory=dict)
+    complaints: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+
+    @classmethod
+    def start(cls, seed: int, slices: Sequence[Leaf], rate: float, t: float) -> _Series:
+        """Stock for one and a half times a region's usual day of paid orders, drawn
+        down since the morning's restock; support queues as long as usual."""
+        units = math.exp(3.8 + 0.6**2 / 2) / USD_PER_UNIT  # the mean order's, near enough
+        since = (t - RESTOCK_AT) % 86400 / 86400
+        capacity = {region: 0.0 for region, _ in REGIONS}
+        for leaf in slices:
+            # 0.55: the daily cycle's mean (see seasonality)
+            paid_per_day = rate * leaf.weight * leaf.checkout_p * leaf.pay_p * 0.55 * 1440
+            capacity[leaf.region] += 1.5 * paid_per_day * units
+        capacity = {r: float(max(50, round(c))) for r, c in capacity.items()}
+        stock = {r: float(round(c * (1 - since / 1.5))) for r, c in capacity.items()}
+        rng = np.random.default_rng([seed, 0x5E7])
+        inflow = rate * seasonality(t) * TICKETS_PER_SESSION / (1 - QUEUE_KEEP)
+        queue = {region: round(inflow * share) for region, share in REGIONS}
+        return cls(rng, capacity, stock, queue)
+
+    def tally(self, ev: Mapping[str, Any]) -> None:
+        """Count what the series follow in one traffic event: sales and complaints."""
+        region = ev["region"]
+        if ev["type"] == "order" and ev["status"] == "paid":
+            self.paid[region] = self.paid.get(region, 0) + 1
+            self.sold[region] = self.sold.get(region, 0.0) + max(
+                1, round(ev["amount"] / USD_PER_UNIT)
+            )
+        elif ev.get("category") == "complaint":
+            self.complaints[region] = self.complaints.get(region, 0) + 1
+
+
 @dataclass
 class _Cursor:
     """Where a run stands: its random state, its leaves, the events not yet emitted."""
@@ -161,6 +230,7 @@ class _Cursor:
     slices: Any
     heap: list[tuple[float, int, dict[str, Any]]]
     t: float
+    series: _Series | None = None
 
 
 @lru_cache(maxsize=4)
@@ -198,14 +268,14 @@ class Resumable:
     def checkpoint(self) -> bytes:
         cur = self._cursor
         assert cur is not None, "events_until() first"
-        return pickle.dumps((cur.rng, cur.slices, cur.heap, cur.t, self._seq))
+        return pickle.dumps((cur.rng, cur.slices, cur.heap, cur.t, cur.series, self._seq))
 
     def resume(self, checkpoint: bytes) -> Iterator[dict[str, Any]]:
         """The events from a checkpoint to the end, with this generator's incidents
         (which must all start after it)."""
-        rng, slices, heap, t, seq = pickle.loads(checkpoint)
+        rng, slices, heap, t, series, seq = pickle.loads(checkpoint)
         assert all(inc.start.timestamp() >= t for inc in self.incidents)
-        self._cursor = _Cursor(rng, slices, heap, t)
+        self._cursor = _Cursor(rng, slices, heap, t, series)
         self._seq = seq
         yield from self._advance(self._end)
         yield from self._drain()
@@ -295,28 +365,111 @@ class Simulator(Resumable):
     sessions_per_minute: float = 200.0
     incidents: Sequence[Incident] = ()
     users_per_leaf: int = 4000
+    series: bool = False  # each region's metric series too: stock, delivery time, queue
     _seq: int = field(default=0, init=False)
     _cursor: _Cursor | None = field(default=None, init=False, repr=False)
 
     def _begin(self) -> _Cursor:
         rng = np.random.default_rng(self.seed)
         self._seq = 0
-        return _Cursor(rng, leaves(rng), [], self.start.timestamp())
+        slices = leaves(rng)
+        t = self.start.timestamp()
+        series = (
+            _Series.start(self.seed, slices, self.sessions_per_minute, t) if self.series else None
+        )
+        return _Cursor(rng, slices, [], t, series)
 
     def _minute(self, cur: _Cursor, t: float) -> None:
-        rng, step = cur.rng, 60.0
+        rng, step, series = cur.rng, 60.0, cur.series
         season = seasonality(t)
+
+        def push(session: list[dict[str, Any]]) -> None:
+            for ev in session:
+                self._push(cur.heap, ev)
+                if series is not None:
+                    series.tally(ev)
+
         for idx, leaf in enumerate(cur.slices):
             effects = self._effects(leaf.key, t)
             rate = self.sessions_per_minute * leaf.weight * season * effects["traffic"]
             for _ in range(int(rng.poisson(rate))):
-                for ev in self._session(rng, idx, leaf, t + rng.uniform(0, step), effects):
-                    self._push(cur.heap, ev)
+                push(self._session(rng, idx, leaf, t + rng.uniform(0, step), effects))
             if effects["one_off"] > 0:  # visitors who come once and never again
                 for _ in range(int(rng.poisson(rate * effects["one_off"]))):
                     at = t + rng.uniform(0, step)
-                    for ev in self._session(rng, idx, leaf, at, {**effects, "new_user": 1.0}):
-                        self._push(cur.heap, ev)
+                    push(self._session(rng, idx, leaf, at, {**effects, "new_user": 1.0}))
+        if series is not None:
+            self._readings(cur.heap, series, t)
+
+    def _readings(
+        self, heap: list[tuple[float, int, dict[str, Any]]], s: _Series, t: float
+    ) -> None:
+        """The minute's metric events of every region from the minute's tallies: its
+        delivery time (when something was delivered) and, every few minutes, the
+        levels of its stock and its support queue."""
+        rng, season = s.rng, seasonality(t)
+        level_due = round(t) % SERIES_EVERY == 0
+        for region, share in REGIONS:
+            left, slower = self._series_effects(region, t)
+            if round(t) % 86400 == RESTOCK_AT:
+                s.stock[region] = s.capacity[region]
+            s.stock[region] = max(0.0, s.stock[region] - s.sold.get(region, 0.0))
+            inflow = self.sessions_per_minute * share * season * TICKETS_PER_SESSION
+            s.queue[region] = (
+                int(rng.binomial(s.queue[region], QUEUE_KEEP))
+                + s.complaints.get(region, 0)
+                + int(rng.poisson(inflow))
+            )
+            if n := s.paid.get(region, 0):  # the mean of n deliveries' times
+                mean = DELIVERY_MINUTES[region] * (0.85 + 0.3 * season) * slower
+                shape = n / DELIVERY_SPREAD**2
+                minutes = float(rng.gamma(shape, mean / shape))
+                self._reading(heap, s, t + rng.uniform(0, 60), region, "delivery_minutes", minutes)
+            if level_due:
+                at = t + rng.uniform(0, 5)
+                self._reading(
+                    heap, s, at, region, "inventory_units", math.floor(s.stock[region] * left)
+                )
+                self._reading(heap, s, at, region, "support_queue", s.queue[region])
+        s.sold.clear()
+        s.paid.clear()
+        s.complaints.clear()
+
+    def _reading(
+        self,
+        heap: list[tuple[float, int, dict[str, Any]]],
+        s: _Series,
+        at: float,
+        region: str,
+        name: str,
+        value: float,
+    ) -> None:
+        s.seq += 1
+        ev = {
+            "type": "metric",
+            "event_id": f"m-{self.seed}-{s.seq}",
+            "_t": at,
+            "name": name,
+            "value": round(float(value), 2),
+            "unit": SERIES_UNITS[name],
+            "region": region,
+        }
+        # a tie-breaker of their own, below the traffic's: its event ids stay as they are
+        heapq.heappush(heap, (at, -s.seq, ev))
+
+    def _series_effects(self, region: str, t: float) -> tuple[float, float]:
+        """What the incidents covering a region at time t do to its series: the share
+        of its stock still there and the factor on its delivery time."""
+        left = slower = 1.0
+        for inc in self.incidents:
+            if inc.family not in SERIES_FAMILIES or not inc.covers((region, "", ""), t):
+                continue
+            m = inc.strength(t)
+            if inc.family == "stockout":
+                left *= max(0.0, 1.0 - m)
+            else:
+                slower *= max(0.1, 1.0 + m)
+        return left, slower
 
     def shares(self) -> dict[tuple[str, str, str], float]:
         """Each leaf slice's share of the traffic."""

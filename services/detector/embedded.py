@@ -3,12 +3,14 @@
 It exists so that a newcomer sees the whole thing work with no servers: the
 same engine and the same alerting code as Kafka mode, with the hand-over done
 in memory. The simulator first plays the last day and a bit as fast as it can
-(the baselines need a day to learn the daily cycle), with one incident near
-the end, then keeps going in real time.
+(the baselines need a day to learn the daily cycle), with a payment incident
+near the end and, earlier that day, a stock-out in one region's metric series,
+then keeps going in real time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -16,9 +18,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -31,20 +35,26 @@ from services.common.calendars import CalendarFeed
 from services.common.config import OpswatchSettings
 from services.common.events import event_time, leaf_of
 from services.common.simulator import Incident, Simulator
+from services.detector.engine.catalog import DEFAULT_CATALOG, Catalog, CatalogFile, compile_catalog
 from services.detector.engine.engine import Engine
 
 log = logging.getLogger(__name__)
+
+DEMO_SERIES = Path(__file__).with_name("demo-series.yaml")
 
 
 @dataclass(frozen=True)
 class DemoPlan:
     start: datetime
     incident: Incident
+    stockout: Incident
 
     @classmethod
     def around(cls, now: datetime) -> DemoPlan:
         """A payment incident at the last 17:00 UTC (busy hours) at least an hour
-        ago, after a day and a bit of history for the baselines to learn from."""
+        ago, after a day and a bit of history for the baselines to learn from; six
+        hours before it, after 19 hours of history, region eu's stock runs out for
+        two hours."""
         at = now.replace(hour=17, minute=0, second=0, microsecond=0)
         while at > now - timedelta(hours=1):
             at -= timedelta(days=1)
@@ -55,7 +65,28 @@ class DemoPlan:
             duration=timedelta(hours=1),
             magnitude=0.8,
         )
-        return cls(at - timedelta(hours=25), incident)
+        stockout = Incident(
+            family="stockout",
+            slice={"region": "eu"},
+            start=at - timedelta(hours=6),
+            duration=timedelta(hours=2),
+            magnitude=1.0,
+        )
+        return cls(at - timedelta(hours=25), incident, stockout)
+
+    @property
+    def incidents(self) -> list[Incident]:
+        return [self.stockout, self.incident]
+
+
+def demo_catalog(settings: OpswatchSettings) -> Catalog:
+    """The catalog of OPSWATCH_METRICS_FILE; without one, the built-in catalog with
+    the demo's metric series declared (demo-series.yaml)."""
+    if settings.metrics_file is not None:
+        return settings.catalog()
+    text = DEFAULT_CATALOG.read_text(encoding="utf-8") + DEMO_SERIES.read_text(encoding="utf-8")
+    spec = CatalogFile.model_validate(yaml.safe_load(text))
+    return compile_catalog(spec, hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
 def run_embedded(
@@ -69,6 +100,7 @@ def run_embedded(
 ) -> None:
     now = datetime.now(UTC)
     plan = DemoPlan.around(now)
+    catalog = demo_catalog(settings)
     write_token = alerting.auth.write_token or SecretStr(secrets.token_urlsafe(24))
     # the alert API's /v1/calendar and the engine share one feed: no topic between them
     feed = CalendarFeed(settings.calendar())
@@ -80,7 +112,7 @@ def run_embedded(
         slack_signing_secret=settings.secret("slack_signing_secret"),
         digest=alerting.config.digest,
         timezone=settings.timezone,
-        calendar_desk=CalendarDesk(feed, settings.catalog().names),
+        calendar_desk=CalendarDesk(feed, catalog.names),
     )
     intake: AlertIntake = app.state.intake
     server = uvicorn.Server(
@@ -93,7 +125,9 @@ def run_embedded(
     on_progress(
         f"alert API on http://{settings.alerting_host}:{settings.alerting_port}/v1/alerts; "
         f"replaying traffic from {plan.start:%Y-%m-%d %H:%M} UTC with a payment incident in "
-        f"region=na,channel=web from {plan.incident.start:%H:%M} UTC for 1h, then live"
+        f"region=na,channel=web from {plan.incident.start:%H:%M} UTC for 1h and a stock-out "
+        f"(inventory_units at zero) in region=eu from {plan.stockout.start:%H:%M} UTC for 2h, "
+        "then live"
     )
     if alerting.auth.write_token is None:
         on_progress(
@@ -101,13 +135,14 @@ def run_embedded(
             f"'Authorization: Bearer {write_token.get_secret_value()}' "
             "(a token for this run; set OPSWATCH_API_WRITE_TOKEN for your own)"
         )
-    engine = Engine(settings.catalog(), settings.engine(), feed.calendar())
+    engine = Engine(catalog, settings.engine(), feed.calendar())
     sim = Simulator(
         plan.start,
         timedelta(days=3650),
         seed=seed,
         sessions_per_minute=sessions_per_minute,
-        incidents=[plan.incident],
+        incidents=plan.incidents,
+        series=True,
     )
     deadline = time.monotonic() + run_for.total_seconds() if run_for else None
     caught_up = False

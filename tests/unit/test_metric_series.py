@@ -1,0 +1,215 @@
+"""The simulator's metric series (``--metric-series``): each region's stock, delivery
+time and support queue, and the incidents that change them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from services.cli import app as cli
+from services.common.simulator import REGIONS, Family, Incident, Simulator, ground_truth
+from tests.contract.test_schemas import model_accepts, schema_accepts
+
+START = datetime(2026, 3, 2, tzinfo=UTC)
+NAMES = {"inventory_units", "delivery_minutes", "support_queue"}
+Readings = dict[tuple[str, str], list[tuple[str, float]]]
+
+
+def run(hours: float, rate: float = 60.0, series: bool = True, **kw: Any) -> list[dict[str, Any]]:
+    sim = Simulator(
+        START, timedelta(hours=hours), seed=3, sessions_per_minute=rate, series=series, **kw
+    )
+    return list(sim.events())
+
+
+def readings(events: list[dict[str, Any]]) -> Readings:
+    """(name, region) -> [(ts, value)] in time order."""
+    out: Readings = defaultdict(list)
+    for e in events:
+        if e["type"] == "metric":
+            out[(e["name"], e["region"])].append((e["ts"], e["value"]))
+    return out
+
+
+def incident(family: Family, region: str, at: float, hours: float, **kw: Any) -> Incident:
+    """An incident in one region, ``at`` hours into the runs, for ``hours``."""
+    start = START + timedelta(hours=at)
+    return Incident(
+        family=family, slice={"region": region}, start=start, duration=timedelta(hours=hours), **kw
+    )
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "")
+
+
+def test_the_series_are_metric_events_of_the_contract_with_plausible_values() -> None:
+    events = run(6)
+    metric = [e for e in events if e["type"] == "metric"]
+    assert {e["name"] for e in metric} == NAMES
+    for event in metric:
+        assert schema_accepts(event, is_alert=False), event
+        assert model_accepts(event, is_alert=False), event
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    series = readings(events)
+    assert {region for _, region in series} == {region for region, _ in REGIONS}
+    for region, _ in REGIONS:
+        stock = [v for _, v in series[("inventory_units", region)]]
+        assert len(stock) == 6 * 12  # a reading every five minutes
+        assert min(stock) > 0
+        assert stock == sorted(stock, reverse=True)  # drawn down; no restock before 06:00
+        assert stock[0] > stock[-1]
+        queue = [v for _, v in series[("support_queue", region)]]
+        assert min(queue) >= 0 and all(v == int(v) for v in queue)
+        delivery = [v for _, v in series[("delivery_minutes", region)]]
+        assert min(delivery) > 0
+        assert 20 < sum(delivery) / len(delivery) < 120  # minutes, on average
+
+
+def test_the_series_leave_the_traffic_as_it_is_without_them() -> None:
+    with_series = run(3)
+    without = run(3, series=False)
+    assert not any(e["type"] == "metric" for e in without)
+    assert [e for e in with_series if e["type"] != "metric"] == without
+
+
+def test_the_stock_follows_the_paid_orders_and_is_refilled_every_morning() -> None:
+    drop = incident("orders", "apac", 0, 4, magnitude=0.9)
+    clean = readings(run(7))
+    fewer_orders = readings(run(7, incidents=[drop]))
+
+    def sold(series: Readings, region: str) -> float:  # 00:00 to 03:55
+        stock = series[("inventory_units", region)]
+        assert stock[47][0].startswith("2026-03-02T03:55")
+        return stock[0][1] - stock[47][1]
+
+    # four hours of almost no orders in apac leave its stock, not the others'
+    assert sold(fewer_orders, "apac") < 0.3 * sold(clean, "apac")
+    for region in ("na", "eu", "latam"):
+        assert 0.7 < sold(fewer_orders, region) / sold(clean, region) < 1.4
+    for region, _ in REGIONS:
+        stock = clean[("inventory_units", region)]
+        before, at_six = stock[71], stock[72]
+        assert at_six[0].startswith("2026-03-02T06:00")
+        assert at_six[1] > 1.4 * before[1]
+        assert at_six[1] >= max(v for _, v in stock)  # full
+
+
+def test_a_stockout_holds_its_regions_stock_at_zero_for_its_span_and_only_there() -> None:
+    out = incident("stockout", "eu", 1, 2, magnitude=1.0)
+    series = readings(run(4, incidents=[out]))
+    begin, end = iso(out.start), iso(out.start + out.duration)
+    for region, _ in REGIONS:
+        for ts, value in series[("inventory_units", region)]:
+            if region == "eu" and begin <= ts < end:
+                assert value == 0, ts
+            else:
+                assert value > 0, (region, ts)
+    assert ground_truth([out]) == [
+        {
+            "family": "stockout",
+            "slice": {"region": "eu"},
+            "start": "2026-03-02T01:00:00Z",
+            "end": "2026-03-02T03:00:00Z",
+            "magnitude": 1.0,
+        }
+    ]
+
+
+def test_a_delivery_creep_raises_the_regions_delivery_time_over_its_span() -> None:
+    creep = incident("delivery", "na", 12, 2, magnitude=1.0, ramp=True)
+    clean = readings(run(15))
+    crept = readings(run(15, incidents=[creep]))
+    begin, end = iso(creep.start), iso(creep.start + creep.duration)
+
+    def mean(series: Readings, region: str, lo: str, hi: str) -> float:
+        values = [v for ts, v in series[("delivery_minutes", region)] if lo <= ts < hi]
+        return sum(values) / len(values)
+
+    quarters = [iso(creep.start + q * creep.duration / 4) for q in range(5)]
+    ratios = [
+        mean(crept, "na", lo, hi) / mean(clean, "na", lo, hi) for lo, hi in pairwise(quarters)
+    ]
+    assert ratios == sorted(ratios)  # it creeps
+    assert 1.0 < ratios[0] < 1.3 and 1.7 < ratios[-1] < 2.0  # to twice the usual
+    assert mean(crept, "na", "2026-03-02T11", begin) == mean(clean, "na", "2026-03-02T11", begin)
+    assert mean(crept, "na", end, "2026-03-02T15") == mean(clean, "na", end, "2026-03-02T15")
+    for region in ("eu", "apac", "latam"):
+        assert mean(crept, region, begin, end) == mean(clean, region, begin, end)
+
+
+def test_series_incidents_take_a_region_or_everything() -> None:
+    with pytest.raises(ValidationError, match="stockout incident's slice is a region"):
+        Incident(
+            family="stockout",
+            slice={"region": "eu", "channel": "web"},
+            start=START,
+            duration=timedelta(hours=1),
+        )
+    everywhere = Incident(family="delivery", start=START, duration=timedelta(hours=1))
+    series = readings(run(2, incidents=[everywhere]))
+    clean = readings(run(2))
+    for region, _ in REGIONS:
+        key = ("delivery_minutes", region)
+        pairs = list(zip(series[key], clean[key], strict=True))
+        assert all(
+            a == pytest.approx(1.5 * b, abs=0.02)  # both rounded
+            for (ts, a), (_, b) in pairs
+            if ts < "2026-03-02T01"
+        )
+        assert all(a == b for (ts, a), (_, b) in pairs if ts >= "2026-03-02T01")
+
+
+def test_a_run_with_series_resumed_from_a_checkpoint_is_the_run_itself() -> None:
+    fork = START + timedelta(hours=2)
+    out = incident("stockout", "na", 2, 1, magnitude=1.0)
+
+    def sim(*incidents: Incident) -> Simulator:
+        return Simulator(
+            START,
+            timedelta(hours=4),
+            seed=9,
+            sessions_per_minute=30,
+            series=True,
+            incidents=incidents,
+        )
+
+    whole = list(sim(out).events())
+    history = sim()
+    before = list(history.events_until(fork))
+    after = list(sim(out).resume(history.checkpoint()))
+    assert before + after == whole
+    assert any(e["type"] == "metric" for e in before)
+    assert any(e.get("name") == "inventory_units" and e["value"] == 0 for e in after)
+
+
+def test_simulate_writes_the_series_on_request_only(tmp_path: Path) -> None:
+    schedule = tmp_path / "incidents.yaml"
+    schedule.write_text(
+        "incidents:\n"
+        "  - {family: delivery, slice: {region: eu}, start: 2026-03-02T01:00:00Z,\n"
+        "     duration: PT1H, magnitude: 1.0, ramp: true}\n"
+    )
+    common = ["simulate", "--start", "2026-03-02T00:00:00Z", "--duration", "2h"]
+    common += ["--rate", "30", "--incidents", str(schedule)]
+    plain, series = tmp_path / "plain.ndjson", tmp_path / "series.ndjson"
+    assert CliRunner().invoke(cli, [*common, "--output", str(plain)]).exit_code == 0
+    result = CliRunner().invoke(cli, [*common, "--metric-series", "--output", str(series)])
+    assert result.exit_code == 0, result.output
+    lines = series.read_bytes().splitlines()
+    metric = [orjson.loads(line) for line in lines if b'"type":"metric"' in line]
+    assert {e["name"] for e in metric} == NAMES
+    assert b"\n".join(line for line in lines if b'"type":"metric"' not in line) + b"\n" == (
+        plain.read_bytes()
+    )
+    truth = orjson.loads(Path(f"{series}.truth.json").read_bytes())
+    assert [(t["family"], t["slice"]) for t in truth] == [("delivery", {"region": "eu"})]

@@ -10,7 +10,6 @@ then keeps going in real time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -35,7 +33,7 @@ from services.common.calendars import CalendarFeed
 from services.common.config import OpswatchSettings
 from services.common.events import event_time, leaf_of
 from services.common.simulator import Incident, Simulator
-from services.detector.engine.catalog import DEFAULT_CATALOG, Catalog, CatalogFile, compile_catalog
+from services.detector.engine.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from services.detector.engine.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -84,9 +82,7 @@ def demo_catalog(settings: OpswatchSettings) -> Catalog:
     the demo's metric series declared (demo-series.yaml)."""
     if settings.metrics_file is not None:
         return settings.catalog()
-    text = DEFAULT_CATALOG.read_text(encoding="utf-8") + DEMO_SERIES.read_text(encoding="utf-8")
-    spec = CatalogFile.model_validate(yaml.safe_load(text))
-    return compile_catalog(spec, hashlib.sha256(text.encode()).hexdigest()[:12])
+    return load_catalog(DEFAULT_CATALOG, DEMO_SERIES)
 
 
 def run_embedded(

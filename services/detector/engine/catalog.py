@@ -324,9 +324,13 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{where}: {err['msg']}"
 
 
-def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
-    """Read and validate a catalog file; raise CatalogError naming the problem."""
+def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> Catalog:
+    """Read and validate a catalog file, with the sections of ``appended`` after its
+    own if given; raise CatalogError naming the problem."""
     text, raw = read_yaml(path, "metric catalog", CatalogError)
+    if appended is not None:
+        more, more_raw = read_yaml(appended, "metric catalog", CatalogError)
+        text, raw = text + more, {**raw, **more_raw}
     try:
         spec = CatalogFile.model_validate(raw)
     except ValidationError as exc:

@@ -498,7 +498,24 @@ def create_app(
                     three = stage_three()
                     async for r in gap(reader, three, TopicPartition(*tp), committed):
                         await take_report(r, r.value)
+        # Faust resumes a partition without a committed offset where its fetcher was,
+        # past the records a fetch of an earlier generation dropped: when no record
+        # comes after them (a topic a backfill has finished), no gap shows in the
+        # stream. Such a partition is read from its stage's position instead (if this
+        # worker still has it: another rebalance may have begun meanwhile).
+        still = app.consumer.assignment()
+        for tp in assigned:
+            if tp in still and TopicPartition(*tp) not in committed:
+                await app.consumer.seek(tp, owner(tp).positions.next(tp.topic))
         log.info("partitions caught up", extra={"seconds": round(time.perf_counter() - clock, 3)})
+
+    def owner(tp: TP) -> StageOne | StageTwo | StageThree:
+        """The stage that reads ``tp``."""
+        if tp.topic == topics.partials:
+            return stage_two(tp.partition)
+        if tp.topic == topics.reports:
+            return stage_three()
+        return stage_one(tp.partition)
 
     async def gap(
         reader: CatchUp,

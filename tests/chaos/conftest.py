@@ -83,7 +83,13 @@ class Broker:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = Broker(tmp_path_factory.mktemp("chaos-kafka"), free_port(), free_port())
+    """On free ports, or those of OPSWATCH_CHAOS_KAFKA_PORT and
+    OPSWATCH_CHAOS_KAFKA_CONTROLLER_PORT when set."""
+    b = Broker(
+        tmp_path_factory.mktemp("chaos-kafka"),
+        int(os.environ.get("OPSWATCH_CHAOS_KAFKA_PORT") or free_port()),
+        int(os.environ.get("OPSWATCH_CHAOS_KAFKA_CONTROLLER_PORT") or free_port()),
+    )
     b.up()
     try:
         yield b

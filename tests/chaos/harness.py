@@ -124,6 +124,20 @@ def build_input(rng: random.Random, poison_share: float) -> Input:
     return data
 
 
+def topic_after_topic(data: Input, types: tuple[str, ...]) -> tuple[Input, list[slice]]:
+    """The input as a backfill writes it: every record of one event type's topic (each
+    in its order), then the next, in the order of ``types``; and each topic's part."""
+
+    def topic(item: int) -> int:
+        return types.index(data.events[item]["type"] if item >= 0 else data.poison[~item][0])
+
+    order = sorted(data.order, key=topic)  # stable: each topic's records keep their order
+    ends = [sum(topic(i) <= t for i in order) for t in range(len(types))]
+    return Input(data.events, data.poison, order), [
+        slice(a, b) for a, b in zip([0, *ends], ends, strict=False)
+    ]
+
+
 # --- Kafka -------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from services.bench.services import Service
 from services.common.connection import KafkaConnection
@@ -21,6 +21,7 @@ from services.common.events import Topics, event_time, partition_key
 from services.common.kafka import ensure_topics, producer
 from services.common.simulator import Incident, Simulator
 from services.common.sinks import to_file
+from tests.chaos.harness import lag
 from tests.factories import T0
 from tests.integration.conftest import REPO, Stack
 from tests.integration.test_end_to_end import judged_until
@@ -61,22 +62,6 @@ def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any]]) -> int
     finally:
         prod.close()
     return n
-
-
-def unread(bootstrap: str, group: str, topic: str) -> int:
-    """Records of ``topic`` the consumer group has not committed yet."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        committed = admin.list_group_offsets(group)[group]
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(
-            end - (committed[tp].offset if tp in committed else 0)
-            for tp, end in consumer.end_offsets(tps).items()
-        )
-    finally:
-        consumer.close()
-        admin.close()
 
 
 def published(bootstrap: str, topic: str) -> list[dict[str, Any]]:
@@ -131,7 +116,7 @@ def judged(stack: Stack, detector: Service, topics: Topics, bootstrap: str, end:
     until = datetime.fromisoformat(end) - timedelta(minutes=15)
     stack.wait(lambda: judged_until(detector.url) >= until.timestamp(), 240)
     group = f"{stack.namespace}-detector"
-    stack.wait(lambda: unread(bootstrap, group, topics.reports) == 0, 60)
+    stack.wait(lambda: lag(bootstrap, group, [topics.reports]) == 0, 60)
     return until.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -391,7 +391,8 @@ def replay(
         out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
         unjudged = ", ".join(f"{n} {why}" for why, n in result.unjudged.items())
         out.print(
-            f"{result.tracked_slices} slices tracked; slice-windows unjudged: {unjudged}; "
+            f"{result.tracked_slices} slices and {result.tracked_series} metric series"
+            f" tracked; slice-windows unjudged: {unjudged}; "
             f"windows unjudged: {result.incomplete} incomplete (at the input's start and end)",
             highlight=False,
         )

@@ -422,7 +422,7 @@ def create_app(
             metrics.windows.inc()
             p = str(stage.partition)
             metrics.evaluated_until.labels(p).set(judged)
-            metrics.tracked_slices.labels(p).set(len(evaluator.slices))
+            metrics.tracked_slices.labels(p).set(evaluator.tracked)
             metrics.late_partials.labels(p).set(evaluator.late_partials)
             if time.monotonic() - exported.get(stage.partition, 0.0) >= KPI_EVERY_S:
                 export_kpis(stage)

@@ -159,7 +159,8 @@ class Metrics:
             ),
             tracked_slices=Gauge(
                 "opswatch_detector_tracked_slices",
-                "Slices stage two tracks (has baselines for), by partition.",
+                "Slices and metric event series stage two tracks (has baselines for),"
+                " by partition: what OPSWATCH_MAX_SLICES bounds.",
                 ["partition"],
                 registry=registry,
             ),

@@ -38,6 +38,7 @@ class ReplayStats:
     alerts: int = 0
     seconds: float = 0.0
     tracked_slices: int = 0
+    tracked_series: int = 0  # metric event series (a name in a slice)
     unjudged: dict[str, int] = field(default_factory=dict)  # slice-windows, by reason
 
     @property
@@ -140,6 +141,7 @@ def replay(
     stats.duplicates = engine.aggregator.stats.duplicates
     stats.incomplete = engine.aggregator.stats.incomplete
     stats.tracked_slices = len(engine.evaluator.slices)
+    stats.tracked_series = engine.evaluator.tracked - stats.tracked_slices
     stats.unjudged = dict(engine.evaluator.unjudged)
     stats.seconds = time.perf_counter() - started
     return stats

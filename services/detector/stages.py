@@ -31,7 +31,7 @@ from services.common.events import MetricNames, event_time, leaf_of
 from services.common.kafka import slot
 from services.detector.engine.aggregate import Acc, Aggregator, ClosedWindow
 from services.detector.engine.calendar import Calendar
-from services.detector.engine.catalog import Catalog
+from services.detector.engine.catalog import Catalog, feeds_catalog
 from services.detector.engine.evaluate import EngineSettings, Evaluator, Report
 from services.detector.engine.explain import AlertBook
 
@@ -83,7 +83,7 @@ class StageOne:
         s = self.settings
         # the watermark waits for the catalog's topics from the start; the metric
         # events' topic counts once heard from, so that nobody writing it holds nothing back
-        waited = tuple(t for t in self.sources if self.source_types.get(t) != "metric")
+        waited = tuple(t for t in self.sources if feeds_catalog(self.source_types.get(t, "*")))
         self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, expected=waited)
         self.metric_names = MetricNames(s.max_metric_names)
 
@@ -134,7 +134,7 @@ class StageOne:
             return {}
         covered = {}
         for s in sorted(sources.idle):
-            if self.source_types.get(s) == "metric":
+            if not feeds_catalog(self.source_types.get(s, "*")):
                 continue  # no catalog metric reads it: its silence leaves none unjudged
             known = [t for t in (sources.marks.get(s), self.quiet_until.get(s)) if t is not None]
             covered[self.source_types.get(s, "*")] = max(known, default=None)

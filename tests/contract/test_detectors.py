@@ -12,6 +12,7 @@ import pytest
 
 from services.detector.engine.detectors import (
     CountDetector,
+    LevelDetector,
     MeanDetector,
     Observation,
     RatioDetector,
@@ -42,11 +43,19 @@ def mean_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
     return Observation(float(values.sum()), 60, float((values**2).sum()), (i // 12) % 24)
 
 
+def level_obs(rng: np.random.Generator, i: int, level: float) -> Observation:
+    """The mean of five samples of a series with a daily rhythm (a delivery time)."""
+    hour, weekday = (i // 12) % 24, (i // 288) % 7
+    values = rng.normal(40 * level + 5 * math.sin(hour / 24 * 2 * math.pi), 2, size=5)
+    return Observation(float(values.mean()), 5, hour=hour, weekday=weekday)
+
+
 CASES = [
     pytest.param(RatioDetector(), ratio_obs, "down", id="ratio"),
     pytest.param(CountDetector(warmup=48), count_obs, "both", id="count"),
     pytest.param(CountDetector(warmup=48, sums=True), sum_obs, "both", id="sum"),
     pytest.param(MeanDetector(), mean_obs, "both", id="mean"),
+    pytest.param(LevelDetector(), level_obs, "both", id="series"),
 ]
 
 

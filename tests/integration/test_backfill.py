@@ -3,6 +3,8 @@ the same alerts as a replay of the same file, and no event dropped as late."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import subprocess
 import sys
 import time
@@ -21,6 +23,9 @@ from services.common.events import Topics, event_time, partition_key
 from services.common.kafka import ensure_topics, producer
 from services.common.simulator import Incident, Simulator
 from services.common.sinks import to_file
+from services.detector.engine.catalog import load_catalog
+from services.detector.engine.evaluate import EngineSettings
+from services.detector.replay import replay
 from tests.chaos.harness import lag
 from tests.factories import T0
 from tests.integration.conftest import REPO, Stack
@@ -205,7 +210,8 @@ def test_metric_events_beside_a_backfill_move_none_of_its_alerts(
 ) -> None:
     """Samples of two metric names every five minutes in two slices, written first,
     then the other topics: none of them late, the catalog's alerts those of the replay
-    of the same file, and a third name beyond OPSWATCH_MAX_METRIC_NAMES dead-lettered."""
+    of the same file, a third name beyond OPSWATCH_MAX_METRIC_NAMES dead-lettered, and
+    each series taken judged in stage two: tracked, its KPIs on the gauges."""
     events = list(Simulator(T0, timedelta(days=1), seed=5, sessions_per_minute=8).events())
     samples = [
         {
@@ -241,3 +247,12 @@ def test_metric_events_beside_a_backfill_move_none_of_its_alerts(
     assert {e["name"] for e in dead} == {"refund_count"}
     expected = identities(replayed(source, stack.tmp), before)
     assert identities(published(bootstrap, topics.alerts), before) == expected
+    scraped = httpx.get(detector.url + "/metrics", timeout=5).text
+    for name, region in itertools.product(("stock_level", "delivery_minutes"), ("eu", "na")):
+        assert f'opswatch_kpi_observed{{metric="{name}",slice="region={region}"}}' in scraped
+    # the slices and series a replay tracks: four series (two names in two regions)
+    with source.open("rb") as lines:
+        stats = replay(lines, io.BytesIO(), load_catalog(), EngineSettings(max_metric_names=2))
+    assert stats.tracked_series == 4
+    tracked = metric_total(detector.url, "opswatch_detector_tracked_slices")
+    assert tracked == stats.tracked_slices + stats.tracked_series

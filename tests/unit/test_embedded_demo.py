@@ -12,7 +12,7 @@ from services.common.config import OpswatchSettings
 from services.common.simulator import Simulator, ground_truth
 from services.detector.embedded import DemoPlan, demo_catalog
 from services.detector.engine.catalog import load_catalog
-from tests.unit.test_metric_series import iso, readings
+from tests.unit.test_simulator_series import iso, readings
 
 
 @pytest.mark.parametrize("hour", [0, 6, 11, 17, 18, 23])

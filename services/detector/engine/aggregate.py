@@ -22,6 +22,10 @@ window count, not by the user base. It is updated as windows close, in window
 order: so it too follows from event time alone. When the catalog counts lapsed
 users, every window boundary the watermark passes is closed, even one without
 events, since users lapse in silence too.
+
+A metric event is a sample of its own series (its name, in the slice its own
+dimensions name): never rolled up, it is kept per window as ``Samples`` and
+travels in the partial of that slice.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from .catalog import Catalog, CountSlot, DistinctSlot
+from .catalog import Catalog, CountSlot, DistinctSlot, feeds_catalog
 from .marks import Marks
-from .slices import Leaf, ancestors
+from .slices import Leaf, ancestors, slice_of
 from .users import Users, union
 
 
@@ -45,12 +49,68 @@ def user_hash(user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest()) >> 1
 
 
+@dataclass(frozen=True)
+class Samples:
+    """One metric event series' samples in one window, as much as every summary
+    needs: their number, sum and maximum, and the last one with its event time.
+    Partials from several sources merge exactly: counts and sums add, the maximum
+    is the larger, the last is the later (at the same time, the larger value, so
+    the merge does not depend on the order partials arrive in)."""
+
+    n: int
+    total: float
+    peak: float
+    last: float
+    last_ts: float
+
+    @classmethod
+    def of(cls, value: float, ts: float) -> Samples:
+        return cls(1, value, value, value, ts)
+
+    def merge(self, other: Samples) -> Samples:
+        later = other if (other.last_ts, other.last) > (self.last_ts, self.last) else self
+        return Samples(
+            self.n + other.n,
+            self.total + other.total,
+            max(self.peak, other.peak),
+            later.last,
+            later.last_ts,
+        )
+
+    def summary(self, how: str) -> float:
+        """The window's value of the series: ``last``, ``mean``, ``sum`` or ``max``."""
+        if how == "last":
+            return self.last
+        if how == "max":
+            return self.peak
+        if how == "sum":
+            return self.total
+        return self.total / self.n
+
+    def to_json(self) -> list[float]:
+        return [self.n, self.total, self.peak, self.last, self.last_ts]
+
+    @classmethod
+    def from_json(cls, raw: Sequence[float]) -> Samples:
+        n, total, peak, last, last_ts = raw
+        return cls(int(n), float(total), float(peak), float(last), float(last_ts))
+
+
+def merge_samples(mine: dict[str, Samples], theirs: Mapping[str, Samples]) -> None:
+    for name, samples in theirs.items():
+        have = mine.get(name)
+        mine[name] = samples if have is None else have.merge(samples)
+
+
 @dataclass
 class Acc:
-    """Mergeable aggregates of one window: numbers per count slot, users per distinct slot."""
+    """Mergeable aggregates of one window: numbers per count slot, users per distinct
+    slot, and the samples of the metric event series of the slice, by name. The
+    series do not add up across slices: a roll-up (``total``) leaves them out."""
 
     counts: list[float]
     distinct: list[Users]
+    series: dict[str, Samples] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, catalog: Catalog) -> Acc:
@@ -58,7 +118,7 @@ class Acc:
 
     @classmethod
     def total(cls, parts: Sequence[Acc]) -> Acc:
-        """The sum of one or more aggregates, added in the order given."""
+        """The sum of one or more aggregates, added in the order given (series left out)."""
         counts = [0.0] * len(parts[0].counts)
         for part in parts:
             for i, value in enumerate(part.counts):
@@ -67,21 +127,34 @@ class Acc:
             counts, [union(p.distinct[i] for p in parts) for i in range(len(parts[0].distinct))]
         )
 
+    def measured(self) -> bool:
+        """Whether it holds anything of the catalog's metrics: a slice whose partial
+        holds metric event samples alone is none of theirs."""
+        return not self.series or any(self.counts) or any(self.distinct)
+
     def merge(self, other: Acc) -> None:
         for i, value in enumerate(other.counts):
             self.counts[i] += value
         for mine, theirs in zip(self.distinct, other.distinct, strict=True):
             mine.merge(theirs)
+        merge_samples(self.series, other.series)
 
     def copy(self) -> Acc:
-        return Acc([*self.counts], [users.copy() for users in self.distinct])
+        return Acc([*self.counts], [users.copy() for users in self.distinct], dict(self.series))
 
     def to_json(self) -> dict[str, Any]:
-        return {"c": self.counts, "d": [users.to_json() for users in self.distinct]}
+        raw: dict[str, Any] = {"c": self.counts, "d": [users.to_json() for users in self.distinct]}
+        if self.series:  # most slices have none: their partials stay as they were
+            raw["s"] = {name: samples.to_json() for name, samples in self.series.items()}
+        return raw
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Acc:
-        return cls([float(v) for v in raw["c"]], [Users.from_json(u) for u in raw["d"]])
+        return cls(
+            [float(v) for v in raw["c"]],
+            [Users.from_json(u) for u in raw["d"]],
+            {name: Samples.from_json(v) for name, v in raw.get("s", {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -225,6 +298,8 @@ class Aggregator:
     closed_until: int | None = None  # every window starting before this is closed
     stats: AggregatorStats = field(default_factory=AggregatorStats)
     history: dict[tuple[Leaf, int], History] = field(default_factory=dict)  # (leaf, base slot)
+    # per window, the samples of the metric event series: slice key -> name -> samples
+    series: dict[int, dict[str, dict[str, Samples]]] = field(default_factory=dict)
     expected: tuple[str, ...] = ()  # the sources to wait for (none: those heard from)
     # each source's first event time: a window that started before the stream's
     # first event holds only part of what happened in it
@@ -276,7 +351,9 @@ class Aggregator:
             return False
         ids.add(event_id)
         etype = event["type"]
-        if etype == "metric":  # its own series, not a measure of the catalog's metrics
+        if not feeds_catalog(etype):  # a sample of its own series, in its own slice
+            names = self.series.setdefault(start, {}).setdefault(slice_of(event), {})
+            merge_samples(names, {event["name"]: Samples.of(float(event["value"]), ts)})
             self.stats.applied += 1
             return True
         leaves = self.windows.setdefault(start, {})
@@ -340,7 +417,7 @@ class Aggregator:
             passed = int(self._newest // w) * w if self._newest > -math.inf else None
         if passed is None:
             return []
-        due = {start for start in self.windows if start < passed}
+        due = {start for start in (*self.windows, *self.series) if start < passed}
         if self._lapses and self.history and self.closed_until is not None:
             due.update(range(self.closed_until, passed, w))
         # the stream began with its first source's first event: a source heard from
@@ -350,18 +427,23 @@ class Aggregator:
         closed = []
         for start in sorted(due):
             leaves = self.windows.pop(start, {})
+            series = self.series.pop(start, {})
             self.seen_ids.pop(start, None)
             self._apply_history(start, leaves)
             if start < began:
                 self.stats.incomplete += 1
-            elif leaves:
-                closed.append(ClosedWindow(start, self._roll_up(leaves)))
+            elif leaves or series:
+                partials = self._roll_up(leaves)
+                for key, samples in series.items():
+                    partials.setdefault(key, Acc.empty(self.catalog)).series = samples
+                closed.append(ClosedWindow(start, partials))
             self.closed_until = start + w
         if self.closed_until is None or passed > self.closed_until:
             self.closed_until = passed
         if flush:
-            self.stats.incomplete += len(self.windows)
+            self.stats.incomplete += len(self.windows.keys() | self.series.keys())
             self.windows.clear()
+            self.series.clear()
             self.seen_ids.clear()
         return closed
 
@@ -419,6 +501,13 @@ class Aggregator:
             "history": [
                 [list(leaf), base, hist.to_json()] for (leaf, base), hist in self.history.items()
             ],
+            "series": {
+                str(start): {
+                    key: {name: samples.to_json() for name, samples in names.items()}
+                    for key, names in keys.items()
+                }
+                for start, keys in self.series.items()
+            },
         }
 
     def restore(self, snap: Mapping[str, Any]) -> None:
@@ -436,4 +525,11 @@ class Aggregator:
         self.history = {
             ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw, self._spans[int(base)])
             for leaf, base, raw in snap["history"]
+        }
+        self.series = {  # a snapshot from before metric series were judged: none
+            int(start): {
+                key: {name: Samples.from_json(v) for name, v in names.items()}
+                for key, names in keys.items()
+            }
+            for start, keys in snap.get("series", {}).items()
         }

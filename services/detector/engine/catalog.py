@@ -121,6 +121,16 @@ class MetricDef(BaseModel):
         return self
 
 
+SERIES_TYPE = "metric"  # the event type whose events are series of their own
+
+
+def feeds_catalog(event_type: str) -> bool:
+    """Whether events of this type are measured by the catalog's metrics. Metric
+    events are not: they are series of their own, so their topic's silence leaves
+    no catalog metric unjudged, and nothing need wait for it until it speaks."""
+    return event_type != SERIES_TYPE
+
+
 Severity = Literal["critical", "warning", "info"]
 SeriesName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 

@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from scipy.special import stdtr
+
 SQRT2 = math.sqrt(2.0)
 # The shifts the cumulative (CUSUM) statistics look for, as factors. A rate's are
 # factors of its odds, from a fifth more to ten times (8% of ratings negative
@@ -40,7 +42,10 @@ RATIO_DOWN = (0.8, 0.5, 0.25, 0.05)
 # one an hour is usual) and a count that stops all add up to an alarm
 COUNT_UP = (2.0, 3.0, 5.0, 10.0)
 COUNT_DOWN = (0.5, 0.25, 0.05)
-DESIGNS = max(len(RATIO_UP), len(RATIO_DOWN), len(COUNT_UP), len(COUNT_DOWN))
+# The shifts a metric event series' CUSUMs look for, in scales of its residuals:
+# a drift of one or two, a step of four, and a jump
+SERIES_SHIFTS = (1.0, 2.0, 4.0, 10.0)
+DESIGNS = max(len(RATIO_UP), len(RATIO_DOWN), len(COUNT_UP), len(COUNT_DOWN), len(SERIES_SHIFTS))
 # A baseline learned from few events is uncertain, and its error is the same in
 # every window a CUSUM adds up: the shifts are measured from the edge of the
 # baseline's own uncertainty (this many relative standard errors), so that a
@@ -814,6 +819,158 @@ class MeanDetector(_JsonState[MeanState]):
         return MeanState(mean, weight, within, between, state.windows + 1)
 
 
+ROBUST_SD = math.sqrt(math.pi / 2.0)  # a normal residual's sd per mean absolute residual
+STUDENT_DF = 30.0  # residual scales learned from more windows than this: normal tails
+
+
+def student_tails(z: float, df: float) -> tuple[float, float]:
+    """(P[T >= z], P[T <= z]) for Student's t with ``df`` degrees of freedom;
+    normal from ``STUDENT_DF`` on."""
+    if df >= STUDENT_DF:
+        return 1.0 - norm_cdf(z), norm_cdf(z)
+    below = float(stdtr(df, z))
+    return 1.0 - below, below
+
+
+AGAIN = DAYS + 1
+
+
+@dataclass(frozen=True)
+class LevelState:
+    level: float = 0.0  # the recent level, while the hour profile lacks the hour
+    level_weight: float = 0.0  # windows behind it, exponentially weighted
+    delta: float = 0.0  # how the recent windows ran against the hour profile
+    delta_weight: float = 0.0  # windows behind it
+    scale: float = 0.0  # mean absolute residual, exponentially weighted
+    scale_weight: float = 0.0  # windows behind it
+    profile: tuple[float, ...] = (0.0,) * HOURS  # per hour of the day: its value over days
+    weight: tuple[float, ...] = (0.0,) * HOURS  # windows behind each hour's value
+    # per hour of the day: the weekday (+1) it was first learned on, AGAIN once
+    # learned on another day too (0: never): the profile has the hour from its second day
+    days: tuple[int, ...] = (0,) * HOURS
+
+
+@dataclass(frozen=True)
+class LevelDetector(_JsonState[LevelState]):
+    """A metric event series: any number, its range and scale not known beforehand.
+
+    The expected value is the hour of the day's value over the days (a delivery
+    time longer at dinner, a stock level refilled every morning) moved by how
+    the recent windows ran against it (exponentially weighted): the recent
+    level, then, when the series has no daily rhythm. The residuals' scale is
+    their exponentially weighted mean absolute value, a residual beyond
+    ``clip`` scales counting as ``clip`` (one outlier does not blow it up), and
+    at least ``floor`` of the expected value (a series flat so far does not
+    alarm at its first wobble). All of it is learned from the windows as they
+    come: no range given in advance, no look ahead. p-values are Student's t
+    tails (normal once the scale rests on ``STUDENT_DF`` windows) of the
+    residual over the scale, widened by the recent level's own uncertainty; the
+    band is ``band_z`` of those; the CUSUMs add the Gaussian log-likelihood
+    ratios of shifts of ``SERIES_SHIFTS`` scales either way. Warming up until
+    the hour of the day was seen on an earlier day and the scale rests on
+    ``warmup`` windows judged against the profile. The state is a fixed 78
+    numbers whatever the series.
+    """
+
+    name: ClassVar[str] = "seasonal-level"
+    state_cls: ClassVar[type[Any]] = LevelState
+    level_half_life: float = 24.0  # windows (two hours at 5 min)
+    scale_half_life: float = 288.0  # windows (a day at 5 min)
+    profile_days: float = 7.0
+    hour_windows: int = 12
+    warmup: int = 24
+    clip: float = 4.0
+    floor: float = 0.01
+    band_z: float = 3.0
+
+    def init_state(self) -> LevelState:
+        return LevelState()
+
+    @staticmethod
+    def _profiled(state: LevelState, hour: int, weekday: int) -> bool:
+        """Whether the profile has the hour from an earlier day than ``weekday``."""
+        return state.days[hour] not in (0, weekday + 1)
+
+    def expected(self, state: LevelState, hour: int, weekday: int) -> float:
+        if self._profiled(state, hour, weekday):
+            return state.profile[hour] + state.delta
+        return state.level
+
+    def _sd(self, state: LevelState, mu: float) -> float:
+        """The residuals' standard deviation, the recent level's uncertainty added."""
+        sd = max(ROBUST_SD * state.scale, self.floor * abs(mu), 1e-9)
+        return sd * math.sqrt(1.0 + 1.0 / max(state.delta_weight, 1.0))
+
+    def score(self, state: LevelState, obs: Observation) -> Verdict:
+        mu = self.expected(state, obs.hour, obs.weekday) * obs.expect
+        x = obs.x
+        if state.scale_weight < self.warmup or not self._profiled(state, obs.hour, obs.weekday):
+            return quiet(x, mu, obs.n, True)
+        sd = self._sd(state, mu)
+        z = (x - mu) / sd
+        p_up, p_down = student_tails(z, max(state.scale_weight - 1.0, 1.0))
+        half = self.band_z * sd
+        return Verdict(
+            False,
+            x,
+            mu,
+            mu - half,
+            mu + half,
+            p_up,
+            p_down,
+            obs.n,
+            tuple(k * z - k * k / 2.0 for k in SERIES_SHIFTS),
+            tuple(-k * z - k * k / 2.0 for k in SERIES_SHIFTS),
+        )
+
+    def learn(self, state: LevelState, obs: Observation) -> LevelState:
+        return self._learn(state, obs, recent=True)
+
+    def learn_profile(self, state: LevelState, obs: Observation) -> LevelState:
+        """What a window kept out of the recent level (while evidence of a shift
+        builds) still teaches: its hour's value, over days."""
+        return self._learn(state, obs, recent=False)
+
+    def _learn(self, state: LevelState, obs: Observation, recent: bool) -> LevelState:
+        h, x = obs.hour, obs.x
+        if obs.n <= 0 or not math.isfinite(x):
+            return state
+        profile, weight, days = list(state.profile), list(state.weight), list(state.days)
+        a = max(1.0 / (weight[h] + 1.0), 1.0 / (self.profile_days * self.hour_windows))
+        profile[h] += a * (x - profile[h])
+        weight[h] += 1.0
+        days[h] = obs.weekday + 1 if days[h] == 0 else days[h]
+        days[h] = AGAIN if days[h] != obs.weekday + 1 else days[h]
+        if not recent:
+            return replace(state, profile=tuple(profile), weight=tuple(weight), days=tuple(days))
+        d = _decay(self.level_half_life)
+        level_weight = d * state.level_weight + 1.0
+        level = state.level + (x - state.level) / level_weight
+        delta, delta_weight = state.delta, state.delta_weight
+        scale, scale_weight = state.scale, state.scale_weight
+        if self._profiled(state, h, obs.weekday):
+            mu = self.expected(state, h, obs.weekday)
+            resid = abs(x - mu)
+            if scale_weight > 0:
+                resid = min(resid, self.clip * max(scale, self.floor * abs(mu), 1e-9))
+            d_s = _decay(self.scale_half_life)
+            scale_weight = d_s * scale_weight + 1.0
+            scale += (resid - scale) / scale_weight
+            delta_weight = d * delta_weight + 1.0
+            delta += (x - state.profile[h] - delta) / delta_weight
+        return LevelState(
+            level,
+            level_weight,
+            delta,
+            delta_weight,
+            scale,
+            scale_weight,
+            tuple(profile),
+            tuple(weight),
+            tuple(days),
+        )
+
+
 def detector_for(kind: str, window_s: int = 300, reach: float = 15.0) -> Detector[Any]:
     """The detector of a metric kind; ``reach``: the CUSUMs' threshold."""
     if kind == "ratio":
@@ -824,4 +981,6 @@ def detector_for(kind: str, window_s: int = 300, reach: float = 15.0) -> Detecto
         return CountDetector(sums=True, hour_windows=3600 // window_s, reach=reach)
     if kind == "mean":
         return MeanDetector()
+    if kind == "series":
+        return LevelDetector(hour_windows=3600 // window_s)
     raise ValueError(f"no detector for metric kind {kind!r}")

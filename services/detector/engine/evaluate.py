@@ -11,6 +11,10 @@ learn from a window it found anomalous. What looks anomalous goes, with the
 number of tests made, into a report for stage three (``explain``), which
 controls the false discovery rate across slices, picks the level that explains
 a change and keeps the alerts' lifecycle.
+
+Metric event series are judged the same way, each (name, slice) in the
+windows it has samples in, by the seasonal-level detector; each series counts
+as a tracked slice against the cardinality guard.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from zoneinfo import ZoneInfo
 from .aggregate import Acc
 from .calendar import Applied, Calendar, Entry
 from .catalog import Catalog, CompiledMetric
-from .detectors import DESIGNS, Observation, Verdict, detector_for, evidence
+from .detectors import DESIGNS, Detector, Observation, Verdict, detector_for, evidence
 from .marks import Marks
 from .slices import parse_slice_key, slice_key
 
@@ -148,10 +152,21 @@ class Ring:
     last: int
     values: array[float]
 
-    def add(self, start: int, window_s: int, point: tuple[float, float, float, float]) -> Ring:
+    def add(
+        self,
+        start: int,
+        window_s: int,
+        point: tuple[float, float, float, float],
+        fill: bool = False,
+    ) -> Ring:
         """The ring with a window added; a gap (never between windows judged in turn)
-        starts it again, so each entry's start follows from ``last``."""
+        starts it again, so each entry's start follows from ``last``, or with ``fill``
+        (a metric event series, judged in the windows it has samples in) is filled
+        with windows of no value."""
         kept = self.values if start == self.last + window_s else array("f")
+        if fill and self.values and start > self.last + window_s:
+            gap = min((start - self.last) // window_s - 1, SERIES_WINDOWS)
+            kept = self.values + array("f", [math.nan] * (4 * gap))
         values = array("f", kept[-4 * (SERIES_WINDOWS - 1) :] if kept else ())
         values.extend(point)
         return Ring(start, values)
@@ -285,6 +300,8 @@ class Evaluator:
     # and what the ordinary (unscaled) baseline expected, while the entry lasts
     effects: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: list[dict[str, Any]] = field(default_factory=list)  # ended; the caller drains
+    # the metric event series tracked, per slice key: detector states etc. by name
+    series: dict[str, SliceState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
@@ -293,6 +310,9 @@ class Evaluator:
             m.name: detector_for(m.kind, self.settings.window_s, self._h)
             for m in self.catalog.metrics
         }
+        self._series = detector_for("series", self.settings.window_s, self._h)
+        self._series_metrics: dict[str, CompiledMetric] = {}
+        self._tracked_series = 0
         self._tz = ZoneInfo(self.settings.timezone)
         self._volume_slots = (
             [i for i, slot in enumerate(self.catalog.count_slots) if slot.power == 0],
@@ -306,6 +326,11 @@ class Evaluator:
             default=0.0,
         )
 
+    @property
+    def tracked(self) -> int:
+        """What the cardinality guard counts: slices tracked, and series tracked."""
+        return len(self.slices) + self._tracked_series
+
     def _admit(self, key: str, acc: Acc, start: int) -> SliceState | None:
         """Track a new slice once it has shown enough volume, while there is room."""
         s = self.settings
@@ -315,7 +340,7 @@ class Evaluator:
                 self.untracked[key] = volume
             self.unjudged["low_volume"] += 1
             return None
-        if len(self.slices) >= s.max_slices:
+        if self.tracked >= s.max_slices:
             self.untracked[key] = volume
             self.unjudged["max_slices"] += 1
             return None
@@ -398,7 +423,8 @@ class Evaluator:
         hour, weekday = local.hour, local.weekday()
         report = Report(start + self.settings.window_s, start)
         nothing = Acc.empty(self.catalog)
-        self.warming = dict.fromkeys(self.catalog.names, 0)
+        series = sorted({name for state in self.series.values() for name in state.detectors})
+        self.warming = dict.fromkeys([*self.catalog.names, *series], 0)
         self.kpis = {}
         unread = self.unread.pop(start, set())
         skipped = {
@@ -406,7 +432,7 @@ class Evaluator:
             for m in self.catalog.metrics
             if unread and ("*" in unread or "*" in m.reads or unread & m.reads)
         }
-        keys = sorted(self.slices.keys() | partials.keys())
+        keys = sorted(self.slices.keys() | {k for k, a in partials.items() if a.measured()})
         shown = set(sorted(keys, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices])
         active = self.calendar.at(start)
         self._finish_effects(start)
@@ -438,7 +464,69 @@ class Evaluator:
                 )
                 if candidate is not None:
                     report.candidates.append(candidate)
+        self._judge_series(partials, hour, weekday, report, active)
         return report
+
+    def _judge_series(
+        self,
+        partials: Mapping[str, Acc],
+        hour: int,
+        weekday: int,
+        report: Report,
+        active: tuple[Entry, ...],
+    ) -> None:
+        """Judge each metric event series with samples in the window, in its own
+        slice (a window without samples of a series says nothing of it). A series
+        not tracked yet is tracked while the cardinality guard has room."""
+        sampled = {key: acc.series for key, acc in partials.items() if acc.series}
+        assert report.start is not None
+        for key in sorted(sampled):
+            state = self.series.get(key)
+            dims = parse_slice_key(key) if active else {}
+            for name, samples in sorted(sampled[key].items()):
+                if state is None or name not in state.detectors:
+                    if self.tracked >= self.settings.max_slices:
+                        self.unjudged["max_slices"] += 1
+                        continue
+                    if state is None:
+                        state = self.series[key] = SliceState(report.start)
+                    state.detectors[name] = self._series.init_state()
+                    self._tracked_series += 1
+                declared = self.catalog.series.of(name)
+                metric = self._series_metric(name)
+                obs = Observation(samples.summary(declared.summary), samples.n, 0.0, hour, weekday)
+                # an expect entry's factors name catalog metrics only: a series is
+                # judged as usual in it; exclude and mute apply as to any metric
+                applied = Calendar.applies(active, dims, name) if active else None
+                if applied is not None and applied.effect == "exclude":
+                    continue
+                candidate = self._judge_metric(state, key, metric, obs, report, False, applied)
+                if candidate is not None:
+                    candidate["alone"] = True  # a series does not add up across slices
+                    if declared.severity is not None:
+                        candidate["severity"] = declared.severity
+                    report.candidates.append(candidate)
+
+        # the KPIs of the shallowest series: each as its last window judged showed it,
+        # so a series sampled less often than windows close stays on the dashboard
+        shown = sorted(self.series, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices]
+        for key in shown:
+            for name, ring in self.series[key].rings.items():
+                observed, expected, low, high = (float(f"{v:.7g}") for v in ring.values[-4:])
+                self.kpis[(name, key)] = (observed, expected, low, high)
+
+    def _series_metric(self, name: str) -> CompiledMetric:
+        """A metric event name as the judging steps see a metric."""
+        metric = self._series_metrics.get(name)
+        if metric is None:
+            declared = self.catalog.series.of(name)
+            metric = CompiledMetric(name, "series", "series", declared.alert_on, 0, False)
+            self._series_metrics[name] = metric
+        return metric
+
+    def _detector(self, name: str) -> Detector[Any]:
+        """The detector of a catalog metric, or of a metric event series."""
+        return self._detectors.get(name, self._series)
 
     @staticmethod
     def _heads(active: tuple[Entry, ...], start: int) -> dict[str, list[Occurrence]]:
@@ -511,7 +599,7 @@ class Evaluator:
     ) -> dict[str, Any] | None:
         """Score a window, then learn from it unless it looks anomalous (or an
         ``expect`` entry scales its baseline: what a campaign shows is not normal)."""
-        detector = self._detectors[metric.name]
+        detector = self._detector(metric.name)
         det_state = state.detectors.get(metric.name)
         if det_state is None:
             det_state = detector.init_state()
@@ -523,11 +611,14 @@ class Evaluator:
             cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
             state.cusums[metric.name] = cusum
         if verdict.warming_up:
-            self.warming[metric.name] += 1
+            self.warming[metric.name] = self.warming.get(metric.name, 0) + 1
         point = (verdict.observed, verdict.expected, verdict.low, verdict.high)
         assert report.start is not None
         ring = state.rings.get(metric.name) or empty_ring()
-        ring = state.rings[metric.name] = ring.add(report.start, self.settings.window_s, point)
+        fill = metric.kind == "series"
+        ring = state.rings[metric.name] = ring.add(
+            report.start, self.settings.window_s, point, fill
+        )
         if shown and (verdict.n > 0 or metric.kind not in ("ratio", "mean")):
             # the band so far, warming up or not: a dashboard shows it converge
             self.kpis[(metric.name, key)] = (
@@ -609,6 +700,7 @@ class Evaluator:
             "evaluated_until": self.evaluated_until,
             "unread": {str(w): sorted(types) for w, types in self.unread.items()},
             "slices": {key: self.slice_snapshot(key) for key in self.slices},
+            "series": {key: self._state_json(state) for key, state in self.series.items()},
             "untracked": self.untracked,
             "unjudged": self.unjudged,
             "late_partials": self.late_partials,
@@ -616,10 +708,12 @@ class Evaluator:
         }
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
-        state = self.slices[key]
+        return self._state_json(self.slices[key])
+
+    def _state_json(self, state: SliceState) -> dict[str, Any]:
         return {
             "detectors": {
-                name: self._detectors[name].state_to_json(s) for name, s in state.detectors.items()
+                name: self._detector(name).state_to_json(s) for name, s in state.detectors.items()
             },
             "cusums": {name: [c.up, c.down] for name, c in state.cusums.items()},
             "held": state.held,
@@ -628,15 +722,21 @@ class Evaluator:
         }
 
     def restore_slice(self, key: str, raw: Mapping[str, Any]) -> None:
+        self.slices[key] = self._state_from_json(raw, self._detectors)
+
+    def _state_from_json(
+        self, raw: Mapping[str, Any], detectors: Mapping[str, Detector[Any]]
+    ) -> SliceState:
+        """A slice's state; a detector state of a name ``detectors`` lacks is dropped."""
         state = SliceState(raw["since"], held=dict(raw.get("held", {})))
         for name, det in raw["detectors"].items():
-            if name in self._detectors:
-                state.detectors[name] = self._detectors[name].state_from_json(det)
+            if name in detectors:
+                state.detectors[name] = detectors[name].state_from_json(det)
         for name, (up, down) in raw["cusums"].items():
             state.cusums[name] = Cusum(tuple(up), tuple(down))
         for name, ring in raw.get("rings", {}).items():  # snapshots from before rings: none
             state.rings[name] = Ring.from_json(ring)
-        self.slices[key] = state
+        return state
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         self.pending = {
@@ -651,3 +751,8 @@ class Evaluator:
         self.effects = {k: dict(e) for k, e in snap.get("effects", {}).items()}
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)
+        self.series = {}  # a snapshot from before metric series were judged: none
+        for key, raw in snap.get("series", {}).items():
+            every = dict.fromkeys(raw["detectors"], self._series)
+            self.series[key] = self._state_from_json(raw, every)
+        self._tracked_series = sum(len(state.detectors) for state in self.series.values())

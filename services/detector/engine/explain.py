@@ -8,7 +8,8 @@ Per metric and window it
 2. picks the level that explains the change: a slice whose deviation one
    flagged sub-slice accounts for (``explain_share`` of its excess) gives way
    to that sub-slice; a flagged slice with a flagged ancestor left standing
-   becomes a driver of it, with its share of the ancestor's excess;
+   becomes a driver of it, with its share of the ancestor's excess (a metric
+   event series does not add up across slices: each slice flagged alerts);
 3. for a ratio, splits the change of the alerting slice between rates within
    its sub-slices and the traffic mix across them (``breakdown``), from every
    sub-slice's denominator and baseline;
@@ -182,6 +183,10 @@ class AlertBook:
         firing: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         for metric in sorted(by_metric):
             flagged = benjamini_hochberg(by_metric[metric], tests[metric], self.settings.fdr)
+            if any(c.get("alone") for c in flagged):  # a metric event series: no roll-up
+                for found in flagged:
+                    firing[f"{metric}|{found['slice']}"] = (found, [])
+                continue
             for found, found_drivers in explain(flagged, self.settings.explain_share):
                 root, drivers = self._stick(metric, found, found_drivers, flagged)
                 firing[f"{metric}|{root['slice']}"] = (root, drivers)

@@ -23,6 +23,12 @@ def slice_key(values: Mapping[str, str]) -> str:
     return ",".join(parts) or ALL_UP
 
 
+def slice_of(event: Mapping[str, object]) -> str:
+    """The key of the slice an event's own dimensions name (one it leaves out is
+    rolled up): where a metric event's series lives."""
+    return slice_key({dim: str(event[dim]) for dim in DIMENSIONS if event.get(dim)})
+
+
 def parse_slice_key(key: str) -> dict[str, str]:
     if key == ALL_UP:
         return {}

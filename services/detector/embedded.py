@@ -2,7 +2,7 @@
 
 It exists so that a newcomer sees the whole thing work with no servers: the
 same engine and the same alerting code as Kafka mode, with the hand-over done
-in memory. The simulator first plays the last day and a bit as fast as it can
+in memory. The simulator first plays the last day and a half as fast as it can
 (the baselines need a day to learn the daily cycle), with a payment incident
 near the end and, earlier that day, a stock-out in one region's metric series,
 then keeps going in real time.
@@ -50,9 +50,10 @@ class DemoPlan:
     @classmethod
     def around(cls, now: datetime) -> DemoPlan:
         """A payment incident at the last 17:00 UTC (busy hours) at least an hour
-        ago, after a day and a bit of history for the baselines to learn from; six
-        hours before it, after 19 hours of history, region eu's stock runs out for
-        two hours."""
+        ago, and six hours before it region eu's stock running out for two hours,
+        after history from midnight the day before: the baselines learn the daily
+        cycle, and the series have seen the stock-out's hours of the day on an
+        earlier day (a series is judged at an hour from the second day it sees it)."""
         at = now.replace(hour=17, minute=0, second=0, microsecond=0)
         while at > now - timedelta(hours=1):
             at -= timedelta(days=1)
@@ -70,7 +71,7 @@ class DemoPlan:
             duration=timedelta(hours=2),
             magnitude=1.0,
         )
-        return cls(at - timedelta(hours=25), incident, stockout)
+        return cls(at - timedelta(hours=17 + 24), incident, stockout)
 
     @property
     def incidents(self) -> list[Incident]:

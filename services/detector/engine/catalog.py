@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -132,6 +132,8 @@ def feeds_catalog(event_type: str) -> bool:
 
 
 Severity = Literal["critical", "warning", "info"]
+Summary = Literal["last", "mean", "sum", "max"]
+SUMMARIES: tuple[str, ...] = get_args(Summary)  # how a window sums up a series
 SeriesName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 
 
@@ -141,7 +143,7 @@ class SeriesDef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    summary: Literal["last", "mean", "sum", "max"] = "mean"
+    summary: Summary = "mean"
     alert_on: Literal["up", "down", "both"] = "both"
     unit: Annotated[str, Field(max_length=32)] = ""
     severity: Severity | None = None
@@ -152,7 +154,7 @@ class SeriesOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    summary: Literal["last", "mean", "sum", "max"] | None = None
+    summary: Summary | None = None
     alert_on: Literal["up", "down", "both"] | None = None
     unit: Annotated[str, Field(max_length=32)] | None = None
     severity: Severity | None = None

@@ -25,8 +25,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from scipy.special import stdtr
-
 SQRT2 = math.sqrt(2.0)
 # The shifts the cumulative (CUSUM) statistics look for, as factors. A rate's are
 # factors of its odds, from a fifth more to ten times (8% of ratings negative
@@ -42,7 +40,7 @@ RATIO_DOWN = (0.8, 0.5, 0.25, 0.05)
 # one an hour is usual) and a count that stops all add up to an alarm
 COUNT_UP = (2.0, 3.0, 5.0, 10.0)
 COUNT_DOWN = (0.5, 0.25, 0.05)
-# The shifts a metric event series' CUSUMs look for, in scales of its residuals:
+# The shifts a metric event series' CUSUMs look for, in standard deviations of its residuals:
 # a drift of one or two, a step of four, and a jump
 SERIES_SHIFTS = (1.0, 2.0, 4.0, 10.0)
 DESIGNS = max(len(RATIO_UP), len(RATIO_DOWN), len(COUNT_UP), len(COUNT_DOWN), len(SERIES_SHIFTS))
@@ -819,17 +817,18 @@ class MeanDetector(_JsonState[MeanState]):
         return MeanState(mean, weight, within, between, state.windows + 1)
 
 
-ROBUST_SD = math.sqrt(math.pi / 2.0)  # a normal residual's sd per mean absolute residual
-STUDENT_DF = 30.0  # residual scales learned from more windows than this: normal tails
+# A Laplace residual's band with the coverage of a normal one's 3 standard
+# deviations (99.73%), in scales: P[|R| > c b] = exp(-c)
+LAPLACE_BAND = -math.log(1.0 - 0.9973)
 
 
-def student_tails(z: float, df: float) -> tuple[float, float]:
-    """(P[T >= z], P[T <= z]) for Student's t with ``df`` degrees of freedom;
-    normal from ``STUDENT_DF`` on."""
-    if df >= STUDENT_DF:
-        return 1.0 - norm_cdf(z), norm_cdf(z)
-    below = float(stdtr(df, z))
-    return 1.0 - below, below
+def laplace_tails(u: float) -> tuple[float, float]:
+    """(P[R >= u b], P[R <= u b]) for a Laplace residual R of scale b."""
+    if u >= 0.0:
+        up = 0.5 * math.exp(-u)
+        return up, 1.0 - up
+    down = 0.5 * math.exp(u)
+    return 1.0 - down, down
 
 
 AGAIN = DAYS + 1
@@ -848,6 +847,15 @@ class LevelState:
     # per hour of the day: the weekday (+1) it was first learned on, AGAIN once
     # learned on another day too (0: never): the profile has the hour from its second day
     days: tuple[int, ...] = (0,) * HOURS
+    # per hour of the day: the mean absolute residual of its windows, and windows behind it
+    hour_scale: tuple[float, ...] = (0.0,) * HOURS
+    hour_scale_weight: tuple[float, ...] = (0.0,) * HOURS
+    # the last residual, and the exponentially weighted sums that give the
+    # residuals' lag-one autocorrelation (a queue or a stock level runs on from
+    # where it was: its residuals come in runs)
+    last_resid: float = 0.0
+    lag_product: float = 0.0
+    lag_square: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -861,14 +869,21 @@ class LevelDetector(_JsonState[LevelState]):
     their exponentially weighted mean absolute value, a residual beyond
     ``clip`` scales counting as ``clip`` (one outlier does not blow it up), and
     at least ``floor`` of the expected value (a series flat so far does not
-    alarm at its first wobble). All of it is learned from the windows as they
-    come: no range given in advance, no look ahead. p-values are Student's t
-    tails (normal once the scale rests on ``STUDENT_DF`` windows) of the
-    residual over the scale, widened by the recent level's own uncertainty; the
-    band is ``band_z`` of those; the CUSUMs add the Gaussian log-likelihood
-    ratios of shifts of ``SERIES_SHIFTS`` scales either way. Warming up until
+    alarm at its first wobble); it is the hour of the day's own, shrunk towards
+    the whole day's (``_scale``), and that of one sample when a window averages
+    several (``averaged``). All of it is learned from the windows as they
+    come: no range given in advance, no look ahead. The residuals are taken
+    for Laplace (double exponential), whose scale is their mean absolute
+    value: tails heavier than a normal's, as those of a number from another
+    system are (a delivery time is skewed, a queue jumps), so one stray window
+    is not an alarm. p-values are its tails of the residual over the scale,
+    widened by the recent level's own uncertainty; the band is ``band`` scales
+    (a normal band's coverage); the CUSUMs add the Gaussian log-likelihood
+    ratios of shifts of ``SERIES_SHIFTS`` standard deviations either way, times
+    the share of independent windows the residuals' autocorrelation leaves
+    (``_run_factor``). Warming up until
     the hour of the day was seen on an earlier day and the scale rests on
-    ``warmup`` windows judged against the profile. The state is a fixed 78
+    ``warmup`` windows judged against the profile. The state is a fixed 129
     numbers whatever the series.
     """
 
@@ -881,7 +896,10 @@ class LevelDetector(_JsonState[LevelState]):
     warmup: int = 24
     clip: float = 4.0
     floor: float = 0.01
-    band_z: float = 3.0
+    band: float = LAPLACE_BAND
+    # the window's value is the mean of its samples: its residual shrinks with
+    # their number (one delivery time at night against the mean of fifty at noon)
+    averaged: bool = False
 
     def init_state(self) -> LevelState:
         return LevelState()
@@ -896,20 +914,48 @@ class LevelDetector(_JsonState[LevelState]):
             return state.profile[hour] + state.delta
         return state.level
 
-    def _sd(self, state: LevelState, mu: float) -> float:
-        """The residuals' standard deviation, the recent level's uncertainty added."""
-        sd = max(ROBUST_SD * state.scale, self.floor * abs(mu), 1e-9)
-        return sd * math.sqrt(1.0 + 1.0 / max(state.delta_weight, 1.0))
+    def _scale(self, state: LevelState, hour: int) -> float:
+        """The residuals' mean absolute value at this hour of the day: the hour's
+        own, from the windows it was learned on, shrunk towards the day's (a
+        delivery time from one delivery at night wanders more than the mean of
+        fifty at noon)."""
+        w = state.hour_scale_weight[hour]
+        k = self.hour_windows
+        return (w * state.hour_scale[hour] + k * state.scale) / (w + k)
+
+    def _root(self, obs: Observation) -> float:
+        """How many times smaller the window's residual is than one sample's: the
+        square root of the number of samples it averages, 1 for other summaries."""
+        return math.sqrt(obs.n) if self.averaged and obs.n > 0 else 1.0
+
+    def _spread(self, state: LevelState, mu: float, obs: Observation) -> float:
+        """The window's residuals' Laplace scale, the recent level's uncertainty added."""
+        b = max(self._scale(state, obs.hour) / self._root(obs), self.floor * abs(mu), 1e-9)
+        return b * math.sqrt(1.0 + 1.0 / max(state.delta_weight, 1.0))
+
+    @staticmethod
+    def _run_factor(state: LevelState) -> float:
+        """How much less evidence a window adds when residuals come in runs: with
+        lag-one autocorrelation r, (1 - r) / (1 + r) (the effective share of
+        independent windows), so that a queue that stays long for an hour, as
+        queues do, does not add up to an alarm as twelve independent windows
+        would."""
+        if state.lag_square <= 0.0:
+            return 1.0
+        r = min(max(state.lag_product / state.lag_square, 0.0), 0.95)
+        return (1.0 - r) / (1.0 + r)
 
     def score(self, state: LevelState, obs: Observation) -> Verdict:
         mu = self.expected(state, obs.hour, obs.weekday) * obs.expect
         x = obs.x
         if state.scale_weight < self.warmup or not self._profiled(state, obs.hour, obs.weekday):
             return quiet(x, mu, obs.n, True)
-        sd = self._sd(state, mu)
-        z = (x - mu) / sd
-        p_up, p_down = student_tails(z, max(state.scale_weight - 1.0, 1.0))
-        half = self.band_z * sd
+        b = self._spread(state, mu, obs)
+        u = (x - mu) / b
+        p_up, p_down = laplace_tails(u)
+        z = u / math.sqrt(2.0)  # in standard deviations
+        half = self.band * b
+        runs = self._run_factor(state)
         return Verdict(
             False,
             x,
@@ -919,8 +965,8 @@ class LevelDetector(_JsonState[LevelState]):
             p_up,
             p_down,
             obs.n,
-            tuple(k * z - k * k / 2.0 for k in SERIES_SHIFTS),
-            tuple(-k * z - k * k / 2.0 for k in SERIES_SHIFTS),
+            tuple(runs * (k * z - k * k / 2.0) for k in SERIES_SHIFTS),
+            tuple(runs * (-k * z - k * k / 2.0) for k in SERIES_SHIFTS),
         )
 
     def learn(self, state: LevelState, obs: Observation) -> LevelState:
@@ -948,14 +994,26 @@ class LevelDetector(_JsonState[LevelState]):
         level = state.level + (x - state.level) / level_weight
         delta, delta_weight = state.delta, state.delta_weight
         scale, scale_weight = state.scale, state.scale_weight
+        hour_scale, hour_scale_weight = list(state.hour_scale), list(state.hour_scale_weight)
+        last_resid, lag_product, lag_square = state.last_resid, state.lag_product, state.lag_square
         if self._profiled(state, h, obs.weekday):
             mu = self.expected(state, h, obs.weekday)
-            resid = abs(x - mu)
+            # one sample's worth of residual: the scales are those of a sample
+            root = self._root(obs)
+            signed = (x - mu) * root
             if scale_weight > 0:
-                resid = min(resid, self.clip * max(scale, self.floor * abs(mu), 1e-9))
+                floor = self.floor * abs(mu) * root
+                bound = self.clip * max(self._scale(state, h), floor, 1e-9)
+                signed = min(max(signed, -bound), bound)
             d_s = _decay(self.scale_half_life)
             scale_weight = d_s * scale_weight + 1.0
-            scale += (resid - scale) / scale_weight
+            scale += (abs(signed) - scale) / scale_weight
+            hour_scale_weight[h] += 1.0
+            b = max(1.0 / hour_scale_weight[h], 1.0 / (self.profile_days * self.hour_windows))
+            hour_scale[h] += b * (abs(signed) - hour_scale[h])
+            lag_product = d_s * lag_product + signed * last_resid
+            lag_square = d_s * lag_square + last_resid * last_resid
+            last_resid = signed
             delta_weight = d * delta_weight + 1.0
             delta += (x - state.profile[h] - delta) / delta_weight
         return LevelState(
@@ -968,11 +1026,19 @@ class LevelDetector(_JsonState[LevelState]):
             tuple(profile),
             tuple(weight),
             tuple(days),
+            tuple(hour_scale),
+            tuple(hour_scale_weight),
+            last_resid,
+            lag_product,
+            lag_square,
         )
 
 
-def detector_for(kind: str, window_s: int = 300, reach: float = 15.0) -> Detector[Any]:
-    """The detector of a metric kind; ``reach``: the CUSUMs' threshold."""
+def detector_for(
+    kind: str, window_s: int = 300, reach: float = 15.0, summary: str = "last"
+) -> Detector[Any]:
+    """The detector of a metric kind; ``reach``: the CUSUMs' threshold; ``summary``:
+    how a window sums up a metric event series."""
     if kind == "ratio":
         return RatioDetector(day_windows=86400 // window_s, reach=reach)
     if kind == "count":
@@ -982,5 +1048,5 @@ def detector_for(kind: str, window_s: int = 300, reach: float = 15.0) -> Detecto
     if kind == "mean":
         return MeanDetector()
     if kind == "series":
-        return LevelDetector(hour_windows=3600 // window_s)
+        return LevelDetector(hour_windows=3600 // window_s, averaged=summary == "mean")
     raise ValueError(f"no detector for metric kind {kind!r}")

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from .aggregate import Acc
 from .calendar import Applied, Calendar, Entry
-from .catalog import Catalog, CompiledMetric
+from .catalog import SUMMARIES, Catalog, CompiledMetric
 from .detectors import DESIGNS, Detector, Observation, Verdict, detector_for, evidence
 from .marks import Marks
 from .slices import parse_slice_key, slice_key
@@ -310,7 +310,10 @@ class Evaluator:
             m.name: detector_for(m.kind, self.settings.window_s, self._h)
             for m in self.catalog.metrics
         }
-        self._series = detector_for("series", self.settings.window_s, self._h)
+        # a series' detector, by how its windows sum it up
+        self._series = {
+            how: detector_for("series", self.settings.window_s, self._h, how) for how in SUMMARIES
+        }
         self._series_metrics: dict[str, CompiledMetric] = {}
         self._tracked_series = 0
         self._tz = ZoneInfo(self.settings.timezone)
@@ -490,7 +493,7 @@ class Evaluator:
                         continue
                     if state is None:
                         state = self.series[key] = SliceState(report.start)
-                    state.detectors[name] = self._series.init_state()
+                    state.detectors[name] = self._detector(name).init_state()
                     self._tracked_series += 1
                 declared = self.catalog.series.of(name)
                 metric = self._series_metric(name)
@@ -526,7 +529,8 @@ class Evaluator:
 
     def _detector(self, name: str) -> Detector[Any]:
         """The detector of a catalog metric, or of a metric event series."""
-        return self._detectors.get(name, self._series)
+        detector = self._detectors.get(name)
+        return detector or self._series[self.catalog.series.of(name).summary]
 
     @staticmethod
     def _heads(active: tuple[Entry, ...], start: int) -> dict[str, list[Occurrence]]:
@@ -753,6 +757,6 @@ class Evaluator:
             self.restore_slice(key, raw)
         self.series = {}  # a snapshot from before metric series were judged: none
         for key, raw in snap.get("series", {}).items():
-            every = dict.fromkeys(raw["detectors"], self._series)
+            every = {name: self._detector(name) for name in raw["detectors"]}
             self.series[key] = self._state_from_json(raw, every)
         self._tracked_series = sum(len(state.detectors) for state in self.series.values())

@@ -182,6 +182,11 @@ def refuse_future(event: Mapping[str, Any], now: float) -> None:
 METRIC_NAMES_REASON = "metric_names"
 
 
+def reserved_name(name: str) -> EventError:
+    """The error of a metric event named as a catalog metric (alerts name either by it)."""
+    return EventError("name", f"{name} is a catalog metric's name")
+
+
 @dataclass
 class MetricNames:
     """The distinct names of metric events taken so far, at most ``limit``: an event
@@ -189,12 +194,17 @@ class MetricNames:
     Which names are taken follows from the order the events come in."""
 
     limit: int
+    # the catalog's metrics' names: alerts name a metric by it, so no series may take one
+    reserved: frozenset[str] = frozenset()
     names: set[str] = field(default_factory=set)
 
     def admit(self, event: Mapping[str, Any]) -> None:
-        """Take the event's name (other event types pass); EventError beyond the limit."""
+        """Take the event's name (other event types pass); EventError beyond the limit
+        or for a catalog metric's name."""
         if event["type"] != "metric" or event["name"] in self.names:
             return
+        if event["name"] in self.reserved:
+            raise reserved_name(event["name"])
         if len(self.names) >= self.limit:
             raise EventError(
                 "name",

@@ -170,6 +170,14 @@ _NO_EFFECT = {
 
 SERIES_EVERY = 300  # seconds between two readings of a level (stock, support queue)
 RESTOCK_AT = 6 * 3600  # seconds into the UTC day when every region's stock is refilled
+
+
+def _holds(t: float, every: int, offset: int = 0) -> bool:
+    """Whether the minute from ``t`` holds a time ``offset`` past a multiple of
+    ``every`` (a run may start at any second)."""
+    return math.ceil((t - offset) / every) * every + offset < t + 60
+
+
 USD_PER_UNIT = 25.0  # an order's units: its amount in these, at least one
 DELIVERY_MINUTES = {"na": 42.0, "eu": 38.0, "apac": 55.0, "latam": 64.0}
 DELIVERY_SPREAD = 0.4  # one delivery's time: its region's mean times a factor of this sd
@@ -408,10 +416,10 @@ class Simulator(Resumable):
         delivery time (when something was delivered) and, every few minutes, the
         levels of its stock and its support queue."""
         rng, season = s.rng, seasonality(t)
-        level_due = round(t) % SERIES_EVERY == 0
+        level_due = _holds(t, SERIES_EVERY)
         for region, share in REGIONS:
             left, slower = self._series_effects(region, t)
-            if round(t) % 86400 == RESTOCK_AT:
+            if _holds(t, 86400, RESTOCK_AT):
                 s.stock[region] = s.capacity[region]
             s.stock[region] = max(0.0, s.stock[region] - s.sold.get(region, 0.0))
             inflow = self.sessions_per_minute * share * season * TICKETS_PER_SESSION

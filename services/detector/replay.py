@@ -17,7 +17,14 @@ from typing import IO, Any
 
 import orjson
 
-from services.common.events import EventError, MetricNames, event_time, leaf_of, validate_all
+from services.common.events import (
+    EventError,
+    MetricNames,
+    event_time,
+    leaf_of,
+    reserved_name,
+    validate_all,
+)
 from services.detector.engine.calendar import Calendar
 from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
@@ -50,10 +57,14 @@ CHUNK = 1024  # lines checked against the contract in one call
 
 
 def read_events(
-    lines: Iterable[bytes], stats: ReplayStats, on_invalid: Callable[[int, str], None]
+    lines: Iterable[bytes],
+    stats: ReplayStats,
+    on_invalid: Callable[[int, str], None],
+    reserved: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[float, dict[str, Any]]]:
     """The file's valid events in its order, with their event time; each invalid
-    line reported with its number, in order too."""
+    line reported with its number, in order too (a metric event named as one of
+    the ``reserved`` catalog metrics is invalid)."""
     chunk: list[tuple[int, Any]] = []  # (line number, the decoded line or why it is not JSON)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -64,17 +75,22 @@ def read_events(
         except orjson.JSONDecodeError as exc:
             chunk.append((number, EventError("", f"not valid JSON: {exc}")))
         if len(chunk) == CHUNK:
-            yield from _checked(chunk, stats, on_invalid)
+            yield from _checked(chunk, stats, on_invalid, reserved)
             chunk = []
-    yield from _checked(chunk, stats, on_invalid)
+    yield from _checked(chunk, stats, on_invalid, reserved)
 
 
 def _checked(
-    chunk: list[tuple[int, Any]], stats: ReplayStats, on_invalid: Callable[[int, str], None]
+    chunk: list[tuple[int, Any]],
+    stats: ReplayStats,
+    on_invalid: Callable[[int, str], None],
+    reserved: frozenset[str],
 ) -> Iterator[tuple[float, dict[str, Any]]]:
     verdicts = iter(validate_all([raw for _, raw in chunk if not isinstance(raw, EventError)]))
     for number, raw in chunk:
         result = raw if isinstance(raw, EventError) else next(verdicts)
+        if isinstance(result, dict) and result["type"] == "metric" and result["name"] in reserved:
+            result = reserved_name(result["name"])
         if isinstance(result, EventError):
             stats.invalid += 1
             on_invalid(number, str(result))
@@ -122,7 +138,8 @@ def replay(
         if on_invalid is not None:
             on_invalid(number, why)
 
-    for ts, event in reorder(read_events(source, stats, invalid), reorder_s):
+    events = read_events(source, stats, invalid, frozenset(catalog.names))
+    for ts, event in reorder(events, reorder_s):
         try:
             names.admit(event)  # in the order the engine takes them
         except EventError:

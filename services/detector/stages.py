@@ -85,7 +85,7 @@ class StageOne:
         # events' topic counts once heard from, so that nobody writing it holds nothing back
         waited = tuple(t for t in self.sources if feeds_catalog(self.source_types.get(t, "*")))
         self.aggregator = Aggregator(self.catalog, s.window_s, s.lateness_s, expected=waited)
-        self.metric_names = MetricNames(s.max_metric_names)
+        self.metric_names = MetricNames(s.max_metric_names, frozenset(self.catalog.names))
 
     def on_event(
         self, event: Mapping[str, Any], ts: float, leaf: tuple[str, str, str], source: str

@@ -330,3 +330,61 @@ def test_a_mean_of_few_samples_is_judged_as_such() -> None:
     assert replayed(noisy(None), load_catalog()) == []
     alerts = replayed(noisy(CREEP_AT), load_catalog())
     assert alerts and alerts[0]["direction"] == "up"
+
+
+def test_a_series_sampled_less_often_than_windows_close_keeps_one_alert() -> None:
+    """A level read every half hour that falls from 100 to 10 for six hours: one
+    alert for the whole fall, not one per reading (the windows between readings
+    say nothing of it, so they do not resolve it)."""
+    fall = (3 * DAY + 10 * 3600, 3 * DAY + 16 * 3600)
+
+    def level(t: float, rng: np.random.Generator) -> float:
+        return (10.0 if fall[0] <= t < fall[1] else 100.0) + rng.normal(0.0, 2.0)
+
+    events = samples("stock_level", level, 4, every=1800, region="eu")
+    alerts = replayed(events, load_catalog())
+    assert len({a["id"] for a in alerts}) == 1
+    firing = [a for a in alerts if a["status"] == "firing"]
+    assert len(firing) >= 12  # each reading of the fall, at least
+    resolved = [a for a in alerts if a["status"] == "resolved"]
+    assert (
+        len(resolved) == 1
+        and event_time({"ts": resolved[0]["resolved_at"]}) > T0.timestamp() + fall[1]
+    )
+
+
+def test_a_count_that_sits_at_zero_moves_by_whole_ones() -> None:
+    """An error count at 0 for days, now and then 1: a 1 is its resolution, not a
+    change beyond all its history; twenty errors a window for an hour is."""
+
+    def errors(burst_at: float | None) -> Shape:
+        def shape(t: float, rng: np.random.Generator) -> float:
+            if burst_at is not None and burst_at <= t < burst_at + 3600:
+                return 20.0
+            return float(rng.random() < 0.01)
+
+        return shape
+
+    quiet = samples("app_errors", errors(None), 5, every=300, seed=4)
+    assert replayed(quiet, load_catalog()) == []
+    burst = samples("app_errors", errors(CREEP_AT), 4, every=300, seed=4)
+    alerts = replayed(burst, load_catalog())
+    assert alerts and alerts[0]["direction"] == "up"
+    assert event_time({"ts": alerts[0]["started_at"]}) - T0.timestamp() == CREEP_AT
+
+
+def test_a_metric_event_cannot_take_a_catalog_metrics_name() -> None:
+    """An alert names a metric by its name: a series named conversion_rate would be
+    judged as the catalog's conversion rate. Such an event is refused."""
+    events = samples("conversion_rate", delivery(), 0.1, region="eu")
+    lines = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    refused: list[str] = []
+    stats = replay(
+        io.BytesIO(lines),
+        io.BytesIO(),
+        load_catalog(),
+        SETTINGS,
+        on_invalid=lambda _, message: refused.append(message),
+    )
+    assert len(refused) == len(events) and "catalog metric" in refused[0]
+    assert stats.events == 0 and stats.invalid == len(events)

@@ -213,3 +213,22 @@ def test_simulate_writes_the_series_on_request_only(tmp_path: Path) -> None:
     )
     truth = orjson.loads(Path(f"{series}.truth.json").read_bytes())
     assert [(t["family"], t["slice"]) for t in truth] == [("delivery", {"region": "eu"})]
+
+
+def test_a_run_that_starts_at_any_second_reads_its_levels_every_five_minutes() -> None:
+    sim = Simulator(
+        START + timedelta(seconds=30),
+        timedelta(hours=7),
+        seed=3,
+        sessions_per_minute=60.0,
+        series=True,
+    )
+    series = readings(list(sim.events()))
+    for region, _ in REGIONS:
+        stock = series[("inventory_units", region)]
+        assert len(stock) == 7 * 12 and len(series[("support_queue", region)]) == 7 * 12
+        # refilled once, in the minute that holds 06:00
+        refills = [now for (_, was), (now, value) in pairwise(stock) if value > 1.4 * was]
+        six = START + timedelta(hours=6)
+        assert len(refills) == 1
+        assert abs(datetime.fromisoformat(refills[0]) - six) <= timedelta(seconds=90)

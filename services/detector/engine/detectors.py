@@ -856,6 +856,11 @@ class LevelState:
     last_resid: float = 0.0
     lag_product: float = 0.0
     lag_square: float = 0.0
+    # the last window's value, and the smallest change between two windows seen (0:
+    # none yet): the series' resolution, below which no spread is believed (a count
+    # of errors at 0 for days moves by whole errors, not by the 0 it has wandered)
+    last_value: float = 0.0
+    step: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -869,8 +874,9 @@ class LevelDetector(_JsonState[LevelState]):
     their exponentially weighted mean absolute value, a residual beyond
     ``clip`` scales counting as ``clip`` (one outlier does not blow it up), and
     at least ``floor`` of the expected value (a series flat so far does not
-    alarm at its first wobble); it is the hour of the day's own, shrunk towards
-    the whole day's (``_scale``), and that of one sample when a window averages
+    alarm at its first wobble) and the series' resolution (``step``); it is
+    the hour of the day's own, shrunk towards the whole day's (``_scale``),
+    and that of one sample when a window averages
     several (``averaged``). All of it is learned from the windows as they
     come: no range given in advance, no look ahead. The residuals are taken
     for Laplace (double exponential), whose scale is their mean absolute
@@ -883,8 +889,8 @@ class LevelDetector(_JsonState[LevelState]):
     the share of independent windows the residuals' autocorrelation leaves
     (``_run_factor``). Warming up until
     the hour of the day was seen on an earlier day and the scale rests on
-    ``warmup`` windows judged against the profile. The state is a fixed 129
-    numbers whatever the series.
+    ``warmup`` windows judged against the profile, and until it has changed
+    once. The state is a fixed 131 numbers whatever the series.
     """
 
     name: ClassVar[str] = "seasonal-level"
@@ -928,9 +934,14 @@ class LevelDetector(_JsonState[LevelState]):
         square root of the number of samples it averages, 1 for other summaries."""
         return math.sqrt(obs.n) if self.averaged and obs.n > 0 else 1.0
 
+    def _least(self, state: LevelState, mu: float) -> float:
+        """The least a window's scale can be: ``floor`` of the expected value, and the
+        series' resolution."""
+        return max(self.floor * abs(mu), state.step, 1e-9)
+
     def _spread(self, state: LevelState, mu: float, obs: Observation) -> float:
         """The window's residuals' Laplace scale, the recent level's uncertainty added."""
-        b = max(self._scale(state, obs.hour) / self._root(obs), self.floor * abs(mu), 1e-9)
+        b = max(self._scale(state, obs.hour) / self._root(obs), self._least(state, mu))
         return b * math.sqrt(1.0 + 1.0 / max(state.delta_weight, 1.0))
 
     @staticmethod
@@ -948,7 +959,9 @@ class LevelDetector(_JsonState[LevelState]):
     def score(self, state: LevelState, obs: Observation) -> Verdict:
         mu = self.expected(state, obs.hour, obs.weekday) * obs.expect
         x = obs.x
-        if state.scale_weight < self.warmup or not self._profiled(state, obs.hour, obs.weekday):
+        # a series that never changed has shown no spread to judge a change against
+        warm = state.scale_weight >= self.warmup and state.step > 0
+        if not warm or not self._profiled(state, obs.hour, obs.weekday):
             return quiet(x, mu, obs.n, True)
         b = self._spread(state, mu, obs)
         u = (x - mu) / b
@@ -987,8 +1000,17 @@ class LevelDetector(_JsonState[LevelState]):
         weight[h] += 1.0
         days[h] = obs.weekday + 1 if days[h] == 0 else days[h]
         days[h] = AGAIN if days[h] != obs.weekday + 1 else days[h]
+        change = abs(x - state.last_value) if state.level_weight > 0 else 0.0
+        step = min(state.step or change, change or state.step)
         if not recent:
-            return replace(state, profile=tuple(profile), weight=tuple(weight), days=tuple(days))
+            return replace(
+                state,
+                profile=tuple(profile),
+                weight=tuple(weight),
+                days=tuple(days),
+                last_value=x,
+                step=step,
+            )
         d = _decay(self.level_half_life)
         level_weight = d * state.level_weight + 1.0
         level = state.level + (x - state.level) / level_weight
@@ -1002,8 +1024,7 @@ class LevelDetector(_JsonState[LevelState]):
             root = self._root(obs)
             signed = (x - mu) * root
             if scale_weight > 0:
-                floor = self.floor * abs(mu) * root
-                bound = self.clip * max(self._scale(state, h), floor, 1e-9)
+                bound = self.clip * max(self._scale(state, h), self._least(state, mu) * root)
                 signed = min(max(signed, -bound), bound)
             d_s = _decay(self.scale_half_life)
             scale_weight = d_s * scale_weight + 1.0
@@ -1031,6 +1052,8 @@ class LevelDetector(_JsonState[LevelState]):
             last_resid,
             lag_product,
             lag_square,
+            x,
+            step,
         )
 
 

@@ -244,7 +244,10 @@ class Report:
     source has judged every window. ``census`` gives, per ratio metric and
     slice judged, the denominator and the numerator the slice's own baseline
     expected: what stage three needs to split a ratio's change between rates
-    within sub-slices and the traffic mix across them.
+    within sub-slices and the traffic mix across them. ``sampled`` names the
+    metric event series (``name|slice``) judged in the window: one without
+    samples in it says nothing, and its alert neither fires nor counts towards
+    resolving there.
     """
 
     until: int
@@ -252,6 +255,7 @@ class Report:
     tests: dict[str, int] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     census: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    sampled: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -260,6 +264,7 @@ class Report:
             "t": self.tests,
             "c": self.candidates,
             "m": self.census,
+            **({"s": self.sampled} if self.sampled else {}),
         }
 
     @classmethod
@@ -268,7 +273,8 @@ class Report:
             metric: {key: (float(n), float(x)) for key, (n, x) in slices.items()}
             for metric, slices in raw.get("m", {}).items()
         }
-        return cls(raw["until"], raw["w"], dict(raw["t"]), list(raw["c"]), census)
+        sampled = list(raw.get("s", ()))
+        return cls(raw["until"], raw["w"], dict(raw["t"]), list(raw["c"]), census, sampled)
 
 
 @dataclass
@@ -503,6 +509,7 @@ class Evaluator:
                 applied = Calendar.applies(active, dims, name) if active else None
                 if applied is not None and applied.effect == "exclude":
                     continue
+                report.sampled.append(f"{name}|{key}")
                 candidate = self._judge_metric(state, key, metric, obs, report, False, applied)
                 if candidate is not None:
                     candidate["alone"] = True  # a series does not add up across slices

@@ -173,7 +173,9 @@ class AlertBook:
         tests: dict[str, int] = defaultdict(int)
         by_metric: dict[str, list[dict[str, Any]]] = defaultdict(list)
         census: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+        sampled: set[str] = set()
         for report in reports:
+            sampled.update(report.sampled)
             for metric, count in report.tests.items():
                 tests[metric] += count
             for metric, slices in report.census.items():
@@ -217,6 +219,8 @@ class AlertBook:
                 alerts.append(alert)
                 continue
             assert current is not None
+            if current.last.get("alone") and key not in sampled:
+                continue  # a series without samples in this window says nothing
             current = replace(current, normal_streak=current.normal_streak + 1)
             if current.normal_streak < self.settings.resolve_after:
                 self.open[key] = current

@@ -32,6 +32,7 @@ def serve(settings: OpswatchSettings, kafka: KafkaConnection, replays: AnswerBoo
         settings.ingest_max_inflight,
         replays,
         settings.max_metric_names,
+        frozenset(settings.catalog().names),
     )
     uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
 

@@ -26,12 +26,13 @@ def create_app(
     max_inflight: int = 16,
     replays: AnswerBook | None = None,
     max_metric_names: int = 100,
+    catalog_names: frozenset[str] = frozenset(),
 ) -> FastAPI:
     """``max_inflight`` requests at most are read and produced at once (each holds up to
     ``max_bytes``); one more is answered 503 at once, so memory stays bounded while
     Kafka is slow or away. ``replays`` keeps the answers by Idempotency-Key (in this
     process unless given). Metric events of more than ``max_metric_names`` distinct
-    names (in this process) are refused."""
+    names (in this process), or named as one of ``catalog_names``, are refused."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +48,7 @@ def create_app(
     app.state.replays = replays or Replays()
     app.state.inflight = events.InFlight(max_inflight)
     app.state.topics = topics or Topics()
-    app.state.metric_names = MetricNames(max_metric_names)
+    app.state.metric_names = MetricNames(max_metric_names, catalog_names)
     problems.install(app)
     app.include_router(events.router)
     app.include_router(health.router)

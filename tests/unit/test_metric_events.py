@@ -124,3 +124,14 @@ def test_replay_takes_metric_events_and_counts_names_beyond_the_limit() -> None:
     lines = b"".join(orjson.dumps(e) + b"\n" for e in events)
     stats = replay(io.BytesIO(lines), io.BytesIO(), CATALOG, EngineSettings(max_metric_names=2))
     assert (stats.invalid, stats.refused_names, stats.events) == (0, 2, 3)
+
+
+def test_a_catalog_metrics_name_is_refused_in_stage_one() -> None:
+    one = StageOne(0, CATALOG, SETTINGS, 1, tuple(TOPICS.values()), TYPES)
+    events = samples(["conversion_rate", "stock_level"])
+    _, refused = one.on_events(events, "metrics")
+    assert [e["event_id"] for e, _ in refused] == [events[0]["event_id"]]
+    error = refused[0][1]
+    assert isinstance(error, EventError) and error.reason == "schema"
+    assert "catalog metric" in error.message
+    assert one.metric_names.names == {"stock_level"}  # the refused name takes no room

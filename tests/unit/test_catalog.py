@@ -149,3 +149,13 @@ def test_a_bad_catalog_stops_the_command_with_exit_code_2(tmp_path: Path) -> Non
     )
     assert done.returncode == 2
     assert "bad.yaml line 3" in done.stderr
+
+
+def test_an_appended_files_problem_names_that_file_and_its_line(tmp_path: Path) -> None:
+    extra = tmp_path / "series.yaml"
+    extra.write_text("metric_events:\n  names:\n    stock: {summary: median}\n")
+    with pytest.raises(CatalogError, match=rf"^{extra} line 3: metric_events\.names\.stock"):
+        load_catalog(DEFAULT_CATALOG, extra)
+    extra.write_text("metrics:\n  x: {}\n")
+    with pytest.raises(CatalogError, match=rf"^{extra}: metrics: already in"):
+        load_catalog(DEFAULT_CATALOG, extra)

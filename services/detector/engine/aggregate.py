@@ -53,9 +53,10 @@ def user_hash(user_id: str) -> int:
 class Samples:
     """One metric event series' samples in one window, as much as every summary
     needs: their number, sum and maximum, and the last one with its event time.
-    Partials from several sources merge exactly: counts and sums add, the maximum
-    is the larger, the last is the later (at the same time, the larger value, so
-    the merge does not depend on the order partials arrive in)."""
+    Partials from several sources merge: counts and sums add (a sum, as any sum of
+    floats, up to rounding in the order added), the maximum is the larger, the
+    last is the later (at the same time, the larger value, so the last does not
+    depend on the order partials arrive in)."""
 
     n: int
     total: float

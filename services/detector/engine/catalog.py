@@ -337,17 +337,23 @@ def _describe(err: Mapping[str, Any]) -> str:
 
 
 def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> Catalog:
-    """Read and validate a catalog file, with the sections of ``appended`` after its
-    own if given; raise CatalogError naming the problem."""
+    """Read and validate a catalog file, with the sections of ``appended`` (which it
+    must not have) after its own if given; raise CatalogError naming the problem
+    and the file it is in."""
     text, raw = read_yaml(path, "metric catalog", CatalogError)
+    own_lines = text.count("\n")
     if appended is not None:
         more, more_raw = read_yaml(appended, "metric catalog", CatalogError)
+        if both := sorted(raw.keys() & more_raw.keys()):
+            raise CatalogError(f"{appended}: {', '.join(both)}: already in {path}")
         text, raw = text + more, {**raw, **more_raw}
     try:
         spec = CatalogFile.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         line_no = line_of(text, first["loc"])
+        if appended is not None and line_no is not None and line_no > own_lines:
+            path, line_no = appended, line_no - own_lines
         at = f" line {line_no}" if line_no else ""
         raise CatalogError(f"{path}{at}: {_describe(first)}") from None
     version = hashlib.sha256(text.encode()).hexdigest()[:12]

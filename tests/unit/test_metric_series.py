@@ -18,6 +18,7 @@ import pytest
 
 from services.common.events import event_time, leaf_of
 from services.detector.engine.aggregate import Acc, Samples
+from services.detector.engine.calendar import load_calendar
 from services.detector.engine.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from services.detector.engine.detectors import LevelDetector, Observation
 from services.detector.engine.engine import Engine
@@ -388,3 +389,25 @@ def test_a_metric_event_cannot_take_a_catalog_metrics_name() -> None:
     )
     assert len(refused) == len(events) and "catalog metric" in refused[0]
     assert stats.events == 0 and stats.invalid == len(events)
+
+
+def test_a_calendar_exclude_leaves_a_series_alone_and_untracked(tmp_path: Path) -> None:
+    """Windows inside an exclude entry are neither judged nor learned from, and a
+    series first seen there takes no room under the cardinality guard."""
+    start = (T0 + timedelta(seconds=CREEP_AT)).isoformat().replace("+00:00", "Z")
+    path = tmp_path / "calendar.yaml"
+    path.write_text(
+        "events:\n"
+        f"  - {{name: Migration, start: '{start}', end: '2030-01-01T00:00:00Z',"
+        " effect: exclude, slices: [{region: eu}]}\n"
+    )
+    cat = load_catalog()
+    calendar = load_calendar(path, cat.names)
+    creeping = samples("delivery_minutes", delivery(CREEP_AT), 4, region="eu")
+    stock = samples("stock_level", delivery(), 4, seed=3, region="eu")
+    late = [e for e in stock if event_time(e) - T0.timestamp() >= CREEP_AT]
+    lines = b"".join(orjson.dumps(e) + b"\n" for e in sorted(creeping + late, key=event_time))
+    sink = io.BytesIO()
+    stats = replay(io.BytesIO(lines), sink, cat, SETTINGS, calendar=calendar)
+    assert sink.getvalue() == b""  # the creep is inside the entry
+    assert stats.tracked_series == 1  # delivery_minutes only: stock_level came inside it

@@ -493,6 +493,11 @@ class Evaluator:
             state = self.series.get(key)
             dims = parse_slice_key(key) if active else {}
             for name, samples in sorted(sampled[key].items()):
+                # an expect entry's factors name catalog metrics only: a series is
+                # judged as usual in it; exclude and mute apply as to any metric
+                applied = Calendar.applies(active, dims, name) if active else None
+                if applied is not None and applied.effect == "exclude":
+                    continue
                 if state is None or name not in state.detectors:
                     if self.tracked >= self.settings.max_slices:
                         self.unjudged["max_slices"] += 1
@@ -504,11 +509,6 @@ class Evaluator:
                 declared = self.catalog.series.of(name)
                 metric = self._series_metric(name)
                 obs = Observation(samples.summary(declared.summary), samples.n, 0.0, hour, weekday)
-                # an expect entry's factors name catalog metrics only: a series is
-                # judged as usual in it; exclude and mute apply as to any metric
-                applied = Calendar.applies(active, dims, name) if active else None
-                if applied is not None and applied.effect == "exclude":
-                    continue
                 report.sampled.append(f"{name}|{key}")
                 candidate = self._judge_metric(state, key, metric, obs, report, False, applied)
                 if candidate is not None:

@@ -411,3 +411,26 @@ def test_a_calendar_exclude_leaves_a_series_alone_and_untracked(tmp_path: Path) 
     stats = replay(io.BytesIO(lines), sink, cat, SETTINGS, calendar=calendar)
     assert sink.getvalue() == b""  # the creep is inside the entry
     assert stats.tracked_series == 1  # delivery_minutes only: stock_level came inside it
+
+
+def test_the_dashboard_shows_the_shallowest_series_before_and_after_a_restart() -> None:
+    settings = EngineSettings(kpi_slices=2)
+    flat: Shape = lambda t, rng: 50.0 + rng.normal(0, 1)  # noqa: E731
+    events = samples("stock_level", flat, 0.2, every=300, region="eu", channel="web")
+    events += samples("stock_level", flat, 0.2, every=300, seed=2, region="na")
+    events += samples("stock_level", flat, 0.2, every=300, seed=3)  # all-up
+    events += samples("stock_level", flat, 0.2, every=300, seed=4, region="apac")
+    events = sorted(events, key=event_time)
+    engine = Engine(load_catalog(), settings)
+    half = len(events) // 2
+    for e in events[:half]:
+        engine.add(e, event_time(e), leaf_of(e))
+        engine.poll()
+    shallowest = {("stock_level", "*"), ("stock_level", "region=apac")}
+    assert set(engine.evaluator.kpis) == shallowest
+    resumed = Engine(load_catalog(), settings)
+    resumed.restore(orjson.loads(orjson.dumps(engine.snapshot())))
+    for e in events[half:]:
+        resumed.add(e, event_time(e), leaf_of(e))
+        resumed.poll()
+    assert set(resumed.evaluator.kpis) == shallowest

@@ -20,6 +20,7 @@ as a tracked slice against the cardinality guard.
 from __future__ import annotations
 
 import base64
+import bisect
 import math
 from array import array
 from collections.abc import Mapping
@@ -322,6 +323,9 @@ class Evaluator:
         }
         self._series_metrics: dict[str, CompiledMetric] = {}
         self._tracked_series = 0
+        self._series_names: set[str] = set()  # the names with a series tracked
+        # the ``kpi_slices`` shallowest slices with a series tracked, as (depth, key)
+        self._series_shown: list[tuple[int, str]] = []
         self._tz = ZoneInfo(self.settings.timezone)
         self._volume_slots = (
             [i for i, slot in enumerate(self.catalog.count_slots) if slot.power == 0],
@@ -432,8 +436,7 @@ class Evaluator:
         hour, weekday = local.hour, local.weekday()
         report = Report(start + self.settings.window_s, start)
         nothing = Acc.empty(self.catalog)
-        series = sorted({name for state in self.series.values() for name in state.detectors})
-        self.warming = dict.fromkeys([*self.catalog.names, *series], 0)
+        self.warming = dict.fromkeys([*self.catalog.names, *sorted(self._series_names)], 0)
         self.kpis = {}
         unread = self.unread.pop(start, set())
         skipped = {
@@ -504,7 +507,9 @@ class Evaluator:
                         continue
                     if state is None:
                         state = self.series[key] = SliceState(report.start)
+                        self._show_series(key)
                     state.detectors[name] = self._detector(name).init_state()
+                    self._series_names.add(name)
                     self._tracked_series += 1
                 declared = self.catalog.series.of(name)
                 metric = self._series_metric(name)
@@ -519,11 +524,15 @@ class Evaluator:
 
         # the KPIs of the shallowest series: each as its last window judged showed it,
         # so a series sampled less often than windows close stays on the dashboard
-        shown = sorted(self.series, key=lambda k: (_depth(k), k))[: self.settings.kpi_slices]
-        for key in shown:
+        for _, key in self._series_shown:
             for name, ring in self.series[key].rings.items():
                 observed, expected, low, high = (float(f"{v:.7g}") for v in ring.values[-4:])
                 self.kpis[(name, key)] = (observed, expected, low, high)
+
+    def _show_series(self, key: str) -> None:
+        """A slice with a series newly tracked: among the shallowest shown, if it is."""
+        bisect.insort(self._series_shown, (_depth(key), key))
+        del self._series_shown[self.settings.kpi_slices :]
 
     def _series_metric(self, name: str) -> CompiledMetric:
         """A metric event name as the judging steps see a metric."""
@@ -763,7 +772,10 @@ class Evaluator:
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)
         self.series = {}  # a snapshot from before metric series were judged: none
+        self._series_shown = []
         for key, raw in snap.get("series", {}).items():
             every = {name: self._detector(name) for name in raw["detectors"]}
             self.series[key] = self._state_from_json(raw, every)
+            self._show_series(key)
         self._tracked_series = sum(len(state.detectors) for state in self.series.values())
+        self._series_names = {name for state in self.series.values() for name in state.detectors}

@@ -622,6 +622,35 @@ def eval_scenarios(
         )
 
 
+@evaluate.command("series")
+def eval_series(
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures as JSON here")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="three scenarios after three days of history"),
+    ] = False,
+) -> None:
+    """Metric event series from a generator of their own, graded by evidence, beside a
+    textbook z-score: detection, delay, false alerts."""
+    from services.detector.evaluation import series
+
+    out.print(series.HEADER, highlight=False)
+    with err.status("seven clean days through the engine"):
+        summary = series.run_series(
+            _settings().engine(),
+            seed=seed,
+            quick=quick,
+            done=lambda row: out.print(series.format_row(row), highlight=False),
+        )
+    for line in series.format_summary(summary):
+        out.print(line, highlight=False, soft_wrap=True)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+
+
 def _classic(settings: OpswatchSettings, rate: float, seed: int, jobs: int) -> dict[str, Any]:
     from services.detector.evaluation import scenarios
 

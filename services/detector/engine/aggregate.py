@@ -49,7 +49,7 @@ def user_hash(user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest()) >> 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Samples:
     """One metric event series' samples in one window, as much as every summary
     needs: their number, sum and maximum, and the last one with its event time.
@@ -103,7 +103,7 @@ def merge_samples(mine: dict[str, Samples], theirs: Mapping[str, Samples]) -> No
         mine[name] = samples if have is None else have.merge(samples)
 
 
-@dataclass
+@dataclass(slots=True)
 class Acc:
     """Mergeable aggregates of one window: numbers per count slot, users per distinct
     slot, and the samples of the metric event series of the slice, by name. The

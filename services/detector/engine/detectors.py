@@ -75,7 +75,7 @@ def poisson_kl(mu: float, factor: float) -> float:
     return mu * (factor * math.log(factor) - factor + 1.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One closed window of one metric in one slice.
 
@@ -99,7 +99,7 @@ class Observation:
         return self.x / self.n if self.n > 0 else math.nan
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     warming_up: bool
     observed: float
@@ -277,7 +277,7 @@ def _decay(half_life: float) -> float:
     return float(0.5 ** (1.0 / half_life))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RatioState:
     num: float = 0.0
     den: float = 0.0
@@ -462,7 +462,7 @@ LEVEL_PRIOR = 10.0  # events of no change in the recent level
 SPARSE_HOUR = 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CountState:
     profile: tuple[float, ...] = (0.0,) * HOURS
     weight: tuple[float, ...] = (0.0,) * HOURS  # hours behind each hour's profile
@@ -744,7 +744,7 @@ class CountDetector(_JsonState[CountState]):
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MeanState:
     mean: float = 0.0
     weight: float = 0.0
@@ -834,7 +834,7 @@ def laplace_tails(u: float) -> tuple[float, float]:
 AGAIN = DAYS + 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LevelState:
     level: float = 0.0  # the recent level, while the hour profile lacks the hour
     level_weight: float = 0.0  # windows behind it, exponentially weighted

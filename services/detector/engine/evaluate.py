@@ -90,7 +90,7 @@ class EngineSettings:
         return min(self.alpha, self.false_alerts_per_day / per_day)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cusum:
     """One-sided cumulative sums of log-likelihood ratios, one per shift and side.
 
@@ -144,7 +144,7 @@ class Cusum:
         return down, "down"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ring:
     """The last ``SERIES_WINDOWS`` consecutive windows of one (slice, metric):
     observed, expected, low and high of each, oldest first, as float32 (16 bytes a
@@ -199,7 +199,7 @@ def empty_ring() -> Ring:
     return Ring(0, array("f"))
 
 
-@dataclass
+@dataclass(slots=True)
 class SliceState:
     since: int  # the first window judged
     detectors: dict[str, Any] = field(default_factory=dict)  # metric -> detector state

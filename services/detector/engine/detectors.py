@@ -22,7 +22,9 @@ JSON. Each fits a metric kind, so the test knows the denominator:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from array import array
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 SQRT2 = math.sqrt(2.0)
@@ -256,21 +258,45 @@ class Detector(Protocol[S]):
     def state_from_json(self, raw: dict[str, Any]) -> S: ...
 
 
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, array) else value
+
+
+def _like(spec: Field[Any] | None, value: list[Any]) -> Any:
+    """A JSON array as the field it is read into holds it: an array of its type."""
+    if spec is None or not callable(spec.default_factory):
+        return tuple(value)
+    return array(spec.default_factory().typecode, value)
+
+
 class _JsonState(Generic[S]):
     state_cls: ClassVar[type[Any]]
 
     def state_to_json(self, state: S) -> dict[str, Any]:
-        # flat: numbers and tuples of numbers (JSON arrays), without asdict's deep copy,
+        # flat: numbers and lists of numbers (JSON arrays), without asdict's deep copy,
         # which took most of a snapshot of thousands of slices
-        return {name: getattr(state, name) for name in state.__dataclass_fields__}  # type: ignore[attr-defined]
+        return {name: _plain(getattr(state, name)) for name in state.__dataclass_fields__}  # type: ignore[attr-defined]
 
     def state_from_json(self, raw: dict[str, Any]) -> S:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        fields = self.state_cls.__dataclass_fields__
+        values = {k: _like(fields.get(k), v) if isinstance(v, list) else v for k, v in raw.items()}
         return self.state_cls(**values)  # type: ignore[no-any-return]
 
 
 HOURS = 24
 DAYS = 7
+
+
+def _zeros(typecode: str, n: int) -> Callable[[], array[Any]]:
+    """New states' array of ``n`` zeros: one shared by all of them, as learning copies
+    an array before it changes it (an array holds machine numbers, 8 bytes each,
+    where a tuple of floats takes 32)."""
+    shared = array(typecode, [0] * n)
+    return lambda: shared
+
+
+HOUR_ZEROS, HOUR_COUNTS = _zeros("d", HOURS), _zeros("q", HOURS)
+DAY_ZEROS, DAY_COUNTS = _zeros("d", DAYS), _zeros("q", DAYS)
 
 
 def _decay(half_life: float) -> float:
@@ -289,8 +315,8 @@ class RatioState:
     # what the hour profile expected of the recent windows' denominators
     base: float = 0.0
     # per hour of the day, over weeks: the rate's daily rhythm (fewer buyers convert at night)
-    hour_num: tuple[float, ...] = (0.0,) * HOURS
-    hour_den: tuple[float, ...] = (0.0,) * HOURS
+    hour_num: array[float] = field(default_factory=HOUR_ZEROS)
+    hour_den: array[float] = field(default_factory=HOUR_ZEROS)
     # the hour being observed, not yet in the profile: its hour and outcomes
     hour: int = -1
     pending_num: float = 0.0
@@ -420,7 +446,7 @@ class RatioDetector(_JsonState[RatioState]):
             phi = d * phi + (1.0 - d) * min(resid, 100.0)
         d, d_long = _decay(self.half_life), _decay(self.long_half_life)
         expected = obs.n * self._hour_rate(state, h) if state.long_den > 0 else obs.x
-        hour_num, hour_den = list(state.hour_num), list(state.hour_den)
+        hour_num, hour_den = state.hour_num[:], state.hour_den[:]
         pending_num, pending_den = state.pending_num + obs.x, state.pending_den + obs.n
         if h != state.hour:  # the previous hour is over: into the profile with it
             if state.hour >= 0:
@@ -434,8 +460,8 @@ class RatioDetector(_JsonState[RatioState]):
                 state,
                 long_num=d_long * state.long_num + obs.x,
                 long_den=d_long * state.long_den + obs.n,
-                hour_num=tuple(hour_num),
-                hour_den=tuple(hour_den),
+                hour_num=hour_num,
+                hour_den=hour_den,
                 hour=h,
                 pending_num=pending_num,
                 pending_den=pending_den,
@@ -448,8 +474,8 @@ class RatioDetector(_JsonState[RatioState]):
             d_long * state.long_num + obs.x,
             d_long * state.long_den + obs.n,
             d * state.base + expected,
-            tuple(hour_num),
-            tuple(hour_den),
+            hour_num,
+            hour_den,
             h,
             pending_num,
             pending_den,
@@ -464,8 +490,8 @@ SPARSE_HOUR = 2.0
 
 @dataclass(frozen=True, slots=True)
 class CountState:
-    profile: tuple[float, ...] = (0.0,) * HOURS
-    weight: tuple[float, ...] = (0.0,) * HOURS  # hours behind each hour's profile
+    profile: array[float] = field(default_factory=HOUR_ZEROS)
+    weight: array[float] = field(default_factory=HOUR_ZEROS)  # hours behind each hour's profile
     seen: float = 0.0  # recent observations, exponentially weighted ...
     base: float = 0.0  # ... and what the profile said of the same windows
     phi: float = 1.0
@@ -475,9 +501,9 @@ class CountState:
     events: float = 0.0  # sums: the number of values in ``lin``
     # per weekday: observations and what the hour profile said of them, and the windows
     # behind both (those whose hour the profile had)
-    day_seen: tuple[float, ...] = (0.0,) * DAYS
-    day_base: tuple[float, ...] = (0.0,) * DAYS
-    day_windows: tuple[int, ...] = (0,) * DAYS
+    day_seen: array[float] = field(default_factory=DAY_ZEROS)
+    day_base: array[float] = field(default_factory=DAY_ZEROS)
+    day_windows: array[int] = field(default_factory=DAY_COUNTS)
     # the hour being observed, not yet in the profile: its hour, sum and windows
     hour: int = -1
     hour_sum: float = 0.0
@@ -698,16 +724,16 @@ class CountDetector(_JsonState[CountState]):
         if base > 0:
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
-        day_seen, day_base = list(state.day_seen), list(state.day_base)
-        day_windows = list(state.day_windows)
+        day_seen, day_base = state.day_seen[:], state.day_base[:]
+        day_windows = state.day_windows[:]
         if state.weight[h] > 0:  # a window the profile had an hour for: it tells of its day
             d_day = _decay(self.day_half_life)
             day_seen[wd] = d_day * day_seen[wd] + obs.x
             day_base[wd] = d_day * day_base[wd] + state.profile[h]
             day_windows[wd] += 1
         target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
-        profile = list(state.profile)
-        weight = list(state.weight)
+        profile = state.profile[:]
+        weight = state.weight[:]
         hour_sum, hour_windows = state.hour_sum + target, state.hour_windows + 1
         if h != state.hour:  # the previous hour is over: into the profile with it
             if state.hour >= 0:
@@ -719,15 +745,15 @@ class CountDetector(_JsonState[CountState]):
         if not recent:
             return replace(
                 state,
-                profile=tuple(profile),
-                weight=tuple(weight),
+                profile=profile,
+                weight=weight,
                 hour=h,
                 hour_sum=hour_sum,
                 hour_windows=hour_windows,
             )
         return CountState(
-            tuple(profile),
-            tuple(weight),
+            profile,
+            weight,
             seen,
             base_sum,
             phi,
@@ -735,9 +761,9 @@ class CountDetector(_JsonState[CountState]):
             lin,
             state.windows + 1,
             events,
-            tuple(day_seen),
-            tuple(day_base),
-            tuple(day_windows),
+            day_seen,
+            day_base,
+            day_windows,
             h,
             hour_sum,
             hour_windows,
@@ -842,14 +868,16 @@ class LevelState:
     delta_weight: float = 0.0  # windows behind it
     scale: float = 0.0  # mean absolute residual, exponentially weighted
     scale_weight: float = 0.0  # windows behind it
-    profile: tuple[float, ...] = (0.0,) * HOURS  # per hour of the day: its value over days
-    weight: tuple[float, ...] = (0.0,) * HOURS  # windows behind each hour's value
+    profile: array[float] = field(
+        default_factory=HOUR_ZEROS
+    )  # per hour of the day: its value over days
+    weight: array[float] = field(default_factory=HOUR_ZEROS)  # windows behind each hour's value
     # per hour of the day: the weekday (+1) it was first learned on, AGAIN once
     # learned on another day too (0: never): the profile has the hour from its second day
-    days: tuple[int, ...] = (0,) * HOURS
+    days: array[int] = field(default_factory=HOUR_COUNTS)
     # per hour of the day: the mean absolute residual of its windows, and windows behind it
-    hour_scale: tuple[float, ...] = (0.0,) * HOURS
-    hour_scale_weight: tuple[float, ...] = (0.0,) * HOURS
+    hour_scale: array[float] = field(default_factory=HOUR_ZEROS)
+    hour_scale_weight: array[float] = field(default_factory=HOUR_ZEROS)
     # the last residual, and the exponentially weighted sums that give the
     # residuals' lag-one autocorrelation (a queue or a stock level runs on from
     # where it was: its residuals come in runs)
@@ -994,7 +1022,7 @@ class LevelDetector(_JsonState[LevelState]):
         h, x = obs.hour, obs.x
         if obs.n <= 0 or not math.isfinite(x):
             return state
-        profile, weight, days = list(state.profile), list(state.weight), list(state.days)
+        profile, weight, days = state.profile[:], state.weight[:], state.days[:]
         a = max(1.0 / (weight[h] + 1.0), 1.0 / (self.profile_days * self.hour_windows))
         profile[h] += a * (x - profile[h])
         weight[h] += 1.0
@@ -1005,9 +1033,9 @@ class LevelDetector(_JsonState[LevelState]):
         if not recent:
             return replace(
                 state,
-                profile=tuple(profile),
-                weight=tuple(weight),
-                days=tuple(days),
+                profile=profile,
+                weight=weight,
+                days=days,
                 last_value=x,
                 step=step,
             )
@@ -1016,7 +1044,7 @@ class LevelDetector(_JsonState[LevelState]):
         level = state.level + (x - state.level) / level_weight
         delta, delta_weight = state.delta, state.delta_weight
         scale, scale_weight = state.scale, state.scale_weight
-        hour_scale, hour_scale_weight = list(state.hour_scale), list(state.hour_scale_weight)
+        hour_scale, hour_scale_weight = state.hour_scale[:], state.hour_scale_weight[:]
         last_resid, lag_product, lag_square = state.last_resid, state.lag_product, state.lag_square
         if self._profiled(state, h, obs.weekday):
             mu = self.expected(state, h, obs.weekday)
@@ -1044,11 +1072,11 @@ class LevelDetector(_JsonState[LevelState]):
             delta_weight,
             scale,
             scale_weight,
-            tuple(profile),
-            tuple(weight),
-            tuple(days),
-            tuple(hour_scale),
-            tuple(hour_scale_weight),
+            profile,
+            weight,
+            days,
+            hour_scale,
+            hour_scale_weight,
             last_resid,
             lag_product,
             lag_square,

@@ -342,19 +342,23 @@ def create_app(
         events: list[dict[str, Any]] = []
         sources: list[str] = []
         origin: dict[int, Any] = {}  # id of an event -> its record
-        dead: list[Awaitable[None]] = []
         now = time.monotonic()
         for message, value in records:
             found, refused = read_record(value)
-            dead += (dead_letter(message, r.raw, r.error.reason, r.error, r.index) for r in refused)
+            # a record's all at once, each awaited to its acknowledgement: a batch of
+            # many bad events does not wait for the broker once per event
+            if refused:
+                await asyncio.gather(
+                    *(
+                        dead_letter(message, r.raw, r.error.reason, r.error, r.index)
+                        for r in refused
+                    )
+                )
             if found:
                 heard[("one", stage.partition, message.topic)] = now
                 origin.update((id(event), message) for event in found)
                 events += found
                 sources += [message.topic] * len(found)
-        # all at once, each awaited to its acknowledgement: many bad events do not
-        # wait for the broker once per event
-        await asyncio.gather(*dead)
         if events:
             for bad, failure in await apply_events(stage, sources, events):
                 message = origin[id(bad)]

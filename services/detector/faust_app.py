@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -30,6 +31,7 @@ import faust
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
+from faust.streams import _current_event as current_event
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -45,6 +47,10 @@ from services.detector.stages import Outgoing, StageOne, StageThree, StageTwo
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_S = 5.0
+# stage one takes the records its stream delivers in chunks of at most this many,
+# waiting at most this long for a chunk to fill
+CHUNK_RECORDS = 1000
+CHUNK_WITHIN_S = 0.05
 KPI_EVERY_S = 1.0
 Stage = TypeVar("Stage", StageOne, StageTwo, StageThree)
 
@@ -325,23 +331,44 @@ def create_app(
 
     async def take_event(stage: StageOne, message: Any, value: bytes) -> None:
         """One record of an event topic: an event, or a batch of them."""
-        if redelivered(stage, message.topic, message.offset):
-            return
-        events, refused = read_record(value)
-        # all at once, each awaited to its acknowledgement: a batch of many bad
-        # events does not wait for the broker once per event
-        await asyncio.gather(
-            *(dead_letter(message, r.raw, r.error.reason, r.error, r.index) for r in refused)
-        )
+        if not redelivered(stage, message.topic, message.offset):
+            await take_records(stage, [(message, value)])
+
+    async def take_records(stage: StageOne, records: list[tuple[Any, bytes]]) -> None:
+        """Records of a stage's partition, in the order read, each topic's in offset
+        order and none applied before: their events into the stage in one call, then
+        the position past each record (a refused event dead-lettered with its own
+        record)."""
+        events: list[dict[str, Any]] = []
+        sources: list[str] = []
+        origin: dict[int, Any] = {}  # id of an event -> its record
+        now = time.monotonic()
+        for message, value in records:
+            found, refused = read_record(value)
+            # a record's all at once, each awaited to its acknowledgement: a batch of
+            # many bad events does not wait for the broker once per event
+            if refused:
+                await asyncio.gather(
+                    *(
+                        dead_letter(message, r.raw, r.error.reason, r.error, r.index)
+                        for r in refused
+                    )
+                )
+            if found:
+                heard[("one", stage.partition, message.topic)] = now
+                origin.update((id(event), message) for event in found)
+                events += found
+                sources += [message.topic] * len(found)
         if events:
-            heard[("one", message.partition, message.topic)] = time.monotonic()
-            for event, failure in await apply_events(stage, message.topic, events):
+            for bad, failure in await apply_events(stage, sources, events):
+                message = origin[id(bad)]
                 if isinstance(failure, EventError):  # a rule of stage one's (metric names)
-                    await dead_letter(message, orjson.dumps(event), failure.reason, failure)
+                    await dead_letter(message, orjson.dumps(bad), failure.reason, failure)
                     continue
                 log.error("the engine refused an event", exc_info=failure)
-                await dead_letter(message, orjson.dumps(event), "engine", failure)
-        stage.positions.advance(message.topic, message.offset)
+                await dead_letter(message, orjson.dumps(bad), "engine", failure)
+        for message, _ in records:
+            stage.positions.advance(message.topic, message.offset)
 
     async def fill_gap(
         stage: StageOne | StageTwo | StageThree,
@@ -360,13 +387,13 @@ def create_app(
                 await take(record, record.value)
 
     async def apply_events(
-        stage: StageOne, topic: str, events: list[dict[str, Any]]
+        stage: StageOne, source: str | list[str], events: list[dict[str, Any]]
     ) -> list[tuple[Mapping[str, Any], Exception]]:
-        """Valid events of one topic into stage one, what closes sent on; the events
-        the engine refused."""
+        """Valid events into stage one (``source``: their topic, or each one's), what
+        closes sent on; the events the engine refused."""
         stats = stage.aggregator.stats
         late, duplicates, incomplete = stats.late, stats.duplicates, stats.incomplete
-        out, refused = stage.on_events(events, topic)
+        out, refused = stage.on_events(events, source)
         watermarks[stage.partition] = stage.aggregator.watermark
         for etype, count in Counter(e["type"] for e in events).items():
             metrics.events.labels(etype).inc(count)
@@ -378,15 +405,46 @@ def create_app(
 
     @app.agent(events_topic)
     async def aggregate(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            note_lag(message)
-            stage = stage_one(message.partition)
-            await fill_gap(stage, message, partial(take_event, stage))
-            await take_event(stage, message, event.value)
+        # acknowledged (so committed) once the whole chunk is taken, what it sent flushed first
+        async for chunk in stream.take_events(CHUNK_RECORDS, CHUNK_WITHIN_S):
+            await take_chunk(chunk)
+
+    async def take_chunk(chunk: list[Any]) -> None:
+        """The records the stream delivered, a partition's in its order: a partition's
+        records into stage one in one call (fewer when a record is not the next of its
+        topic: a gap to fill or a redelivery, checked against the position the stage
+        has by then), then the partition's alignment and snapshot once."""
+        by_partition: dict[int, list[Any]] = {}
+        for event in chunk:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        for p, events in by_partition.items():
+            stage = stage_one(p)
+            run: list[tuple[Any, bytes]] = []
+            tails: dict[str, int] = {}  # per topic, the offset of its last record in the run
+            for event in events:
+                message = event.message
+                tail = tails.get(message.topic)
+                if tail is not None and message.offset == tail + 1:
+                    run.append((message, event.value))
+                    tails[message.topic] = message.offset
+                    continue
+                if tail is not None or message.offset > stage.positions.next(message.topic):
+                    await take_records(stage, run)
+                    run, tails = [], {}
+                await fill_gap(stage, message, partial(take_event, stage))
+                if not redelivered(stage, message.topic, message.offset):
+                    run.append((message, event.value))
+                    tails[message.topic] = message.offset
+            await take_records(stage, run)
+            for message in {event.message.topic: event.message for event in events}.values():
+                note_lag(message)
             await align(stage)
-            key = b"%d" % message.partition
-            await save("one", message.partition, stage_one_table, key, stage)
+            # a table's changelog partition is that of the record being processed
+            token = current_event.set(weakref.ref(events[-1]))
+            try:
+                await save("one", p, stage_one_table, b"%d" % p, stage)
+            finally:
+                current_event.reset(token)
 
     async def take_partial(stage: StageTwo, message: Any, value: bytes) -> None:
         topic, offset = message.topic, message.offset

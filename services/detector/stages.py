@@ -95,18 +95,21 @@ class StageOne:
         return self.emit()
 
     def on_events(
-        self, events: Sequence[Mapping[str, Any]], source: str
+        self, events: Sequence[Mapping[str, Any]], source: str | Sequence[str]
     ) -> tuple[list[Outgoing], list[tuple[Mapping[str, Any], Exception]]]:
-        """Valid events of one source in order, then what the windows they close send:
-        the same as one event at a time (lateness follows from event time alone),
-        with one watermark marker instead of many. And the events the engine refused
-        (a metric event of a name beyond ``max_metric_names``: an EventError)."""
+        """Valid events in order, each of ``source`` (one source for all, or one per
+        event: records of several topics as they were read), then what the windows
+        they close send: the same as one event at a time (lateness follows from
+        event time and the watermark of the events added so far), with one watermark
+        marker instead of many. And the events the engine refused (a metric event of
+        a name beyond ``max_metric_names``: an EventError)."""
+        sources = [source] * len(events) if isinstance(source, str) else source
         refused: list[tuple[Mapping[str, Any], Exception]] = []
         add, admit = self.aggregator.add, self.metric_names.admit
-        for event in events:
+        for event, of in zip(events, sources, strict=True):
             try:
                 admit(event)
-                add(event, event_time(event), leaf_of(event), source)
+                add(event, event_time(event), leaf_of(event), of)
             except Exception as exc:  # an event the engine cannot take: kept, not fatal
                 refused.append((event, exc))
         return self.emit(), refused

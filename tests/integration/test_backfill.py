@@ -149,6 +149,54 @@ def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
     print(f"backfill of {len(events)} events judged in {seconds:.0f} s")
 
 
+def test_every_topic_written_as_events_happen_one_per_record_gives_the_replays_alerts(
+    stack: Stack, bootstrap: str
+) -> None:
+    """A company's services writing as events happen: the three topics interleaved in
+    event time, one event per record over both partitions, and a record that is not
+    JSON among them. The detector reads records of every topic and partition together:
+    no event late or counted twice, the replay's alerts, and the bad record
+    dead-lettered with its own partition and offset."""
+    sim = Simulator(T0, timedelta(days=DAYS), seed=7, sessions_per_minute=8, incidents=[SPIKE])
+    events = sorted(sim.events(), key=event_time)
+    source = stack.tmp / "live.ndjson"
+    to_file(events, source)
+    detector, topics = start_detector(stack, bootstrap)
+    prod = producer(KafkaConnection(bootstrap), "live")
+    try:
+        for i, event in enumerate(events):
+            topic = topics.events[event["type"]]
+            prod.send(topic, key=partition_key(event), value=orjson.dumps(event))
+            if i == len(events) // 2:
+                bad = prod.send(topic, key=partition_key(event), value=b"{not json").get(30)
+        prod.flush()
+    finally:
+        prod.close()
+    before = judged(stack, detector, topics, bootstrap, max(e["ts"] for e in events))
+
+    assert metric_total(detector.url, "opswatch_detector_late_events_total") == 0
+    assert metric_total(detector.url, "opswatch_detector_events_processed_total") == len(events)
+    expected = identities(replayed(source, stack.tmp), before)
+    assert expected, "the replay raises no alert: the test would prove nothing"
+    assert identities(published(bootstrap, topics.alerts), before) == expected
+    consumer = KafkaConsumer(
+        topics.deadletter,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    try:
+        dead = [(r.value, dict(r.headers)) for r in consumer]
+    finally:
+        consumer.close()
+    assert dead == [(b"{not json", dead[0][1])]
+    assert (dead[0][1]["topic"], dead[0][1]["partition"], dead[0][1]["offset"]) == (
+        bad.topic.encode(),
+        str(bad.partition).encode(),
+        str(bad.offset).encode(),
+    )
+
+
 def test_a_topic_whose_producer_stops_for_a_while_raises_no_alert_from_its_gap(
     stack: Stack, bootstrap: str
 ) -> None:

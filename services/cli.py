@@ -638,7 +638,7 @@ def eval_series(
     from services.detector.evaluation import series
 
     out.print(series.HEADER, highlight=False)
-    with err.status("seven clean days through the engine"):
+    with err.status("clean days through the engine, then each scenario"):
         summary = series.run_series(
             _settings().engine(),
             seed=seed,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -405,7 +404,11 @@ def create_app(
 
     @app.agent(events_topic)
     async def aggregate(stream: Any) -> None:
-        # acknowledged (so committed) once the whole chunk is taken, what it sent flushed first
+        # a chunk is acknowledged (so committed, what it sent flushed first) when the next
+        # is asked for, or when this loop ends, by an error too: records of a chunk the
+        # error cut short are then read again by gap fill (the stage's positions never
+        # passed them), when the next record of their partition comes or at the next
+        # assignment
         async for chunk in stream.take_events(CHUNK_RECORDS, CHUNK_WITHIN_S):
             await take_chunk(chunk)
 
@@ -606,8 +609,7 @@ def create_app(
                 events, _ = read_record(r.value)  # what it refused, the owner dead-lettered
                 found += [(event_time(e), topic, e) for e in events]
         found.sort(key=lambda item: item[0])
-        for topic, run in itertools.groupby(found, key=lambda item: item[1]):
-            await apply_events(stage, topic, [e for _, _, e in run])
+        await apply_events(stage, [topic for _, topic, _ in found], [e for _, _, e in found])
         for r in read:
             stage.positions.advance(r.topic, r.offset)
 

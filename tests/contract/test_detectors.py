@@ -16,6 +16,7 @@ from services.detector.engine.detectors import (
     MeanDetector,
     Observation,
     RatioDetector,
+    detector_for,
 )
 
 Stream = Callable[[np.random.Generator, int, float], Observation]
@@ -438,3 +439,22 @@ def test_a_sparse_count_that_stops_is_an_alarm_though_no_window_is_a_surprise() 
                 state = detector.learn(state, obs)
         assert not any(alarms[:start])
         assert any(alarms[start:])
+
+
+@pytest.mark.parametrize("kind", ["ratio", "count", "sum", "series"])
+def test_learning_leaves_a_new_state_new(kind: str) -> None:
+    """New states share their arrays of zeros: a detector that learned for days
+    still starts the next slice from nothing."""
+    detector = detector_for(kind)
+    rng = np.random.default_rng(3)
+    state = detector.init_state()
+    for i in range(3 * 288):
+        x = float(rng.poisson(20.0))
+        state = detector.learn(
+            state, Observation(x, x + 30.0, x * x, hour=(i // 12) % 24, weekday=i // 288)
+        )
+    fresh = detector.state_to_json(detector.init_state())
+    assert fresh == detector.state_to_json(type(state)())
+    arrays = [v for v in fresh.values() if isinstance(v, list)]
+    assert arrays and all(not any(values) for values in arrays)
+    assert detector.state_to_json(state) != fresh

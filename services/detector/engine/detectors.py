@@ -3,7 +3,8 @@
 Every detector has the same small interface: ``init_state()``,
 ``score(state, obs) -> Verdict`` (pure) and ``learn(state, obs) -> state``
 (returns a new state). States are frozen dataclasses that round-trip through
-JSON. Each fits a metric kind, so the test knows the denominator:
+JSON; their profiles are arrays, which learning copies before it changes them
+(new states share one array of zeros). Each fits a metric kind, so the test knows the denominator:
 
 - ratios: quasi-binomial. The variance of the count of successes is
   ``phi * n * p * (1 - p)`` with the over-dispersion ``phi`` estimated online,

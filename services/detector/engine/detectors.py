@@ -4,7 +4,8 @@ Every detector has the same small interface: ``init_state()``,
 ``score(state, obs) -> Verdict`` (pure) and ``learn(state, obs) -> state``
 (returns a new state). States are frozen dataclasses that round-trip through
 JSON; their profiles are arrays, which learning copies before it changes them
-(new states share one array of zeros). Each fits a metric kind, so the test knows the denominator:
+(new states share one array of zeros). Each fits a metric kind, so the test
+knows the denominator:
 
 - ratios: quasi-binomial. The variance of the count of successes is
   ``phi * n * p * (1 - p)`` with the over-dispersion ``phi`` estimated online,
@@ -869,9 +870,8 @@ class LevelState:
     delta_weight: float = 0.0  # windows behind it
     scale: float = 0.0  # mean absolute residual, exponentially weighted
     scale_weight: float = 0.0  # windows behind it
-    profile: array[float] = field(
-        default_factory=HOUR_ZEROS
-    )  # per hour of the day: its value over days
+    # per hour of the day: its value over days
+    profile: array[float] = field(default_factory=HOUR_ZEROS)
     weight: array[float] = field(default_factory=HOUR_ZEROS)  # windows behind each hour's value
     # per hour of the day: the weekday (+1) it was first learned on, AGAIN once
     # learned on another day too (0: never): the profile has the hour from its second day

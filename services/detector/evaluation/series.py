@@ -229,6 +229,13 @@ def _window_sd(shape: Shape, region: int, at: float, window_s: int) -> float:
     return sd / math.sqrt(window_s / shape.every_s) if shape.summary == "mean" else sd
 
 
+def _windows(t: np.ndarray, window_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted sample times by window: each window's index, its first sample and the
+    sample after its last."""
+    index, first = np.unique((t // window_s).astype(int), return_index=True)
+    return index, first, np.append(first[1:], len(t))
+
+
 def evidence(shape: Shape, region: int, incident: Incident, start: float, window_s: int) -> float:
     """Nats of the incident against the generator's noise model, over its windows."""
     t = _times(shape, int((start + INCIDENT_S) // DAY_S) + 1, region)
@@ -247,12 +254,11 @@ def evidence(shape: Shape, region: int, incident: Incident, start: float, window
         shift = shape.side * incident.size * sd0 * _ramp(t, start, incident.kind)
     sd = shape.sd(level)
     # each window's summary: its last sample's shift, or the mean of its samples'
-    starts, first = np.unique((t // window_s).astype(int), return_index=True)
+    starts, first, ends = _windows(t, window_s)
     if shape.summary == "last":
-        last = np.append(first[1:], len(t)) - 1
-        d = shift[last] / sd[last]
+        d = shift[ends - 1] / sd[ends - 1]
     else:
-        counts = np.diff(np.append(first, len(t)))
+        counts = ends - first
         mean_shift = np.add.reduceat(shift, first) / counts
         mean_sd = np.sqrt(np.add.reduceat(sd**2, first)) / counts
         d = mean_shift / mean_sd
@@ -357,8 +363,7 @@ def _run(
 
 def summaries(s: Series, window_s: int) -> dict[int, float]:
     """Window start (seconds from START) -> the window's summary, as declared."""
-    starts, first = np.unique((s.t // window_s).astype(int), return_index=True)
-    ends = np.append(first[1:], len(s.t))
+    starts, first, ends = _windows(s.t, window_s)
     how = s.shape.summary
     if how == "last":
         values = s.values[ends - 1]

@@ -417,17 +417,21 @@ class Bench:
             OPSWATCH_MIN_SLICE_VOLUME="0",
             OPSWATCH_MAX_SLICES=str(max(self.settings.max_slices, 2 * target)),
         )
+        # polled once a second: the worker's metrics page of thousands of KPI series
+        # takes its interpreter for a while at each read
         wait_until(
             lambda: detector.metric(EVENTS) >= len(events),
             600 * patience,
             [detector],
             f"{len(events):,} events of {slices:,} slices",
+            every_s=1.0,
         )
         wait_until(
             lambda: detector.metric("opswatch_detector_tracked_slices") >= slices,
             120 * patience,
             [detector],
             f"{slices:,} slices tracked",
+            every_s=1.0,
         )
         time.sleep(2.0)
         rss = detector.rss_bytes()

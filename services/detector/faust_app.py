@@ -203,6 +203,8 @@ def create_app(
     saved: dict[tuple[str, int], float] = {}
     # wall-clock time a (stage, partition, source) was last heard from
     heard: dict[tuple[str, int, str], float] = {}
+    # per stage-two partition, its windows begun midway counted in the metric so far
+    incomplete_counted: dict[int, int] = {}
     idle_after = settings.idle_timeout.total_seconds()
     unheard_after = settings.unheard_timeout.total_seconds()
 
@@ -261,6 +263,7 @@ def create_app(
             now = time.monotonic()
             for source in stage.evaluator.sources:
                 heard[("two", partition, source)] = now
+            incomplete_counted[partition] = stage.evaluator.incomplete
         stage.evaluator.calendar = feed.calendar()  # entries added at runtime apply from now
         return stage
 
@@ -391,13 +394,12 @@ def create_app(
         """Valid events into stage one (``source``: their topic, or each one's), what
         closes sent on; the events the engine refused."""
         stats = stage.aggregator.stats
-        late, duplicates, incomplete = stats.late, stats.duplicates, stats.incomplete
+        late, duplicates = stats.late, stats.duplicates
         out, refused = stage.on_events(events, source)
         watermarks[stage.partition] = stage.aggregator.watermark
         for etype, count in Counter(e["type"] for e in events).items():
             metrics.events.labels(etype).inc(count)
         metrics.late.inc(stats.late - late)
-        metrics.incomplete.inc(stats.incomplete - incomplete)
         metrics.duplicates.labels("event").inc(stats.duplicates - duplicates)
         await send_all(out)
         return refused
@@ -479,6 +481,8 @@ def create_app(
             await calendar_topic.send(key=effect_key(effect).encode(), value=orjson.dumps(effect))
         evaluator = stage.evaluator
         judged = evaluator.evaluated_until
+        metrics.incomplete.inc(evaluator.incomplete - incomplete_counted[stage.partition])
+        incomplete_counted[stage.partition] = evaluator.incomplete
         if judged is not None and judged != before:
             metrics.windows.inc()
             p = str(stage.partition)

@@ -107,8 +107,8 @@ class Metrics:
             ),
             incomplete=Counter(
                 "opswatch_detector_incomplete_windows_total",
-                "Windows a partition's stream covered only in part (it began in the middle"
-                " of them): closed without being judged.",
+                "Windows the stream began in the middle of (before the first event of all"
+                " partitions): never judged; each partition of stage two counts one.",
                 registry=registry,
             ),
             deadlettered=Counter(

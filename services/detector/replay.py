@@ -156,7 +156,7 @@ def replay(
     write(engine.flush())
     stats.late = engine.aggregator.stats.late
     stats.duplicates = engine.aggregator.stats.duplicates
-    stats.incomplete = engine.aggregator.stats.incomplete
+    stats.incomplete = engine.incomplete
     stats.tracked_slices = len(engine.evaluator.slices)
     stats.tracked_series = engine.evaluator.tracked - stats.tracked_slices
     stats.unjudged = dict(engine.evaluator.unjudged)

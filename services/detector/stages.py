@@ -123,7 +123,10 @@ class StageOne:
         if not closed and self.marked is not None and boundary <= self.marked:
             return []
         out = [o for w in closed for o in self._partials(w)]
-        marker = orjson.dumps({"k": "wm", "src": self.partition, "wm": wm, **self._idle()})
+        began = self.aggregator.began
+        marker = orjson.dumps(
+            {"k": "wm", "src": self.partition, "wm": wm, "b": began, **self._idle()}
+        )
         out.extend(Outgoing(None, marker, q) for q in range(self.partials_partitions))
         self.marked = boundary
         return out
@@ -239,7 +242,9 @@ class StageTwo:
         if msg["k"] == "hb":  # the source partition is still reading: so is this one
             self.evaluator.marks.hear(source)
             return [orjson.dumps({"k": "hb", "src": self.partition})]
-        return self._encode(self.evaluator.advance(source, msg["wm"], msg.get("idle")))
+        return self._encode(
+            self.evaluator.advance(source, msg["wm"], msg.get("idle"), msg.get("b"))
+        )
 
     def mark_idle(self, source: int) -> list[bytes]:
         return self._encode(self.evaluator.mark_idle(str(source)))

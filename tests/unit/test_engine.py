@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from tests.factories import T0, event, outage, traffic
 
 CATALOG = load_catalog()
 SETTINGS = EngineSettings()
+EVERY_SLICE = replace(SETTINGS, min_slice_volume=0)  # a slice of one event is tracked
 
 
 def run_engine(
@@ -89,19 +91,81 @@ def test_a_window_closes_when_the_watermark_passes_it() -> None:
 def test_windows_the_input_covers_only_in_part_are_counted_never_judged() -> None:
     """A stream that begins at 00:03 and ends at 00:26: the windows of 00:00 and
     00:25 hold part of what happened in them, those between all of it."""
-    engine = Engine(CATALOG, SETTINGS)
+    engine = Engine(CATALOG, EVERY_SLICE)
     begin = T0 + timedelta(minutes=3)
     for minute in range(24):
         e = event("activity", begin + timedelta(minutes=minute))
         engine.add(e, event_time(e), leaf_of(e))
-    closed = engine.aggregator.advance()  # the watermark: 00:26 less two minutes
+        engine.poll()  # the watermark: 00:26 less two minutes at the end
     start = int(T0.timestamp())
-    assert [w.start for w in closed] == [start + 300, start + 600, start + 900]
-    assert engine.aggregator.stats.incomplete == 1
-    closed = engine.aggregator.advance(flush=True)  # the end of the input
-    assert [w.start for w in closed] == [start + 1200]
-    assert engine.aggregator.stats.incomplete == 2
+    assert engine.evaluator.evaluated_until == start + 1200
+    assert engine.evaluator.slices[ALL_UP].since == start + 300  # its first window judged
+    assert engine.incomplete == 1
+    engine.flush()  # the end of the input
+    assert engine.evaluator.evaluated_until == start + 1500
+    assert engine.incomplete == 2
     assert engine.aggregator.windows == {}
+
+
+def test_a_partition_whose_first_event_comes_later_has_its_part_judged() -> None:
+    """Two detector partitions, one of them first heard at 00:00, the other at
+    00:01: the stream began at 00:00, so the window of 00:00 is judged whole (both
+    partitions' slices, as one engine judges it), not with the second one's part
+    missing; a stream begun at 00:01 leaves it unjudged, counted once by each
+    partition of stage two."""
+    leaves = [("eu", "web", "ios"), ("na", "app", "android"), ("apac", "web", "desktop")]
+    by_partition = {zlib.crc32("|".join(leaf).encode()) % 2: leaf for leaf in leaves}
+    assert len(by_partition) == 2
+    first, second = by_partition[0], by_partition[1]
+
+    def stream(offset: int) -> list[dict[str, Any]]:
+        out = [
+            event(
+                "activity",
+                T0 + timedelta(minutes=1),
+                region=second[0],
+                channel=second[1],
+                platform=second[2],
+                user_id="u-2",
+            )
+        ]
+        if offset == 0:
+            out.insert(
+                0, event("activity", T0, region=first[0], channel=first[1], platform=first[2])
+            )
+        for minute in range(2, 13):
+            for leaf in (first, second):
+                out.append(
+                    event(
+                        "activity",
+                        T0 + timedelta(minutes=minute),
+                        region=leaf[0],
+                        channel=leaf[1],
+                        platform=leaf[2],
+                        user_id=f"u-{minute}",
+                    )
+                )
+        return out
+
+    start = int(T0.timestamp())
+    for offset, judged_from in ((0, start), (1, start + 300)):
+        events = stream(offset)
+        engine = Engine(CATALOG, EVERY_SLICE)
+        for e in events:
+            engine.add(e, event_time(e), leaf_of(e))
+            engine.poll()
+        ones = [StageOne(p, CATALOG, EVERY_SLICE, 2) for p in range(2)]
+        twos = [StageTwo(q, CATALOG, EVERY_SLICE, 2, Calendar()) for q in range(2)]
+        for e in events:
+            leaf = leaf_of(e)
+            p = zlib.crc32("|".join(leaf).encode()) % 2
+            for out in ones[p].on_event(e, event_time(e), leaf, "topic-activity"):
+                q = out.partition if out.partition is not None else zlib.crc32(out.key or b"") % 2
+                twos[q].on_message(out.value)
+        split = {k: s.since for two in twos for k, s in two.evaluator.slices.items()}
+        assert split == {k: s.since for k, s in engine.evaluator.slices.items()}
+        assert split[ALL_UP] == judged_from
+        assert sum(two.evaluator.incomplete for two in twos) == (0 if offset == 0 else 2)
 
 
 def test_late_events_are_counted_not_applied_and_duplicates_dropped() -> None:

@@ -169,7 +169,7 @@ class AggregatorStats:
     applied: int = 0
     late: int = 0
     duplicates: int = 0
-    incomplete: int = 0  # windows the stream covered only in part: closed, never judged
+    incomplete: int = 0  # windows the input ended in the middle of: dropped, never judged
 
 
 def _matches(slot: CountSlot | DistinctSlot, event: Mapping[str, Any]) -> bool:
@@ -390,9 +390,9 @@ class Aggregator:
         the watermark waits for; an expected source not heard from yet counts as being
         at the stream's beginning. Reading them on would only fill windows the slowest
         holds open: the caller stops reading them until the others catch up or go idle."""
-        if not self.begun:
+        began = self.began
+        if began is None:
             return set()
-        began = min(self.begun.values())
         marks = self.sources.marks
         waiting = [
             s for s in self.sources.heard_or(self.expected or None) if s not in self.sources.idle
@@ -402,14 +402,22 @@ class Aggregator:
         slowest = min(marks.get(s, began) for s in waiting)
         return {s for s, mark in marks.items() if mark > slowest + bound_s}
 
+    @property
+    def began(self) -> float | None:
+        """When the stream began: its first source's first event (a source heard from
+        later may simply have had nothing to say before: feedback after the first
+        orders; and a source that is late on purpose is the watermark's)."""
+        return min(self.begun.values(), default=None)
+
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
         """Close every window the watermark has passed.
 
         ``flush`` is the end of the input: the windows that ended by its newest
         event close too, and any later one, which the input covered only in part,
         is dropped and counted as incomplete. A window that started before the
-        stream's first event is closed (its users enter the history) but not
-        judged either: the stream began in the middle of it.
+        stream's first event is closed as any: whether the stream began in the
+        middle of it is the evaluator's to tell, from the beginnings of all the
+        partitions that feed it.
         """
         wm = self.watermark
         w = self.window_s
@@ -421,19 +429,13 @@ class Aggregator:
         due = {start for start in (*self.windows, *self.series) if start < passed}
         if self._lapses and self.history and self.closed_until is not None:
             due.update(range(self.closed_until, passed, w))
-        # the stream began with its first source's first event: a source heard from
-        # later may simply have had nothing to say before (feedback after the
-        # first orders), and a source that is late on purpose is the watermark's
-        began = min(self.begun.values(), default=-math.inf)
         closed = []
         for start in sorted(due):
             leaves = self.windows.pop(start, {})
             series = self.series.pop(start, {})
             self.seen_ids.pop(start, None)
             self._apply_history(start, leaves)
-            if start < began:
-                self.stats.incomplete += 1
-            elif leaves or series:
+            if leaves or series:
                 partials = self._roll_up(leaves)
                 for key, samples in series.items():
                     partials.setdefault(key, Acc.empty(self.catalog)).series = samples

@@ -56,7 +56,12 @@ class Engine:
         wm = self.aggregator.watermark
         if wm is None or not closed:
             return []
-        return self._decide(self.evaluator.advance(LOCAL_SOURCE, wm))
+        return self._decide(self.evaluator.advance(LOCAL_SOURCE, wm, began=self.aggregator.began))
+
+    @property
+    def incomplete(self) -> int:
+        """The windows the input covered only in part, at its start and its end."""
+        return self.aggregator.stats.incomplete + self.evaluator.incomplete
 
     def _decide(self, reports: list[Report]) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = []

@@ -309,6 +309,10 @@ class Evaluator:
     finished: list[dict[str, Any]] = field(default_factory=list)  # ended; the caller drains
     # the metric event series tracked, per slice key: detector states etc. by name
     series: dict[str, SliceState] = field(default_factory=dict)
+    # each source's first event time: the stream began with the earliest of them
+    began: dict[str, float] = field(default_factory=dict)
+    incomplete: int = 0  # windows the stream began in the middle of: never judged
+    midway: int | None = None  # the last of them dropped (each is counted once)
 
     def __post_init__(self) -> None:
         self._h = self.settings.cusum_threshold(len(self.catalog.metrics))
@@ -370,14 +374,21 @@ class Evaluator:
             mine.merge(acc)
 
     def advance(
-        self, source: str, watermark: float, idle: Mapping[str, float | None] | None = None
+        self,
+        source: str,
+        watermark: float,
+        idle: Mapping[str, float | None] | None = None,
+        began: float | None = None,
     ) -> list[Report]:
         """Record a source's watermark; judge every window all sources have passed.
 
         ``idle``: the event types whose topic was idle at the source when it closed
         the windows up to this watermark, each with the event time up to which that
         topic had spoken or its silence was vouched for (None: neither). A window
-        that ended after it lacks that type."""
+        that ended after it lacks that type. ``began``: the source's first event
+        time (None: a source that does not say)."""
+        if began is not None:
+            self.began[source] = began
         w = self.settings.window_s
         through = int(watermark // w) * w
         before = self.marks.marks.get(source)
@@ -405,6 +416,7 @@ class Evaluator:
             return []
         w = self.settings.window_s
         through = int(complete // w) * w
+        whole = self._drop_begun_midway()
         if self.evaluated_until is None:
             first = min(self.pending, default=through)
         else:
@@ -413,6 +425,8 @@ class Evaluator:
                 # only a source wrongly marked idle sends these; the window is judged
                 del self.pending[start]
                 self.late_partials += 1
+        if whole is not None:
+            first = max(first, whole)
         for start in [s for s in self.unread if s < first]:
             del self.unread[start]
         reports = [
@@ -423,7 +437,26 @@ class Evaluator:
             reports.append(Report(through))
         return reports
 
+    def _drop_begun_midway(self) -> int | None:
+        """The first window the stream covered whole (None: no source said when it
+        began). The windows that started before the stream's first event, of all
+        sources, hold only part of what happened in them: never judged, and their
+        partials are dropped and counted. A source whose first event came later
+        simply had nothing to say before: its part of a window is judged with the
+        others'."""
+        if not self.began:
+            return None
+        began = min(self.began.values())
+        for start in sorted(s for s in self.pending if s < began):
+            del self.pending[start]
+            if self.midway is None or start > self.midway:
+                self.midway = start
+                self.incomplete += 1
+        w = self.settings.window_s
+        return math.ceil(began / w) * w
+
     def flush(self) -> list[Report]:
+        self._drop_begun_midway()
         reports = [self._judge(start, self.pending.pop(start)) for start in sorted(self.pending)]
         if reports:
             last = reports[-1].until
@@ -725,6 +758,9 @@ class Evaluator:
             "unjudged": self.unjudged,
             "late_partials": self.late_partials,
             "effects": self.effects,
+            "began": self.began,
+            "incomplete": self.incomplete,
+            "midway": self.midway,
         }
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
@@ -768,6 +804,9 @@ class Evaluator:
         self.untracked = dict(snap["untracked"])
         self.unjudged = {**self.unjudged, **snap["unjudged"]}
         self.late_partials = snap["late_partials"]
+        self.began = dict(snap.get("began", {}))  # snapshots from before: none known
+        self.incomplete = snap.get("incomplete", 0)
+        self.midway = snap.get("midway")
         self.effects = {k: dict(e) for k, e in snap.get("effects", {}).items()}
         for key, raw in snap["slices"].items():
             self.restore_slice(key, raw)

@@ -639,15 +639,19 @@ def create_app(
             return False
         return topic in stage.aggregator.sources.marks or live(stage) or silent > unheard_after
 
-    def behind(stage: StageOne, ends: Mapping[TP, int]) -> bool:
-        """Whether a stage-one partition is still reading: a topic held back by the
+    def unfinished(stage: StageOne, ends: Mapping[TP, int]) -> bool:
+        """Whether a stage-one partition has more to say: a topic held back by the
         alignment, or with records left to read, or the watermark waiting for a topic
-        not heard from yet. Stage two does not take it for idle meanwhile."""
-        p = stage.partition
+        not heard from yet, or a topic heard from that has not gone idle yet (it
+        will within the idle timeout, and send the windows it closes then). Stage
+        two does not take it for idle meanwhile: its own timeout would run out in
+        the same check and judge those windows without what is on its way."""
+        p, sources = stage.partition, stage.aggregator.sources
         return (
             any(tp.partition == p for tp in held)
             or any(stage.positions.next(t) < ends.get(TP(t, p), 0) for t in stage.sources)
-            or (stage.aggregator.watermark is None and bool(stage.aggregator.sources.marks))
+            or (stage.aggregator.watermark is None and bool(sources.marks))
+            or any(t in sources.marks and t not in sources.idle for t in stage.sources)
         )
 
     def live(stage: StageOne) -> bool:
@@ -662,7 +666,7 @@ def create_app(
         """A topic or partition that has said nothing for ``idle_timeout`` stops
         holding windows open (a topic: only once read to its end, see ``idle``); its
         next record makes it count again. And the alignment and the heartbeats of the
-        stage-one partitions still reading."""
+        stage-one partitions with more to say."""
         for two in list(unexported.values()):
             export_kpis(two)
         now = time.monotonic()
@@ -684,7 +688,7 @@ def create_app(
                     await send_all(one.mark_idle(source, quiet_until))
                     watermarks[p] = one.aggregator.watermark
             await align(one)
-            if behind(one, ends):
+            if unfinished(one, ends):
                 await send_all(one.heartbeat())
         # a stage with records of its input left to read has not heard what they say yet
         for q in list(twos):

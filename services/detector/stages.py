@@ -166,9 +166,9 @@ class StageOne:
         return out
 
     def heartbeat(self) -> list[Outgoing]:
-        """To every partials partition: this partition is still reading (records left,
-        topics held back by the alignment), so it holds their windows open however
-        long it sends no watermark."""
+        """To every partials partition: this partition has more to say (records left,
+        topics held back by the alignment, a topic not idle yet), so it holds their
+        windows open however long it sends no watermark."""
         beat = orjson.dumps({"k": "hb", "src": self.partition})
         return [Outgoing(None, beat, q) for q in range(self.partials_partitions)]
 
@@ -239,7 +239,7 @@ class StageTwo:
                     sent.add(key)
                     self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc))
             return []
-        if msg["k"] == "hb":  # the source partition is still reading: so is this one
+        if msg["k"] == "hb":  # the source partition has more to say: so has this one
             self.evaluator.marks.hear(source)
             return [orjson.dumps({"k": "hb", "src": self.partition})]
         return self._encode(

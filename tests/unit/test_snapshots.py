@@ -4,6 +4,7 @@ dying mid-write leaves the last complete snapshot readable."""
 from __future__ import annotations
 
 import os
+import zlib
 
 import orjson
 import pytest
@@ -19,6 +20,22 @@ def test_a_snapshot_larger_than_one_record_is_written_in_parts_and_read_back() -
     assert snapshots.read(table, b"3") == blob
     assert max(len(v) for v in table.values()) <= PART_BYTES
     assert len(table) == 7  # six parts and the manifest
+
+
+def test_a_snapshot_is_kept_compressed_and_one_from_before_compression_is_read() -> None:
+    table: dict[bytes, bytes] = {}
+    states = orjson.dumps({f"region=r{i}": {"hours": [0.0] * 168} for i in range(2_000)})
+    snapshots.write(table, b"2", states)
+    assert snapshots.read(table, b"2") == states
+    assert sum(len(v) for v in table.values()) < len(states) / 20
+    # a worker of the version before wrote its parts as they were
+    plain = {
+        b"5/0/0": states[:PART_BYTES],
+        b"5/0/1": states[PART_BYTES:],
+        b"5": orjson.dumps({"gen": 0, "parts": 2, "crc": zlib.crc32(states), "other": 0}),
+    }
+    assert len(states) > PART_BYTES
+    assert snapshots.read(plain, b"5") == states
 
 
 def test_no_snapshot_is_none_and_an_empty_one_is_empty() -> None:

@@ -108,7 +108,8 @@ class Metrics:
             incomplete=Counter(
                 "opswatch_detector_incomplete_windows_total",
                 "Windows the stream began in the middle of (before the first event of all"
-                " partitions): never judged; each partition of stage two counts one.",
+                " partitions): never judged; counted by each partition of stage two that"
+                " received partials of them.",
                 registry=registry,
             ),
             deadlettered=Counter(

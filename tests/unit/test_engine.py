@@ -111,45 +111,31 @@ def test_a_partition_whose_first_event_comes_later_has_its_part_judged() -> None
     """Two detector partitions, one of them first heard at 00:00, the other at
     00:01: the stream began at 00:00, so the window of 00:00 is judged whole (both
     partitions' slices, as one engine judges it), not with the second one's part
-    missing; a stream begun at 00:01 leaves it unjudged, counted once by each
-    partition of stage two."""
+    missing. A stream begun at 00:01 leaves it unjudged, counted once by each
+    partition of stage two; so does one whose first two events come out of
+    order (00:05:01, then 00:04:58 on the other partition): it began at 00:04:58,
+    and the window of 00:05 is judged."""
     leaves = [("eu", "web", "ios"), ("na", "app", "android"), ("apac", "web", "desktop")]
     by_partition = {zlib.crc32("|".join(leaf).encode()) % 2: leaf for leaf in leaves}
     assert len(by_partition) == 2
     first, second = by_partition[0], by_partition[1]
 
-    def stream(offset: int) -> list[dict[str, Any]]:
-        out = [
-            event(
-                "activity",
-                T0 + timedelta(minutes=1),
-                region=second[0],
-                channel=second[1],
-                platform=second[2],
-                user_id="u-2",
-            )
-        ]
-        if offset == 0:
-            out.insert(
-                0, event("activity", T0, region=first[0], channel=first[1], platform=first[2])
-            )
-        for minute in range(2, 13):
-            for leaf in (first, second):
-                out.append(
-                    event(
-                        "activity",
-                        T0 + timedelta(minutes=minute),
-                        region=leaf[0],
-                        channel=leaf[1],
-                        platform=leaf[2],
-                        user_id=f"u-{minute}",
-                    )
-                )
-        return out
+    def at(leaf: tuple[str, str, str], seconds: int, user: str) -> dict[str, Any]:
+        when = T0 + timedelta(seconds=seconds)
+        return event(
+            "activity", when, region=leaf[0], channel=leaf[1], platform=leaf[2], user_id=user
+        )
+
+    def later(since: int) -> list[dict[str, Any]]:
+        return [at(leaf, 60 * m, f"u-{m}") for m in range(since, 18) for leaf in (first, second)]
 
     start = int(T0.timestamp())
-    for offset, judged_from in ((0, start), (1, start + 300)):
-        events = stream(offset)
+    streams = [
+        ([at(first, 0, "u-1"), at(second, 60, "u-2"), *later(2)], start, 0),
+        ([at(second, 60, "u-2"), *later(2)], start + 300, 2),
+        ([at(second, 301, "u-2"), at(first, 298, "u-1"), *later(6)], start + 300, 2),
+    ]
+    for events, judged_from, incomplete in streams:
         engine = Engine(CATALOG, EVERY_SLICE)
         for e in events:
             engine.add(e, event_time(e), leaf_of(e))
@@ -165,7 +151,7 @@ def test_a_partition_whose_first_event_comes_later_has_its_part_judged() -> None
         split = {k: s.since for two in twos for k, s in two.evaluator.slices.items()}
         assert split == {k: s.since for k, s in engine.evaluator.slices.items()}
         assert split[ALL_UP] == judged_from
-        assert sum(two.evaluator.incomplete for two in twos) == (0 if offset == 0 else 2)
+        assert sum(two.evaluator.incomplete for two in twos) == incomplete
 
 
 def test_late_events_are_counted_not_applied_and_duplicates_dropped() -> None:

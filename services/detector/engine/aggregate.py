@@ -331,8 +331,6 @@ class Aggregator:
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
         """Apply one validated event; False when it is late or a duplicate."""
         self.sources.advance(source, ts)
-        if source not in self.begun:
-            self.begun[source] = ts
         self._newest = max(self._newest, ts)
         start = int(ts // self.window_s) * self.window_s
         end = start + self.window_s
@@ -351,6 +349,8 @@ class Aggregator:
             self.stats.duplicates += 1
             return False
         ids.add(event_id)
+        if ts < self.begun.get(source, math.inf):  # its earliest event taken, in any order
+            self.begun[source] = ts
         etype = event["type"]
         if not feeds_catalog(etype):  # a sample of its own series, in its own slice
             names = self.series.setdefault(start, {}).setdefault(slice_of(event), {})
@@ -404,9 +404,10 @@ class Aggregator:
 
     @property
     def began(self) -> float | None:
-        """When the stream began: its first source's first event (a source heard from
-        later may simply have had nothing to say before: feedback after the first
-        orders; and a source that is late on purpose is the watermark's)."""
+        """When the stream began: the earliest event taken of any source (a source
+        heard from later may simply have had nothing to say before: feedback after
+        the first orders; and a source that is late on purpose is the watermark's);
+        -inf: long ago (a snapshot from before this was kept)."""
         return min(self.begun.values(), default=None)
 
     def advance(self, flush: bool = False) -> list[ClosedWindow]:
@@ -523,7 +524,9 @@ class Aggregator:
         self._newest = max(self.sources.marks.values(), default=-math.inf)
         self.closed_until = snap["closed_until"]
         # a snapshot from before ``begun`` was kept: its sources had begun long ago
-        self.begun = dict(snap.get("begun", dict.fromkeys(self.sources.marks, -math.inf)))
+        # (written as null by JSON)
+        begun = snap.get("begun", dict.fromkeys(self.sources.marks))
+        self.begun = {s: -math.inf if t is None else t for s, t in begun.items()}
         self.stats = AggregatorStats(*snap["stats"])
         self.history = {
             ((leaf[0], leaf[1], leaf[2]), int(base)): History.from_json(raw, self._spans[int(base)])

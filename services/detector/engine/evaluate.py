@@ -387,8 +387,8 @@ class Evaluator:
         topic had spoken or its silence was vouched for (None: neither). A window
         that ended after it lacks that type. ``began``: the source's first event
         time (None: a source that does not say)."""
-        if began is not None:
-            self.began[source] = began
+        if began is not None:  # it only moves back: an earlier event taken late
+            self.began[source] = min(began, self.began.get(source, began))
         w = self.settings.window_s
         through = int(watermark // w) * w
         before = self.marks.marks.get(source)
@@ -416,7 +416,7 @@ class Evaluator:
             return []
         w = self.settings.window_s
         through = int(complete // w) * w
-        whole = self._drop_begun_midway()
+        whole = self._drop_begun_midway(through)
         if self.evaluated_until is None:
             first = min(self.pending, default=through)
         else:
@@ -437,17 +437,19 @@ class Evaluator:
             reports.append(Report(through))
         return reports
 
-    def _drop_begun_midway(self) -> int | None:
+    def _drop_begun_midway(self, through: float = math.inf) -> int | None:
         """The first window the stream covered whole (None: no source said when it
-        began). The windows that started before the stream's first event, of all
-        sources, hold only part of what happened in them: never judged, and their
-        partials are dropped and counted. A source whose first event came later
-        simply had nothing to say before: its part of a window is judged with the
-        others'."""
-        if not self.began:
+        began, or long ago). The windows that started before the stream's first
+        event, of all sources, hold only part of what happened in them: never
+        judged, and their partials are dropped and counted once every source has
+        passed them (before ``through``: by then each has said when it began, and
+        an earlier event of theirs would be late). A source whose first event came
+        later simply had nothing to say before: its part of a window is judged
+        with the others'."""
+        began = min(self.began.values(), default=-math.inf)
+        if not math.isfinite(began):
             return None
-        began = min(self.began.values())
-        for start in sorted(s for s in self.pending if s < began):
+        for start in sorted(s for s in self.pending if s < min(began, through)):
             del self.pending[start]
             if self.midway is None or start > self.midway:
                 self.midway = start
@@ -804,7 +806,11 @@ class Evaluator:
         self.untracked = dict(snap["untracked"])
         self.unjudged = {**self.unjudged, **snap["unjudged"]}
         self.late_partials = snap["late_partials"]
-        self.began = dict(snap.get("began", {}))  # snapshots from before: none known
+        # a snapshot from before ``began`` was kept: the stream had begun by the
+        # windows it judged (long ago, written as null by JSON)
+        known = {s: self.evaluated_until for s in self.marks.marks}
+        began = snap.get("began", known if self.evaluated_until is not None else {})
+        self.began = {s: -math.inf if t is None else t for s, t in began.items()}
         self.incomplete = snap.get("incomplete", 0)
         self.midway = snap.get("midway")
         self.effects = {k: dict(e) for k, e in snap.get("effects", {}).items()}

@@ -409,9 +409,9 @@ class Textbook:
 
     def first(self, key: tuple[str, str], threshold: float, start: float) -> float | None:
         """Windows from ``start`` to the first alert onset inside the incident."""
-        alarmed = False
-        for w in sorted(self.z[key]):
-            now = self.z[key][w] > threshold
+        alarmed, zs = False, self.z[key]
+        for w in sorted(zs):
+            now = zs[w] > threshold
             if now and not alarmed and start <= w < start + INCIDENT_S:
                 return (w - start) / self.window_s
             alarmed = now

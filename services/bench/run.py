@@ -86,6 +86,7 @@ class Figures:
     slices_1k: int = 0
     slices_10k: int = 0
     rss_bytes_100k_slices: int = 0
+    rss_peak_bytes_100k_slices: int = 0
     slices_100k: int = 0
     metrics: int = 0
 
@@ -136,6 +137,7 @@ class Figures:
             "slices_1k": self.slices_1k,
             "slices_10k": self.slices_10k,
             "rss_bytes_100k_slices": self.rss_bytes_100k_slices,
+            "rss_peak_bytes_100k_slices": self.rss_peak_bytes_100k_slices,
             "slices_100k": self.slices_100k,
             "metrics_per_slice": self.metrics,
             "state_bytes_per_slice_metric": round(per_slice_metric),
@@ -392,13 +394,16 @@ class Bench:
         with events in every window; the difference per slice and metric."""
         self.figures.metrics = len(self.settings.catalog().names)
         f = self.figures
-        f.rss_bytes_1k_slices, f.slices_1k = self.resident(1_000)
-        f.rss_bytes_10k_slices, f.slices_10k = self.resident(10_000)
+        f.rss_bytes_1k_slices, _, f.slices_1k = self.resident(1_000)
+        f.rss_bytes_10k_slices, _, f.slices_10k = self.resident(10_000)
         if self.size.most_slices:
-            f.rss_bytes_100k_slices, f.slices_100k = self.resident(self.size.most_slices, 1, 1)
+            f.rss_bytes_100k_slices, f.rss_peak_bytes_100k_slices, f.slices_100k = self.resident(
+                self.size.most_slices, 1, 1
+            )
 
-    def resident(self, target: int, per_leaf: int = 3, windows: int = 0) -> tuple[int, int]:
-        """The detector's RSS once it tracks about ``target`` slices, and how many;
+    def resident(self, target: int, per_leaf: int = 3, windows: int = 0) -> tuple[int, int, int]:
+        """The detector's RSS once it tracks about ``target`` slices, the most it had
+        until then (its snapshots included), and how many slices;
         ``per_leaf`` events of each leaf slice in each of ``windows`` judged windows
         (the size's by default) and one that closes them. A worker judging 100,000
         slices takes minutes a window here: it is given time to."""
@@ -434,9 +439,9 @@ class Bench:
             every_s=1.0,
         )
         time.sleep(2.0)
-        rss = detector.rss_bytes()
+        rss, peak = detector.rss_bytes(), detector.rss_bytes("VmHWM")
         detector.stop()
-        return rss, slices
+        return rss, peak, slices
 
 
 class Drained:
@@ -634,6 +639,11 @@ def summary(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"detector RSS, {figures['slices_100k']:,} slices",
             mib("rss_bytes_100k_slices") if figures["slices_100k"] else "not measured (--quick)",
             "<= 2048 MiB",
+        ),
+        (
+            f"detector peak RSS, {figures['slices_100k']:,} slices",
+            mib("rss_peak_bytes_100k_slices") if figures["slices_100k"] else "",
+            "",
         ),
         (
             "state per slice and metric",

@@ -45,12 +45,12 @@ class Service:
         if self.process.poll() is not None:
             raise ServiceError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the service's process now."""
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """Resident memory of the service's process now (``VmHWM``: the most it has had)."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-        raise ServiceError(f"no VmRSS for {self.name}")
+        raise ServiceError(f"no {field} for {self.name}")
 
     def metric(self, name: str) -> float:
         """The sum of a metric's samples (every label) on the service's /metrics."""

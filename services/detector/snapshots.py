@@ -20,7 +20,7 @@ compression) has its parts read as they are.
 from __future__ import annotations
 
 import zlib
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import orjson
@@ -36,25 +36,39 @@ def _part(key: bytes, slot: int, index: int) -> bytes:
     return b"%s/%d/%d" % (key, slot, index)
 
 
-def write(table: MutableMapping[bytes, bytes], key: bytes, blob: bytes) -> None:
-    """``blob`` as the snapshot under ``key``: its parts first, then the manifest."""
+def write(table: MutableMapping[bytes, bytes], key: bytes, pieces: Iterable[bytes]) -> None:
+    """The JSON that ``pieces`` make as the snapshot under ``key``: its parts first, as
+    they fill, then the manifest. The JSON is never whole in memory, compressed or not."""
     old = _manifest(table.get(key))
     generation = int(old["gen"]) + 1 if old else 0
     slot = generation % 2
-    stored = zlib.compress(blob, 1)
-    parts = [stored[i : i + PART_BYTES] for i in range(0, len(stored), PART_BYTES)]
-    for index, part in enumerate(parts):
-        table[_part(key, slot, index)] = part
+    packer = zlib.compressobj(1)
+    crc, count, pending = 0, 0, bytearray()
+
+    def store(part: bytes) -> None:
+        nonlocal crc, count
+        table[_part(key, slot, count)] = part
+        crc = zlib.crc32(part, crc)
+        count += 1
+
+    for piece in pieces:
+        pending += packer.compress(piece)
+        while len(pending) >= PART_BYTES:
+            store(bytes(pending[:PART_BYTES]))
+            del pending[:PART_BYTES]
+    pending += packer.flush()
+    for start in range(0, len(pending), PART_BYTES):
+        store(bytes(pending[start : start + PART_BYTES]))
     manifest = {
         "gen": generation,
-        "parts": len(parts),
-        "crc": zlib.crc32(stored),
+        "parts": count,
+        "crc": crc,
         "z": "zlib",
         "other": int(old["parts"]) if old else 0,  # the other slot's parts
     }
     table[key] = orjson.dumps(manifest)
     # this slot's parts of two generations ago that the new snapshot did not reuse
-    for index in range(len(parts), int(old.get("other", 0)) if old else 0):
+    for index in range(count, int(old.get("other", 0)) if old else 0):
         table.pop(_part(key, slot, index), None)
 
 

@@ -21,7 +21,7 @@ neither is applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from services.detector.engine.calendar import Calendar
 from services.detector.engine.catalog import Catalog, feeds_catalog
 from services.detector.engine.evaluate import EngineSettings, Evaluator, Report
 from services.detector.engine.explain import AlertBook
+from services.detector.engine.members import Members, encode
 
 PARTIALS_BYTES = 256 * 1024  # of one record of partials: well under a broker's 1 MB
 
@@ -187,8 +188,8 @@ class StageOne:
         else:
             self.quiet_until[source] = quiet_until
 
-    def snapshot(self) -> bytes:
-        return orjson.dumps(
+    def snapshot(self) -> Iterator[bytes]:
+        return encode(
             {
                 "agg": self.aggregator.snapshot(),
                 "marked": self.marked,
@@ -256,17 +257,21 @@ class StageTwo:
                 del self.received[start]
         return [orjson.dumps({"src": self.partition, **r.to_json()}) for r in reports]
 
-    def snapshot(self) -> bytes:
-        return orjson.dumps(
-            {
-                "ev": self.evaluator.snapshot(),
-                "pos": self.positions.last,
-                "recv": {
+    def snapshot(self) -> Iterator[bytes]:
+        """The stage's JSON in pieces: a slice's state is made as it is written."""
+
+        def pairs() -> Iterator[tuple[str, Any]]:
+            yield "ev", self.evaluator.members()
+            yield "pos", self.positions.last
+            yield (
+                "recv",
+                {
                     str(w): {src: sorted(keys) for src, keys in by_source.items()}
                     for w, by_source in self.received.items()
                 },
-            }
-        )
+            )
+
+        return encode(Members(pairs))
 
     def restore(self, raw: bytes) -> None:
         snap = orjson.loads(raw)
@@ -323,8 +328,8 @@ class StageThree:
             del self.received[start]
         return alerts
 
-    def snapshot(self) -> bytes:
-        return orjson.dumps(
+    def snapshot(self) -> Iterator[bytes]:
+        return encode(
             {
                 "book": self.book.snapshot(),
                 "pos": self.positions.last,

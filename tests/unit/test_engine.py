@@ -322,7 +322,7 @@ class Crashing:
         return found | {("two", q): s for q, s in enumerate(self.twos)}
 
     def snapshot(self) -> None:
-        self.saved = {key: stage.snapshot() for key, stage in self.stages().items()}
+        self.saved = {key: b"".join(stage.snapshot()) for key, stage in self.stages().items()}
 
     def crash(self, key: tuple[str, int], behind: int) -> None:
         kind, p = key

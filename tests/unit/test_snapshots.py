@@ -9,14 +9,23 @@ import zlib
 import orjson
 import pytest
 
+from services.common.events import event_time, leaf_of
 from services.detector import snapshots
+from services.detector.engine.catalog import load_catalog
+from services.detector.engine.engine import Engine
+from services.detector.engine.evaluate import EngineSettings
+from services.detector.engine.members import encode
 from services.detector.snapshots import PART_BYTES, SnapshotError
+from tests.factories import traffic
+
+CATALOG = load_catalog()
+SETTINGS = EngineSettings()
 
 
 def test_a_snapshot_larger_than_one_record_is_written_in_parts_and_read_back() -> None:
     table: dict[bytes, bytes] = {}
     blob = os.urandom(PART_BYTES * 5 + 17)
-    snapshots.write(table, b"3", blob)
+    snapshots.write(table, b"3", [blob])
     assert snapshots.read(table, b"3") == blob
     assert max(len(v) for v in table.values()) <= PART_BYTES
     assert len(table) == 7  # six parts and the manifest
@@ -25,7 +34,7 @@ def test_a_snapshot_larger_than_one_record_is_written_in_parts_and_read_back() -
 def test_a_snapshot_is_kept_compressed_and_one_from_before_compression_is_read() -> None:
     table: dict[bytes, bytes] = {}
     states = orjson.dumps({f"region=r{i}": {"hours": [0.0] * 168} for i in range(2_000)})
-    snapshots.write(table, b"2", states)
+    snapshots.write(table, b"2", [states])
     assert snapshots.read(table, b"2") == states
     assert sum(len(v) for v in table.values()) < len(states) / 20
     # a worker of the version before wrote its parts as they were
@@ -41,16 +50,16 @@ def test_a_snapshot_is_kept_compressed_and_one_from_before_compression_is_read()
 def test_no_snapshot_is_none_and_an_empty_one_is_empty() -> None:
     table: dict[bytes, bytes] = {}
     assert snapshots.read(table, b"0") is None
-    snapshots.write(table, b"0", b"")
+    snapshots.write(table, b"0", [b""])
     assert snapshots.read(table, b"0") == b""
 
 
 def test_a_write_cut_short_before_its_manifest_leaves_the_last_snapshot() -> None:
     table: dict[bytes, bytes] = {}
     first, second = os.urandom(PART_BYTES * 2), os.urandom(PART_BYTES * 3)
-    snapshots.write(table, b"1", first)
+    snapshots.write(table, b"1", [first])
     before = dict(table)
-    snapshots.write(table, b"1", second)
+    snapshots.write(table, b"1", [second])
     # the worker died after writing the new parts, before the manifest
     torn = {**table, b"1": before[b"1"]}
     assert snapshots.read(torn, b"1") == first
@@ -59,7 +68,7 @@ def test_a_write_cut_short_before_its_manifest_leaves_the_last_snapshot() -> Non
 
 def test_parts_that_do_not_match_their_manifest_are_refused() -> None:
     table: dict[bytes, bytes] = {}
-    snapshots.write(table, b"2", os.urandom(PART_BYTES + 1))
+    snapshots.write(table, b"2", [os.urandom(PART_BYTES + 1)])
     table[b"2/0/1"] = b"something else"
     with pytest.raises(SnapshotError, match="do not match"):
         snapshots.read(table, b"2")
@@ -72,7 +81,7 @@ def test_a_snapshot_from_before_parts_is_read_as_it_is_and_then_replaced() -> No
     old = orjson.dumps({"agg": {}, "marked": None, "pos": {"t": 41}})
     table = {b"0": old}
     assert snapshots.read(table, b"0") == old  # an upgrade keeps the stage's state
-    snapshots.write(table, b"0", b"new")
+    snapshots.write(table, b"0", [b"new"])
     assert snapshots.read(table, b"0") == b"new"
 
 
@@ -80,6 +89,28 @@ def test_parts_a_smaller_snapshot_no_longer_needs_are_deleted() -> None:
     table: dict[bytes, bytes] = {}
     big, small = os.urandom(PART_BYTES * 4), os.urandom(10)
     for blob in (big, big, small, small, small):
-        snapshots.write(table, b"5", blob)
+        snapshots.write(table, b"5", [blob])
         assert snapshots.read(table, b"5") == blob
     assert len(table) == 3  # the manifest and one part in each slot
+
+
+def test_the_detector_state_is_written_a_slice_at_a_time_and_restores_whole() -> None:
+    engine = Engine(CATALOG, SETTINGS)
+    for e in traffic(2, rate=100):
+        engine.add(e, event_time(e), leaf_of(e))
+        engine.poll()
+    evaluator = engine.evaluator
+    assert len(evaluator.slices) > 50
+    pieces = list(encode(evaluator.members()))
+    written = b"".join(pieces)
+    assert orjson.loads(written) == evaluator.snapshot()
+    # no piece holds more than one slice's state: the whole is never in memory at once
+    largest = max(len(orjson.dumps(evaluator.slice_snapshot(k))) for k in evaluator.slices)
+    assert max(map(len, pieces)) <= largest
+    table: dict[bytes, bytes] = {}
+    snapshots.write(table, b"4", iter(pieces))
+    stored = snapshots.read(table, b"4")
+    assert stored == written
+    again = Engine(CATALOG, SETTINGS)
+    again.evaluator.restore(orjson.loads(stored))
+    assert again.evaluator.snapshot() == evaluator.snapshot()

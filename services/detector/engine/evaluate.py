@@ -23,7 +23,7 @@ import base64
 import bisect
 import math
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from .calendar import Applied, Calendar, Entry
 from .catalog import SUMMARIES, Catalog, CompiledMetric
 from .detectors import DESIGNS, Detector, Observation, Verdict, detector_for, evidence
 from .marks import Marks
+from .members import Members, whole
 from .slices import parse_slice_key, slice_key
 
 UNJUDGED = ("low_volume", "max_slices", "idle_source")
@@ -747,23 +748,40 @@ class Evaluator:
         return found
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "pending": {
-                str(s): {k: a.to_json() for k, a in w.items()} for s, w in self.pending.items()
-            },
-            "marks": self.marks.to_json(),
-            "evaluated_until": self.evaluated_until,
-            "unread": {str(w): sorted(types) for w, types in self.unread.items()},
-            "slices": {key: self.slice_snapshot(key) for key in self.slices},
-            "series": {key: self._state_json(state) for key, state in self.series.items()},
-            "untracked": self.untracked,
-            "unjudged": self.unjudged,
-            "late_partials": self.late_partials,
-            "effects": self.effects,
-            "began": self.began,
-            "incomplete": self.incomplete,
-            "midway": self.midway,
-        }
+        snap: dict[str, Any] = whole(self.members())
+        return snap
+
+    def members(self) -> Members:
+        """The snapshot as ``Members``: each slice's state and partial made as it is written."""
+
+        def window(partials: dict[str, Acc]) -> Members:
+            return Members(lambda: ((key, acc.to_json()) for key, acc in partials.items()))
+
+        def pending() -> Iterator[tuple[str, Members]]:
+            return ((str(start), window(partials)) for start, partials in self.pending.items())
+
+        def slices() -> Iterator[tuple[str, dict[str, Any]]]:
+            return ((key, self.slice_snapshot(key)) for key in self.slices)
+
+        def series() -> Iterator[tuple[str, dict[str, Any]]]:
+            return ((key, self._state_json(state)) for key, state in self.series.items())
+
+        def pairs() -> Iterator[tuple[str, Any]]:
+            yield "pending", Members(pending)
+            yield "marks", self.marks.to_json()
+            yield "evaluated_until", self.evaluated_until
+            yield "unread", {str(w): sorted(types) for w, types in self.unread.items()}
+            yield "slices", Members(slices)
+            yield "series", Members(series)
+            yield "untracked", self.untracked
+            yield "unjudged", self.unjudged
+            yield "late_partials", self.late_partials
+            yield "effects", self.effects
+            yield "began", self.began
+            yield "incomplete", self.incomplete
+            yield "midway", self.midway
+
+        return Members(pairs)
 
     def slice_snapshot(self, key: str) -> dict[str, Any]:
         return self._state_json(self.slices[key])

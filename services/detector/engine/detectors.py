@@ -23,10 +23,12 @@ knows the denominator:
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, replace
+from itertools import compress
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 SQRT2 = math.sqrt(2.0)
@@ -67,11 +69,6 @@ def watched(llr: float, information: float, reach: float) -> float:
     rate seen twice a day can never be told from noise, and a CUSUM that
     watches for it would only drain for days after a large incident."""
     return llr if information >= reach else -math.inf
-
-
-def binomial_kl(p1: float, p0: float) -> float:
-    """Evidence per trial for rate p1 against p0, when p1 is true."""
-    return p1 * math.log(p1 / p0) + (1.0 - p1) * math.log((1.0 - p1) / (1.0 - p0))
 
 
 def poisson_kl(mu: float, factor: float) -> float:
@@ -219,16 +216,6 @@ def exact_binomial_tails(k: int, n: int, p: float) -> tuple[float, float]:
     return min(1.0, upper), min(1.0, lower)
 
 
-def binomial_llr(x: float, n: float, p0: float, p1: float, phi: float) -> float:
-    """Log-likelihood ratio of rate p1 against p0 for x of n, deflated by dispersion."""
-    if not 0 < p0 < 1 or not 0 < p1 < 1:
-        return 0.0
-    # a window's numerator may exceed its denominator (cancellations of orders paid earlier)
-    failures = max(n - x, 0.0)
-    llr = x * math.log(p1 / p0) + failures * math.log((1 - p1) / (1 - p0))
-    return llr / phi
-
-
 def odds_shift(p: float, factor: float) -> float:
     """The rate whose odds are ``factor`` times those of ``p``."""
     odds = p / (1.0 - p) * factor
@@ -287,6 +274,7 @@ class _JsonState(Generic[S]):
 
 HOURS = 24
 DAYS = 7
+POSITIVE = (0.0).__lt__  # x > 0, in C
 
 
 def _zeros(typecode: str, n: int) -> Callable[[], array[Any]]:
@@ -301,6 +289,7 @@ HOUR_ZEROS, HOUR_COUNTS = _zeros("d", HOURS), _zeros("q", HOURS)
 DAY_ZEROS, DAY_COUNTS = _zeros("d", DAYS), _zeros("q", DAYS)
 
 
+@functools.cache
 def _decay(half_life: float) -> float:
     return float(0.5 ** (1.0 / half_life))
 
@@ -414,13 +403,27 @@ class RatioDetector(_JsonState[RatioState]):
         uncertainty (the rarer outcome's ``events`` behind it)."""
         edge = uncertainty(events)
         usual = state.den * (1.0 - _decay(self.half_life)) * self.day_windows / phi
+        x, reach = obs.x, self.reach
+        # a window's numerator may exceed its denominator (cancellations of orders paid earlier)
+        failures = max(obs.n - x, 0.0)
 
         def llrs(base: float, factors: tuple[float, ...]) -> tuple[float, ...]:
+            """Per design, the rate ``shifted`` (``odds_shift``) against ``base``: the
+            window's log-likelihood ratio, deflated by dispersion (0 for a rate not
+            strictly between 0 and 1), ``watched`` by the evidence per trial when
+            the shift is true (their Kullback-Leibler divergence), both from the
+            same two logarithms."""
             out = []
+            odds = base / (1.0 - base)
             for f in factors:
-                shifted = odds_shift(base, f)
-                llr = binomial_llr(obs.x, obs.n, base, shifted, phi)
-                out.append(watched(llr, usual * binomial_kl(shifted, base), self.reach))
+                shifted_odds = odds * f
+                shifted = shifted_odds / (1.0 + shifted_odds)
+                success = math.log(shifted / base)
+                failure = math.log((1.0 - shifted) / (1.0 - base))
+                inside = 0 < base < 1 and 0 < shifted < 1
+                llr = (x * success + failures * failure) / phi if inside else 0.0
+                kl = shifted * success + (1.0 - shifted) * failure
+                out.append(watched(llr, usual * kl, reach))
             return tuple(out)
 
         return llrs(odds_shift(p, edge), RATIO_UP), llrs(odds_shift(p, 1.0 / edge), RATIO_DOWN)
@@ -609,7 +612,7 @@ class CountDetector(_JsonState[CountState]):
     def _expected(self, state: CountState, hour: int, factor: float, floored: bool = True) -> float:
         """The seasonal profile (hour of day times the weekday's ``factor``) at the recent
         level; ``floored``, at least the floor a sparse hour gets against a false rise."""
-        filled = [p for p, w in zip(state.profile, state.weight, strict=True) if w > 0]
+        filled = list(compress(state.profile, map(POSITIVE, state.weight)))
         if not filled:
             return 0.0
         daily = sum(filled) / len(filled) * factor

@@ -451,10 +451,11 @@ class RatioDetector(_JsonState[RatioState]):
             phi = d * phi + (1.0 - d) * min(resid, 100.0)
         d, d_long = _decay(self.half_life), _decay(self.long_half_life)
         expected = obs.n * self._hour_rate(state, h) if state.long_den > 0 else obs.x
-        hour_num, hour_den = state.hour_num[:], state.hour_den[:]
+        hour_num, hour_den = state.hour_num, state.hour_den  # copied before they change
         pending_num, pending_den = state.pending_num + obs.x, state.pending_den + obs.n
         if h != state.hour:  # the previous hour is over: into the profile with it
             if state.hour >= 0:
+                hour_num, hour_den = hour_num[:], hour_den[:]
                 d_hour = _decay(self.long_half_life / self.day_windows)  # once a day
                 done = state.hour
                 hour_num[done] = d_hour * hour_num[done] + state.pending_num
@@ -517,13 +518,14 @@ class CountState:
     def day_factor(self, weekday: int, min_windows: int) -> float:
         """How a weekday runs against the hour profile, relative to the other
         weekdays seen: 1 until at least two weekdays have ``min_windows`` each."""
+        if self.day_windows[weekday] < min_windows or not self.day_base[weekday] > 0:
+            return 1.0
         seen = [
             self.day_seen[d] / self.day_base[d]
             for d in range(DAYS)
             if self.day_windows[d] >= min_windows and self.day_base[d] > 0
         ]
-        mine = self.day_windows[weekday] >= min_windows and self.day_base[weekday] > 0
-        if len(seen) < 2 or not mine:
+        if len(seen) < 2:
             return 1.0
         mean = sum(seen) / len(seen)
         ratio = self.day_seen[weekday] / self.day_base[weekday]
@@ -729,19 +731,20 @@ class CountDetector(_JsonState[CountState]):
         if base > 0:
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
-        day_seen, day_base = state.day_seen[:], state.day_base[:]
-        day_windows = state.day_windows[:]
+        # arrays copied before they change
+        day_seen, day_base, day_windows = state.day_seen, state.day_base, state.day_windows
         if state.weight[h] > 0:  # a window the profile had an hour for: it tells of its day
+            day_seen, day_base, day_windows = day_seen[:], day_base[:], day_windows[:]
             d_day = _decay(self.day_half_life)
             day_seen[wd] = d_day * day_seen[wd] + obs.x
             day_base[wd] = d_day * day_base[wd] + state.profile[h]
             day_windows[wd] += 1
         target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
-        profile = state.profile[:]
-        weight = state.weight[:]
+        profile, weight = state.profile, state.weight
         hour_sum, hour_windows = state.hour_sum + target, state.hour_windows + 1
         if h != state.hour:  # the previous hour is over: into the profile with it
             if state.hour >= 0:
+                profile, weight = profile[:], weight[:]
                 done = state.hour
                 weight[done] += 1.0
                 a = max(1.0 / weight[done], 1.0 / self.profile_days)

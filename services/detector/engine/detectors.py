@@ -76,7 +76,10 @@ def poisson_kl(mu: float, factor: float) -> float:
     return mu * (factor * math.log(factor) - factor + 1.0)
 
 
-@dataclass(frozen=True, slots=True)
+# Observations and verdicts are made afresh for every window of every (slice,
+# metric) and never changed: plain slotted classes, which are made in a sixth of
+# the time a frozen one takes (its fields set one by one through object.__setattr__)
+@dataclass(slots=True)
 class Observation:
     """One closed window of one metric in one slice.
 
@@ -100,7 +103,7 @@ class Observation:
         return self.x / self.n if self.n > 0 else math.nan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     warming_up: bool
     observed: float

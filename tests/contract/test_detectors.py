@@ -434,7 +434,7 @@ def test_a_sparse_count_that_stops_is_an_alarm_though_no_window_is_a_surprise() 
             obs = Observation(x, sumsq=x, hour=hour, weekday=weekday)
             verdict = detector.score(state, obs)
             cusum = cusum.update(verdict, h)
-            alarms.append(cusum.alarm(verdict, "both", h))
+            alarms.append(cusum.alarm(verdict, "both", h)[1])
             if cusum.level("both") < h / 4:
                 state = detector.learn(state, obs)
         assert not any(alarms[:start])

@@ -23,10 +23,12 @@ knows the denominator:
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, replace
+from itertools import compress
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 SQRT2 = math.sqrt(2.0)
@@ -69,17 +71,15 @@ def watched(llr: float, information: float, reach: float) -> float:
     return llr if information >= reach else -math.inf
 
 
-def binomial_kl(p1: float, p0: float) -> float:
-    """Evidence per trial for rate p1 against p0, when p1 is true."""
-    return p1 * math.log(p1 / p0) + (1.0 - p1) * math.log((1.0 - p1) / (1.0 - p0))
-
-
 def poisson_kl(mu: float, factor: float) -> float:
     """Evidence per window for a mean of ``mu * factor`` against ``mu``, when it is true."""
     return mu * (factor * math.log(factor) - factor + 1.0)
 
 
-@dataclass(frozen=True, slots=True)
+# Observations and verdicts are made afresh for every window of every (slice,
+# metric) and never changed: plain slotted classes, which are made in a sixth of
+# the time a frozen one takes (its fields set one by one through object.__setattr__)
+@dataclass(slots=True)
 class Observation:
     """One closed window of one metric in one slice.
 
@@ -103,7 +103,7 @@ class Observation:
         return self.x / self.n if self.n > 0 else math.nan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     warming_up: bool
     observed: float
@@ -219,16 +219,6 @@ def exact_binomial_tails(k: int, n: int, p: float) -> tuple[float, float]:
     return min(1.0, upper), min(1.0, lower)
 
 
-def binomial_llr(x: float, n: float, p0: float, p1: float, phi: float) -> float:
-    """Log-likelihood ratio of rate p1 against p0 for x of n, deflated by dispersion."""
-    if not 0 < p0 < 1 or not 0 < p1 < 1:
-        return 0.0
-    # a window's numerator may exceed its denominator (cancellations of orders paid earlier)
-    failures = max(n - x, 0.0)
-    llr = x * math.log(p1 / p0) + failures * math.log((1 - p1) / (1 - p0))
-    return llr / phi
-
-
 def odds_shift(p: float, factor: float) -> float:
     """The rate whose odds are ``factor`` times those of ``p``."""
     odds = p / (1.0 - p) * factor
@@ -287,6 +277,7 @@ class _JsonState(Generic[S]):
 
 HOURS = 24
 DAYS = 7
+POSITIVE = (0.0).__lt__  # x > 0, in C
 
 
 def _zeros(typecode: str, n: int) -> Callable[[], array[Any]]:
@@ -301,6 +292,7 @@ HOUR_ZEROS, HOUR_COUNTS = _zeros("d", HOURS), _zeros("q", HOURS)
 DAY_ZEROS, DAY_COUNTS = _zeros("d", DAYS), _zeros("q", DAYS)
 
 
+@functools.cache
 def _decay(half_life: float) -> float:
     return float(0.5 ** (1.0 / half_life))
 
@@ -414,13 +406,27 @@ class RatioDetector(_JsonState[RatioState]):
         uncertainty (the rarer outcome's ``events`` behind it)."""
         edge = uncertainty(events)
         usual = state.den * (1.0 - _decay(self.half_life)) * self.day_windows / phi
+        x, reach = obs.x, self.reach
+        # a window's numerator may exceed its denominator (cancellations of orders paid earlier)
+        failures = max(obs.n - x, 0.0)
 
         def llrs(base: float, factors: tuple[float, ...]) -> tuple[float, ...]:
+            """Per design, the rate ``shifted`` (``odds_shift``) against ``base``: the
+            window's log-likelihood ratio, deflated by dispersion (0 for a rate not
+            strictly between 0 and 1), ``watched`` by the evidence per trial when
+            the shift is true (their Kullback-Leibler divergence), both from the
+            same two logarithms."""
             out = []
+            odds = base / (1.0 - base)
             for f in factors:
-                shifted = odds_shift(base, f)
-                llr = binomial_llr(obs.x, obs.n, base, shifted, phi)
-                out.append(watched(llr, usual * binomial_kl(shifted, base), self.reach))
+                shifted_odds = odds * f
+                shifted = shifted_odds / (1.0 + shifted_odds)
+                success = math.log(shifted / base)
+                failure = math.log((1.0 - shifted) / (1.0 - base))
+                inside = 0 < base < 1 and 0 < shifted < 1
+                llr = (x * success + failures * failure) / phi if inside else 0.0
+                kl = shifted * success + (1.0 - shifted) * failure
+                out.append(watched(llr, usual * kl, reach))
             return tuple(out)
 
         return llrs(odds_shift(p, edge), RATIO_UP), llrs(odds_shift(p, 1.0 / edge), RATIO_DOWN)
@@ -448,10 +454,11 @@ class RatioDetector(_JsonState[RatioState]):
             phi = d * phi + (1.0 - d) * min(resid, 100.0)
         d, d_long = _decay(self.half_life), _decay(self.long_half_life)
         expected = obs.n * self._hour_rate(state, h) if state.long_den > 0 else obs.x
-        hour_num, hour_den = state.hour_num[:], state.hour_den[:]
+        hour_num, hour_den = state.hour_num, state.hour_den  # copied before they change
         pending_num, pending_den = state.pending_num + obs.x, state.pending_den + obs.n
         if h != state.hour:  # the previous hour is over: into the profile with it
             if state.hour >= 0:
+                hour_num, hour_den = hour_num[:], hour_den[:]
                 d_hour = _decay(self.long_half_life / self.day_windows)  # once a day
                 done = state.hour
                 hour_num[done] = d_hour * hour_num[done] + state.pending_num
@@ -514,13 +521,14 @@ class CountState:
     def day_factor(self, weekday: int, min_windows: int) -> float:
         """How a weekday runs against the hour profile, relative to the other
         weekdays seen: 1 until at least two weekdays have ``min_windows`` each."""
+        if self.day_windows[weekday] < min_windows or not self.day_base[weekday] > 0:
+            return 1.0
         seen = [
             self.day_seen[d] / self.day_base[d]
             for d in range(DAYS)
             if self.day_windows[d] >= min_windows and self.day_base[d] > 0
         ]
-        mine = self.day_windows[weekday] >= min_windows and self.day_base[weekday] > 0
-        if len(seen) < 2 or not mine:
+        if len(seen) < 2:
             return 1.0
         mean = sum(seen) / len(seen)
         ratio = self.day_seen[weekday] / self.day_base[weekday]
@@ -609,7 +617,7 @@ class CountDetector(_JsonState[CountState]):
     def _expected(self, state: CountState, hour: int, factor: float, floored: bool = True) -> float:
         """The seasonal profile (hour of day times the weekday's ``factor``) at the recent
         level; ``floored``, at least the floor a sparse hour gets against a false rise."""
-        filled = [p for p, w in zip(state.profile, state.weight, strict=True) if w > 0]
+        filled = list(compress(state.profile, map(POSITIVE, state.weight)))
         if not filled:
             return 0.0
         daily = sum(filled) / len(filled) * factor
@@ -726,19 +734,20 @@ class CountDetector(_JsonState[CountState]):
         if base > 0:
             d = _decay(self.level_half_life)
             seen, base_sum = d * seen + obs.x, d * base_sum + base
-        day_seen, day_base = state.day_seen[:], state.day_base[:]
-        day_windows = state.day_windows[:]
+        # arrays copied before they change
+        day_seen, day_base, day_windows = state.day_seen, state.day_base, state.day_windows
         if state.weight[h] > 0:  # a window the profile had an hour for: it tells of its day
+            day_seen, day_base, day_windows = day_seen[:], day_base[:], day_windows[:]
             d_day = _decay(self.day_half_life)
             day_seen[wd] = d_day * day_seen[wd] + obs.x
             day_base[wd] = d_day * day_base[wd] + state.profile[h]
             day_windows[wd] += 1
         target = obs.x / (level * factor) if state.weight[h] > 0 else obs.x / factor
-        profile = state.profile[:]
-        weight = state.weight[:]
+        profile, weight = state.profile, state.weight
         hour_sum, hour_windows = state.hour_sum + target, state.hour_windows + 1
         if h != state.hour:  # the previous hour is over: into the profile with it
             if state.hour >= 0:
+                profile, weight = profile[:], weight[:]
                 done = state.hour
                 weight[done] += 1.0
                 a = max(1.0 / weight[done], 1.0 / self.profile_days)

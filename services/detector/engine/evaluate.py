@@ -112,30 +112,39 @@ class Cusum:
         if verdict.warming_up:
             return self
 
+        cap = 1.1 * h
+
         def step(sums: tuple[float, ...], llrs: tuple[float, ...]) -> tuple[float, ...]:
             if not llrs:  # no evidence either way (a ratio without a denominator)
                 return sums
             if len(sums) != len(llrs):  # the designs changed: start again
                 sums = (0.0,) * len(llrs)
-            return tuple(
-                0.0 if s >= h and x < 0 else min(1.1 * h, max(0.0, s + x))
-                for s, x in zip(sums, llrs, strict=True)
-            )
+            out = []
+            for s, x in zip(sums, llrs, strict=True):
+                if s >= h and x < 0:
+                    out.append(0.0)
+                    continue
+                # min(cap, max(0.0, s + x)) without the calls
+                total = s + x
+                total = total if total > 0.0 else 0.0
+                out.append(total if total < cap else cap)
+            return tuple(out)
 
         return Cusum(step(self.up, verdict.llr_up), step(self.down, verdict.llr_down))
 
     def level(self, alert_on: str) -> float:
         return self.side(alert_on)[0]
 
-    def alarm(self, verdict: Verdict, alert_on: str, h: float) -> bool:
-        """At the threshold on a side the metric alerts on, with the window this
-        sum has just added leaning the same way. A sum at the threshold after the
-        window's evidence was added favours the shift in that window too (one that
-        did not would have started it again), however little the window says
-        alone: a sparse slice's window without orders where 1.2 were expected is
-        no surprise on its own, yet the twelfth in a row is an alarm."""
+    def alarm(self, verdict: Verdict, alert_on: str, h: float) -> tuple[float, bool]:
+        """The ``level`` on the sides the metric alerts on, and whether it is an
+        alarm: at the threshold, with the window this sum has just added leaning
+        the same way. A sum at the threshold after the window's evidence was added
+        favours the shift in that window too (one that did not would have started
+        it again), however little the window says alone: a sparse slice's window
+        without orders where 1.2 were expected is no surprise on its own, yet the
+        twelfth in a row is an alarm."""
         level, side = self.side(alert_on)
-        return level >= h and side == verdict.direction()
+        return level, level >= h and side == verdict.direction()
 
     def side(self, alert_on: str) -> tuple[float, str]:
         """The highest sum on the sides the metric alerts on, and its side."""
@@ -169,7 +178,7 @@ class Ring:
         if fill and self.values and start > self.last + window_s:
             gap = min((start - self.last) // window_s - 1, SERIES_WINDOWS)
             kept = self.values + array("f", [math.nan] * (4 * gap))
-        values = array("f", kept[-4 * (SERIES_WINDOWS - 1) :] if kept else ())
+        values = kept[-4 * (SERIES_WINDOWS - 1) :]  # a copy
         values.extend(point)
         return Ring(start, values)
 
@@ -212,14 +221,11 @@ class SliceState:
 def observation(
     metric: CompiledMetric, acc: Acc, hour: int, weekday: int = 0, expect: float = 1.0
 ) -> Observation:
-    def read(index: int, distinct: bool) -> float:
-        return acc.distinct[index].count() if distinct else acc.counts[index]
-
-    x = read(metric.num, metric.num_distinct)
+    x = acc.distinct[metric.num].count() if metric.num_distinct else acc.counts[metric.num]
     if metric.kind == "ratio":
         assert metric.den is not None
-        n = read(metric.den, metric.den_distinct)
-        return Observation(x, n, hour=hour, weekday=weekday, expect=expect)
+        n = acc.distinct[metric.den].count() if metric.den_distinct else acc.counts[metric.den]
+        return Observation(x, n, 0.0, hour, weekday, expect)
     if metric.sumsq is None:
         return Observation(x, sumsq=x, hour=hour, weekday=weekday, expect=expect)
     sumsq = acc.counts[metric.sumsq]
@@ -655,8 +661,9 @@ class Evaluator:
     ) -> dict[str, Any] | None:
         """Score a window, then learn from it unless it looks anomalous (or an
         ``expect`` entry scales its baseline: what a campaign shows is not normal)."""
-        detector = self._detector(metric.name)
-        det_state = state.detectors.get(metric.name)
+        name, per_value = metric.name, metric.kind in ("ratio", "mean")
+        detector = self._detector(name)
+        det_state = state.detectors.get(name)
         if det_state is None:
             det_state = detector.init_state()
         verdict = detector.score(det_state, obs)
@@ -664,30 +671,23 @@ class Evaluator:
         # Evidence accumulated over windows, for the kinds whose detectors give it
         cusum = None
         if verdict.llr_up or verdict.llr_down:
-            cusum = state.cusums.get(metric.name, Cusum()).update(verdict, h)
-            state.cusums[metric.name] = cusum
+            cusum = (state.cusums.get(name) or Cusum()).update(verdict, h)
+            state.cusums[name] = cusum
         if verdict.warming_up:
-            self.warming[metric.name] = self.warming.get(metric.name, 0) + 1
+            self.warming[name] = self.warming.get(name, 0) + 1
         point = (verdict.observed, verdict.expected, verdict.low, verdict.high)
         assert report.start is not None
-        ring = state.rings.get(metric.name) or empty_ring()
+        ring = state.rings.get(name) or empty_ring()
         fill = metric.kind == "series"
-        ring = state.rings[metric.name] = ring.add(
-            report.start, self.settings.window_s, point, fill
-        )
-        if shown and (verdict.n > 0 or metric.kind not in ("ratio", "mean")):
+        ring = state.rings[name] = ring.add(report.start, self.settings.window_s, point, fill)
+        if shown and (verdict.n > 0 or not per_value):
             # the band so far, warming up or not: a dashboard shows it converge
-            self.kpis[(metric.name, key)] = (
-                verdict.observed,
-                verdict.expected,
-                verdict.low,
-                verdict.high,
-            )
+            self.kpis[(name, key)] = point
         # nothing to judge: a ratio or mean without a denominator (a count of zero is news)
         scaled = applied is not None and applied.scales
-        if verdict.warming_up or (verdict.n <= 0 and metric.kind in ("ratio", "mean")):
+        if verdict.warming_up or (verdict.n <= 0 and per_value):
             if not scaled:
-                state.detectors[metric.name] = detector.learn(det_state, obs)
+                state.detectors[name] = detector.learn(det_state, obs)
             return None
         report.tests[metric.name] = report.tests.get(metric.name, 0) + 1
         if metric.kind == "ratio" and verdict.n > 0:
@@ -698,8 +698,9 @@ class Evaluator:
         effect = delta / max(abs(verdict.expected), 1e-9)
         # evidence accumulated on the side the metric alerts on counts while this
         # window leans the same way
-        level = 0.0 if cusum is None else cusum.level(metric.alert_on)
-        sustained = cusum is not None and cusum.alarm(verdict, metric.alert_on, h)
+        level, sustained = (
+            (0.0, False) if cusum is None else cusum.alarm(verdict, metric.alert_on, h)
+        )
         big_enough = metric.kind != "count" or sustained or delta >= self.settings.min_count_delta
         anomalous = big_enough and (
             sustained or (p <= self._alpha and effect >= self.settings.min_effect)

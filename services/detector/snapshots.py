@@ -64,12 +64,13 @@ def write(table: MutableMapping[bytes, bytes], key: bytes, pieces: Iterable[byte
         "parts": count,
         "crc": crc,
         "z": "zlib",
-        "other": int(old["parts"]) if old else 0,  # the other slot's parts
     }
     table[key] = orjson.dumps(manifest)
-    # this slot's parts of two generations ago that the new snapshot did not reuse
-    for index in range(count, int(old.get("other", 0)) if old else 0):
-        table.pop(_part(key, slot, index), None)
+    # this slot's parts beyond the new snapshot's: of a larger one two generations
+    # ago, or of a write that failed midway (a slot's parts run from 0 without gaps)
+    index = count
+    while table.pop(_part(key, slot, index), None) is not None:
+        index += 1
 
 
 def _manifest(raw: bytes | None) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -64,6 +65,24 @@ def test_a_write_cut_short_before_its_manifest_leaves_the_last_snapshot() -> Non
     torn = {**table, b"1": before[b"1"]}
     assert snapshots.read(torn, b"1") == first
     assert snapshots.read(table, b"1") == second
+
+
+def test_a_write_that_fails_midway_leaves_the_last_snapshot_and_no_parts_behind() -> None:
+    table: dict[bytes, bytes] = {}
+    snapshots.write(table, b"6", [b"small"])
+
+    def failing() -> Iterator[bytes]:
+        yield os.urandom(PART_BYTES * 4)
+        raise ValueError("a state that cannot be written")
+
+    with pytest.raises(ValueError):
+        snapshots.write(table, b"6", failing())
+    assert snapshots.read(table, b"6") == b"small"
+    assert len(table) > 3  # the failed write's parts
+    for blob in (b"one", b"two"):
+        snapshots.write(table, b"6", [blob])
+        assert snapshots.read(table, b"6") == blob
+    assert len(table) == 3  # the manifest and one part in each slot
 
 
 def test_parts_that_do_not_match_their_manifest_are_refused() -> None:

@@ -567,12 +567,14 @@ def create_app(
         # past the records a fetch of an earlier generation dropped: when no record
         # comes after them (a topic a backfill has finished), no gap shows in the
         # stream. Such a partition is read from its stage's position instead (if this
-        # worker still has it: another rebalance may have begun meanwhile).
+        # worker still has it: another rebalance may have begun meanwhile). The seek
+        # runs in the consumer's own thread: aiokafka's seek drops the partition's
+        # fetched records, which that thread may be draining at the same moment.
         still = app.consumer.assignment()
         for tp in assigned:
             if tp in still and TopicPartition(*tp) not in committed:
                 try:
-                    await app.consumer.seek(tp, owner(tp).positions.next(tp.topic))
+                    await app.consumer.seek_wait({tp: owner(tp).positions.next(tp.topic)})
                 except IllegalStateError:  # revoked between the check and the seek
                     log.info("partition revoked while caught up", extra={"partition": str(tp)})
         log.info("partitions caught up", extra={"seconds": round(time.perf_counter() - clock, 3)})

@@ -7,7 +7,7 @@ foreseen, after the Contextual Anomaly Detector (CAD OSE, M. Smirnov, 2016),
 written anew here. Given each file's range in advance, as NAB's runner gives
 it, it scores 69.96 on the Numenta Anomaly Benchmark's standard profile with
 opswatch's scorer (published for CAD OSE: 69.9); learning the range as it
-goes (see the README's Evaluation for the figures), as production runs it.
+goes (see docs/evaluation.md for the figures), as production runs it.
 
 Each value becomes a handful of *facts*: its level among ``2**value_bits``
 over the ``[low, high]`` range, bit ``k`` of the level with value

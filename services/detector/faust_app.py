@@ -222,7 +222,7 @@ def create_app(
         stage = make()
         clock = time.perf_counter()
         try:
-            snap = snapshots.read(table, key)
+            snap = snapshots.pieces(table, key)
             if snap is None:
                 log.info("%s starts empty: no snapshot", what, extra={"partition": key.decode()})
                 return stage
@@ -264,6 +264,8 @@ def create_app(
             for source in stage.evaluator.sources:
                 heard[("two", partition, source)] = now
             incomplete_counted[partition] = stage.evaluator.incomplete
+            # what it restored is tracked from now, not from the next window judged
+            metrics.tracked_slices.labels(str(partition)).set(stage.evaluator.tracked)
         stage.evaluator.calendar = feed.calendar()  # entries added at runtime apply from now
         return stage
 

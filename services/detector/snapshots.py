@@ -20,7 +20,7 @@ compression) has its parts read as they are.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -85,22 +85,44 @@ def _manifest(raw: bytes | None) -> dict[str, Any] | None:
 
 
 def read(table: MutableMapping[bytes, bytes], key: bytes) -> bytes | None:
-    """The snapshot under ``key`` (None: there is none); SnapshotError when the table
-    holds one this version cannot read or whose parts are not all there."""
+    """The snapshot under ``key`` whole (None: there is none), see ``pieces``."""
+    found = pieces(table, key)
+    return None if found is None else b"".join(found)
+
+
+def pieces(table: MutableMapping[bytes, bytes], key: bytes) -> Iterator[bytes] | None:
+    """The snapshot under ``key`` in pieces, decompressed as they are reached, so
+    that it is never whole in memory (None: there is none); SnapshotError when the
+    table holds one this version cannot read or whose parts are not all there."""
     raw = table.get(key)
     if raw is None:
         return None
     manifest = _manifest(raw)
     if manifest is None:
-        return raw  # a snapshot from before parts: the stage's JSON itself
+        return iter((raw,))  # a snapshot from before parts: the stage's JSON itself
     try:
         slot, count, crc = int(manifest["gen"]) % 2, int(manifest["parts"]), manifest["crc"]
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"a snapshot manifest under {key!r} without {exc}") from None
     parts = [table.get(_part(key, slot, i)) for i in range(count)]
-    if any(part is None for part in parts):
+    stored = [part for part in parts if part is not None]
+    if len(stored) < count:
         raise SnapshotError(f"snapshot {key!r} misses parts")
-    stored = b"".join(part for part in parts if part is not None)
-    if zlib.crc32(stored) != crc:
+    checked = 0
+    for part in stored:
+        checked = zlib.crc32(part, checked)
+    if checked != crc:
         raise SnapshotError(f"snapshot {key!r}: its parts do not match its manifest")
-    return zlib.decompress(stored) if manifest.get("z") == "zlib" else stored
+    if manifest.get("z") != "zlib":
+        return iter(stored)
+    return _inflated(stored)
+
+
+def _inflated(stored: list[bytes]) -> Iterator[bytes]:
+    unpacker = zlib.decompressobj()
+    for part in stored:
+        rest = part
+        while rest:
+            yield unpacker.decompress(rest, PART_BYTES)
+            rest = unpacker.unconsumed_tail
+    yield unpacker.flush()

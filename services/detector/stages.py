@@ -21,7 +21,7 @@ neither is applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from services.detector.engine.calendar import Calendar
 from services.detector.engine.catalog import Catalog, feeds_catalog
 from services.detector.engine.evaluate import EngineSettings, Evaluator, Report
 from services.detector.engine.explain import AlertBook
-from services.detector.engine.members import Members, encode
+from services.detector.engine.members import Members, decode, encode
 
 PARTIALS_BYTES = 256 * 1024  # of one record of partials: well under a broker's 1 MB
 
@@ -199,8 +199,8 @@ class StageOne:
             }
         )
 
-    def restore(self, raw: bytes) -> None:
-        snap = orjson.loads(raw)
+    def restore(self, pieces: Iterable[bytes]) -> None:
+        snap = decode(pieces)
         self.aggregator.restore(snap["agg"])
         self.marked = snap["marked"]
         self.positions = Positions(snap["pos"])
@@ -273,8 +273,16 @@ class StageTwo:
 
         return encode(Members(pairs))
 
-    def restore(self, raw: bytes) -> None:
-        snap = orjson.loads(raw)
+    def restore(self, pieces: Iterable[bytes]) -> None:
+        """Each slice's state is built as it is read, its JSON let go."""
+
+        def take(path: tuple[str, ...], key: str, value: Any) -> bool:
+            if path != ("ev", "slices"):
+                return False
+            self.evaluator.restore_slice(key, value)
+            return True
+
+        snap = decode(pieces, take)
         self.evaluator.restore(snap["ev"])
         self.positions = Positions(snap["pos"])
         self.received = {
@@ -337,8 +345,8 @@ class StageThree:
             }
         )
 
-    def restore(self, raw: bytes) -> None:
-        snap = orjson.loads(raw)
+    def restore(self, pieces: Iterable[bytes]) -> None:
+        snap = decode(pieces)
         self.book.restore(snap["book"])
         self.positions = Positions(snap["pos"])
         self.received = {int(w): set(sources) for w, sources in snap["recv"].items()}

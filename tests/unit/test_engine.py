@@ -333,7 +333,7 @@ class Crashing:
             stage = self.twos[p] = StageTwo(p, CATALOG, SETTINGS, self.n)
         else:
             stage = self.three = StageThree(CATALOG, SETTINGS, self.n)
-        stage.restore(self.saved[key])
+        stage.restore([self.saved[key]])
         resume = next(iter(stage.positions.last.values()), -1) + 1
         self.read[key] = max(0, resume - behind)
 

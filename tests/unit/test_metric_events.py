@@ -114,7 +114,7 @@ def test_names_beyond_the_limit_are_refused_in_stage_one_and_remembered() -> Non
     assert all(isinstance(x, EventError) and x.reason == "metric_names" for _, x in refused)
     assert one.aggregator.stats.applied == 3
     again = StageOne(0, CATALOG, settings, 1, tuple(TOPICS.values()), TYPES)
-    again.restore(b"".join(one.snapshot()))
+    again.restore(one.snapshot())
     _, refused = again.on_events(samples(["refunds", "delivery_minutes"]), "metrics")
     assert len(refused) == 1
 

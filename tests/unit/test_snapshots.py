@@ -14,9 +14,10 @@ from services.common.events import event_time, leaf_of
 from services.detector import snapshots
 from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
-from services.detector.engine.evaluate import EngineSettings
-from services.detector.engine.members import encode
+from services.detector.engine.evaluate import EngineSettings, Evaluator
+from services.detector.engine.members import decode, encode
 from services.detector.snapshots import PART_BYTES, SnapshotError
+from services.detector.stages import StageTwo
 from tests.factories import traffic
 
 CATALOG = load_catalog()
@@ -133,3 +134,56 @@ def test_the_detector_state_is_written_a_slice_at_a_time_and_restores_whole() ->
     again = Engine(CATALOG, SETTINGS)
     again.evaluator.restore(orjson.loads(stored))
     assert again.evaluator.snapshot() == evaluator.snapshot()
+
+
+def _stage_two_of(evaluator: Evaluator) -> StageTwo:
+    stage = StageTwo(0, CATALOG, SETTINGS, 1)
+    stage.evaluator = evaluator
+    return stage
+
+
+def test_stage_two_restores_a_slice_at_a_time_from_pieces_cut_anywhere() -> None:
+    engine = Engine(CATALOG, SETTINGS)
+    for e in traffic(1, rate=100):
+        engine.add(e, event_time(e), leaf_of(e))
+        engine.poll()
+    stage = _stage_two_of(engine.evaluator)
+    table: dict[bytes, bytes] = {}
+    snapshots.write(table, b"7", stage.snapshot())
+    # each slice's state is handed over on its own, as its line is read
+    handed: dict[str, object] = {}
+
+    def take(path: tuple[str, ...], key: str, value: object) -> bool:
+        if path == ("ev", "slices"):
+            handed[key] = value
+        return False
+
+    found = snapshots.pieces(table, b"7")
+    assert found is not None
+    decoded = decode(found, take)
+    assert handed == {k: engine.evaluator.slice_snapshot(k) for k in engine.evaluator.slices}
+    assert decoded["ev"] == engine.evaluator.snapshot()
+    written = b"".join(stage.snapshot())
+    for size in (1, 7, 4096):  # pieces cut inside lines, keys and numbers
+        again = StageTwo(0, CATALOG, SETTINGS, 1)
+        again.restore(written[i : i + size] for i in range(0, len(written), size))
+        assert again.evaluator.snapshot() == engine.evaluator.snapshot()
+        assert again.positions.last == stage.positions.last
+
+
+def test_a_stage_two_snapshot_written_in_one_line_still_restores() -> None:
+    engine = Engine(CATALOG, SETTINGS)
+    for e in traffic(1, rate=100):
+        engine.add(e, event_time(e), leaf_of(e))
+        engine.poll()
+    older = orjson.dumps({"ev": engine.evaluator.snapshot(), "pos": {"p": 3}, "recv": {}})
+    again = StageTwo(0, CATALOG, SETTINGS, 1)
+    again.restore([older])
+    assert again.evaluator.snapshot() == engine.evaluator.snapshot()
+    assert again.positions.last == {"p": 3}
+
+
+@pytest.mark.parametrize("torn", [b'{\n"ev":{\n"pos":1', b'{\n"a":1\n}\n"b":2', b'{\n"a":'])
+def test_a_torn_or_overlong_document_is_an_error_not_a_value(torn: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode([torn])

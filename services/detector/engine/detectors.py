@@ -255,10 +255,13 @@ def _plain(value: Any) -> Any:
 
 
 def _like(spec: Field[Any] | None, value: list[Any]) -> Any:
-    """A JSON array as the field it is read into holds it: an array of its type."""
+    """A JSON array as the field it is read into holds it: an array of its type, the
+    one that new states share when it is all zeros (as a new state's is until it
+    learns), so that a restored stage takes no more memory than the one written."""
     if spec is None or not callable(spec.default_factory):
         return tuple(value)
-    return array(spec.default_factory().typecode, value)
+    zeros = spec.default_factory()
+    return zeros if not any(value) and len(value) == len(zeros) else array(zeros.typecode, value)
 
 
 class _JsonState(Generic[S]):

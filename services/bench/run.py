@@ -87,6 +87,7 @@ class Figures:
     slices_10k: int = 0
     rss_bytes_100k_slices: int = 0
     rss_peak_bytes_100k_slices: int = 0
+    rss_peak_bytes_100k_slices_restored: int = 0
     slices_100k: int = 0
     metrics: int = 0
 
@@ -138,6 +139,7 @@ class Figures:
             "slices_10k": self.slices_10k,
             "rss_bytes_100k_slices": self.rss_bytes_100k_slices,
             "rss_peak_bytes_100k_slices": self.rss_peak_bytes_100k_slices,
+            "rss_peak_bytes_100k_slices_restored": self.rss_peak_bytes_100k_slices_restored,
             "slices_100k": self.slices_100k,
             "metrics_per_slice": self.metrics,
             "state_bytes_per_slice_metric": round(per_slice_metric),
@@ -400,6 +402,9 @@ class Bench:
             f.rss_bytes_100k_slices, f.rss_peak_bytes_100k_slices, f.slices_100k = self.resident(
                 self.size.most_slices, 1, 1
             )
+            f.rss_peak_bytes_100k_slices_restored = self.restarted(
+                self.size.most_slices, f.slices_100k
+            )
 
     def resident(self, target: int, per_leaf: int = 3, windows: int = 0) -> tuple[int, int, int]:
         """The detector's RSS once it tracks about ``target`` slices, the most it had
@@ -442,6 +447,28 @@ class Bench:
         rss, peak = detector.rss_bytes(), detector.rss_bytes("VmHWM")
         detector.stop()
         return rss, peak, slices
+
+    def restarted(self, target: int, slices: int) -> int:
+        """The most a new worker holds while it takes ``resident(target)``'s worker's
+        partitions over: until it tracks the ``slices`` again, from their snapshots
+        (and what they had not seen yet)."""
+        detector = self.start(
+            f"mem{target}",
+            "detector-again",
+            "detector",
+            OPSWATCH_MIN_SLICE_VOLUME="0",
+            OPSWATCH_MAX_SLICES=str(max(self.settings.max_slices, 2 * target)),
+        )
+        wait_until(
+            lambda: detector.metric("opswatch_detector_tracked_slices") >= slices,
+            600 * max(1.0, target / 30_000),
+            [detector],
+            f"{slices:,} slices restored",
+            every_s=1.0,
+        )
+        peak = detector.rss_bytes("VmHWM")
+        detector.stop()
+        return peak
 
 
 class Drained:
@@ -644,6 +671,11 @@ def summary(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"detector peak RSS, {figures['slices_100k']:,} slices",
             mib("rss_peak_bytes_100k_slices") if figures["slices_100k"] else "",
             "",
+        ),
+        (
+            f"detector peak RSS, {figures['slices_100k']:,} slices taken over",
+            mib("rss_peak_bytes_100k_slices_restored") if figures["slices_100k"] else "",
+            "<= 2048 MiB",
         ),
         (
             "state per slice and metric",

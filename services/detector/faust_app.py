@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import faust
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event as current_event
 from faust.types import TP
 from prometheus_client import CollectorRegistry
@@ -575,10 +575,12 @@ def create_app(
         still = app.consumer.assignment()
         for tp in assigned:
             if tp in still and TopicPartition(*tp) not in committed:
+                # a partition revoked between the check and the seek (IllegalStateError)
+                # or a rebalance begun meanwhile is caught up again once that completes
                 try:
                     await app.consumer.seek_wait({tp: owner(tp).positions.next(tp.topic)})
-                except IllegalStateError:  # revoked between the check and the seek
-                    log.info("partition revoked while caught up", extra={"partition": str(tp)})
+                except (KafkaError, TimeoutError) as exc:
+                    log.info("partition not sought: %r", exc, extra={"partition": str(tp)})
         log.info("partitions caught up", extra={"seconds": round(time.perf_counter() - clock, 3)})
 
     def owner(tp: TP) -> StageOne | StageTwo | StageThree:

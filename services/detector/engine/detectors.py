@@ -261,7 +261,7 @@ def _like(spec: Field[Any] | None, value: list[Any]) -> Any:
     if spec is None or not callable(spec.default_factory):
         return tuple(value)
     zeros = spec.default_factory()
-    return zeros if not any(value) and len(value) == len(zeros) else array(zeros.typecode, value)
+    return zeros if value.count(0) == len(value) == len(zeros) else array(zeros.typecode, value)
 
 
 class _JsonState(Generic[S]):

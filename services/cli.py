@@ -35,7 +35,8 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console()
-err = Console(stderr=True)
+# messages and progress are never wrapped: a file's path stays whole in a log
+err = Console(stderr=True, soft_wrap=True)
 
 DURATION = TypeAdapter(timedelta)
 

@@ -72,11 +72,14 @@ golden: $(STAMP)
 bench: $(STAMP)
 	bash $(WITH_KAFKA) $(BIN)/opswatch bench --json bench.json
 
-# Everything: lint, then every test (unit, contract, integration and the deploy
-# checks of check-deploy) against the real broker, stopped afterwards only if
-# this target started it.
+# Everything: lint; the tests that only compute (unit, contract, three goldens) on
+# every core (pytest-xdist); then the rest (integration, deploy, PostgreSQL,
+# security, chaos) one at a time against the real broker, stopped afterwards only
+# if this target started it: they start services and wait on them.
+CPU_TESTS := tests/unit tests/contract tests/golden
 test: $(STAMP) lint
-	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto --dist worksteal $(CPU_TESTS)
+	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests $(CPU_TESTS:%=--ignore=%)
 
 clean:
 	rm -rf $(VENV) .opswatch bench.json *.db *.db-shm *.db-wal .pytest_cache .mypy_cache .ruff_cache

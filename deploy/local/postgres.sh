@@ -26,8 +26,19 @@ NAME=postgres
 # shellcheck source=deploy/local/daemon.sh
 source "$SCRIPT_DIR/daemon.sh"
 
+# install: the package, once, by one process at a time (parallel test processes each
+# start a server of their own); the lock is let go before the server starts, which
+# would otherwise inherit it
 install() {
   [[ -x "$BIN/initdb" ]] && return
+  local lock
+  exec {lock}>"${TMPDIR:-/tmp}/opswatch-postgres-install.lock"
+  flock "$lock"
+  [[ -x "$BIN/initdb" ]] || install_package
+  exec {lock}>&-
+}
+
+install_package() {
   [[ "$(id -u)" == 0 ]] || die "PostgreSQL 15 is not installed and this is not root: apt-get install postgresql-15"
   echo "installing postgresql-15 from Debian's packages"
   local policy=/usr/sbin/policy-rc.d created=0 rc=0

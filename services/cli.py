@@ -591,7 +591,7 @@ def eval_scenarios(
         bool,
         typer.Option(
             "--quick",
-            help="only four graded scenarios, one generator and level (2.5 minutes of one core)",
+            help="only four graded scenarios, one generator and level (8 minutes of one core)",
         ),
     ] = False,
 ) -> None:

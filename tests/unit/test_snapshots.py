@@ -136,18 +136,19 @@ def test_the_detector_state_is_written_a_slice_at_a_time_and_restores_whole() ->
     assert again.evaluator.snapshot() == evaluator.snapshot()
 
 
-def _stage_two_of(evaluator: Evaluator) -> StageTwo:
-    stage = StageTwo(0, CATALOG, SETTINGS, 1)
-    stage.evaluator = evaluator
-    return stage
-
-
-def test_stage_two_restores_a_slice_at_a_time_from_pieces_cut_anywhere() -> None:
+def _judged_day() -> Evaluator:
+    """The evaluator of an engine that judged a day of traffic."""
     engine = Engine(CATALOG, SETTINGS)
     for e in traffic(1, rate=100):
         engine.add(e, event_time(e), leaf_of(e))
         engine.poll()
-    stage = _stage_two_of(engine.evaluator)
+    return engine.evaluator
+
+
+def test_stage_two_restores_a_slice_at_a_time_from_pieces_cut_anywhere() -> None:
+    evaluator = _judged_day()
+    stage = StageTwo(0, CATALOG, SETTINGS, 1)
+    stage.evaluator = evaluator
     table: dict[bytes, bytes] = {}
     snapshots.write(table, b"7", stage.snapshot())
     # each slice's state is handed over on its own, as its line is read
@@ -161,25 +162,22 @@ def test_stage_two_restores_a_slice_at_a_time_from_pieces_cut_anywhere() -> None
     found = snapshots.pieces(table, b"7")
     assert found is not None
     decoded = decode(found, take)
-    assert handed == {k: engine.evaluator.slice_snapshot(k) for k in engine.evaluator.slices}
-    assert decoded["ev"] == engine.evaluator.snapshot()
+    assert handed == {k: evaluator.slice_snapshot(k) for k in evaluator.slices}
+    assert decoded["ev"] == evaluator.snapshot()
     written = b"".join(stage.snapshot())
     for size in (1, 7, 4096):  # pieces cut inside lines, keys and numbers
         again = StageTwo(0, CATALOG, SETTINGS, 1)
         again.restore(written[i : i + size] for i in range(0, len(written), size))
-        assert again.evaluator.snapshot() == engine.evaluator.snapshot()
+        assert again.evaluator.snapshot() == evaluator.snapshot()
         assert again.positions.last == stage.positions.last
 
 
 def test_a_stage_two_snapshot_written_in_one_line_still_restores() -> None:
-    engine = Engine(CATALOG, SETTINGS)
-    for e in traffic(1, rate=100):
-        engine.add(e, event_time(e), leaf_of(e))
-        engine.poll()
-    older = orjson.dumps({"ev": engine.evaluator.snapshot(), "pos": {"p": 3}, "recv": {}})
+    evaluator = _judged_day()
+    older = orjson.dumps({"ev": evaluator.snapshot(), "pos": {"p": 3}, "recv": {}})
     again = StageTwo(0, CATALOG, SETTINGS, 1)
     again.restore([older])
-    assert again.evaluator.snapshot() == engine.evaluator.snapshot()
+    assert again.evaluator.snapshot() == evaluator.snapshot()
     assert again.positions.last == {"p": 3}
 
 

@@ -74,12 +74,13 @@ bench: $(STAMP)
 
 # Everything: lint; the tests that only compute (unit, contract, three goldens) on
 # every core (pytest-xdist); then the rest (integration, deploy, PostgreSQL,
-# security, chaos) one at a time against the real broker, stopped afterwards only
-# if this target started it: they start services and wait on them.
+# security, chaos) against the real broker, stopped afterwards only if this target
+# started it, a file per core at a time: each test has topics of its own, and the
+# chaos and security files each start a broker of their own on free ports.
 CPU_TESTS := tests/unit tests/contract tests/golden
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n auto --dist worksteal $(CPU_TESTS)
-	bash $(WITH_KAFKA) $(BIN)/python -m pytest tests $(CPU_TESTS:%=--ignore=%)
+	bash $(WITH_KAFKA) $(BIN)/python -m pytest -n auto --dist loadfile tests $(CPU_TESTS:%=--ignore=%)
 
 clean:
 	rm -rf $(VENV) .opswatch bench.json *.db *.db-shm *.db-wal .pytest_cache .mypy_cache .ruff_cache

@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from tests.chaos.conftest import SUMMARY, chaos_seed
 
 REPO = Path(__file__).parents[1]
 POSTGRES = REPO / "deploy" / "local" / "postgres.sh"
@@ -116,3 +119,23 @@ def own_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the chaos summary lines to the controller."""
+    handed = getattr(session.config, "workeroutput", None)
+    if handed is not None:
+        handed["chaos_summary"] = list(SUMMARY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the pytest-xdist controller: a worker's chaos summary lines."""
+    SUMMARY.extend(getattr(node, "workeroutput", {}).get("chaos_summary", []))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.section(f"chaos (seed {chaos_seed()}, OPSWATCH_CHAOS_SEED to change)")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

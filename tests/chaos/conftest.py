@@ -17,7 +17,7 @@ from services.bench.services import free_port
 from tests.integration.conftest import REPO
 
 KAFKA = REPO / "deploy" / "local" / "kafka.sh"
-SUMMARY: list[str] = []
+SUMMARY: list[str] = []  # a line per test, printed at the end (tests/conftest.py)
 
 
 def chaos_seed() -> int:
@@ -27,13 +27,6 @@ def chaos_seed() -> int:
 @pytest.fixture
 def rng() -> random.Random:
     return random.Random(chaos_seed())
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if SUMMARY:
-        terminalreporter.section(f"chaos (seed {chaos_seed()}, OPSWATCH_CHAOS_SEED to change)")
-        for line in SUMMARY:
-            terminalreporter.write_line(line)
 
 
 @dataclass

@@ -479,7 +479,7 @@ def deadletter_replay(
     reason: Annotated[
         str,
         typer.Option(
-            help="the reason header to replay: json, schema, limits, engine, metric_names"
+            help="the reason header to replay: json, schema, limits, future, engine, metric_names"
         ),
     ],
     dry_run: Annotated[

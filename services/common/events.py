@@ -172,11 +172,12 @@ def validate_all(raws: list[Any]) -> list[dict[str, Any] | EventError]:
     return out
 
 
-def refuse_future(event: Mapping[str, Any], now: float) -> None:
-    """A wall-clock check for the edges (ingest, a dead-letter replay); the engine
-    itself never reads the clock."""
+def refuse_future(event: Mapping[str, Any], now: float, clock: str = "this server's clock") -> None:
+    """A check against a clock for the edges (ingest and a dead-letter replay read the
+    wall clock; the detector reads a record's timestamp); the engine itself never
+    reads a clock."""
     if event_time(event) > now + FUTURE_S:
-        raise EventError("ts", "more than a day ahead of this server's clock", "future")
+        raise EventError("ts", f"more than a day ahead of {clock}", "future")
 
 
 METRIC_NAMES_REASON = "metric_names"
@@ -240,27 +241,45 @@ class Refused:
     index: int | None = None  # its place in a batch record
 
 
-def read_record(data: bytes) -> tuple[list[dict[str, Any]], list[Refused]]:
+def read_record(
+    data: bytes, written_at: float | None = None
+) -> tuple[list[dict[str, Any]], list[Refused]]:
     """The events of one event-topic record: a JSON object is one event, a JSON
     array a batch of them (what ingest writes). Valid events in order, and the
-    refused ones: a record that is not JSON is refused whole."""
+    refused ones: a record that is not JSON is refused whole, and an event more
+    than a day ahead of ``written_at`` (its record's timestamp, in seconds: the
+    same for every reader of the record) is refused as ingest refuses one ahead
+    of its clock, so that a producer's wrong clock cannot move the watermark."""
+
+    def ahead(event: dict[str, Any]) -> EventError | None:
+        if written_at is None or written_at <= 0:  # a record without a timestamp
+            return None
+        try:
+            refuse_future(event, written_at, "the time its record was written")
+        except EventError as exc:
+            return exc
+        return None
+
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         return [], [Refused(data, EventError("", f"not valid JSON: {exc}", "json"))]
     if not isinstance(raw, list):
         try:
-            return [validate(raw)], []
+            event = validate(raw)
         except EventError as exc:
             return [], [Refused(data, exc)]
+        error = ahead(event)
+        return ([], [Refused(data, error)]) if error is not None else ([event], [])
     if not raw:
         return [], [Refused(data, EventError("", "an empty batch: no event to take"))]
     events: list[dict[str, Any]] = []
     refused: list[Refused] = []
     for index, (item, checked) in enumerate(zip(raw, validate_all(raw), strict=True)):
-        if isinstance(checked, EventError):
-            refused.append(Refused(orjson.dumps(item), checked, index))
-        else:
+        error = checked if isinstance(checked, EventError) else ahead(checked)
+        if error is not None:
+            refused.append(Refused(orjson.dumps(item), error, index))
+        elif not isinstance(checked, EventError):
             events.append(checked)
     return events, refused
 

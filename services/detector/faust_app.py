@@ -348,7 +348,7 @@ def create_app(
         origin: dict[int, Any] = {}  # id of an event -> its record
         now = time.monotonic()
         for message, value in records:
-            found, refused = read_record(value)
+            found, refused = read_record(value, message.timestamp)
             # a record's all at once, each awaited to its acknowledgement: a batch of
             # many bad events does not wait for the broker once per event
             if refused:
@@ -616,7 +616,8 @@ def create_app(
         for topic in topics.events.values():
             async for r in gap(reader, stage, TopicPartition(topic, stage.partition), committed):
                 read.append(r)
-                events, _ = read_record(r.value)  # what it refused, the owner dead-lettered
+                # what it refused, the owner dead-lettered
+                events, _ = read_record(r.value, r.timestamp / 1000)
                 found += [(event_time(e), topic, e) for e in events]
         found.sort(key=lambda item: item[0])
         await apply_events(stage, [topic for _, topic, _ in found], [e for _, _, e in found])

@@ -22,7 +22,10 @@ from tests.integration.test_ingest import consume
 def test_poison_records_are_dead_lettered_with_their_origin(stack: Stack, bootstrap: str) -> None:
     detector = stack.start("detector", health=None)
     topics = Topics(stack.namespace)
-    poison = [b"{not json", orjson.dumps({"type": "order", "event_id": "p-1"})]
+    # not JSON; not an event; an event of year 9999 (a producer's wrong clock), which
+    # would move the watermark past every window to come
+    far = orjson.dumps(event("order", ts="9999-12-31T23:59:59Z"))
+    poison = [b"{not json", orjson.dumps({"type": "order", "event_id": "p-1"}), far]
     good = [orjson.dumps(event("order")), orjson.dumps(event("order"))]
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     for value in [good[0], *poison, good[1]]:
@@ -30,13 +33,14 @@ def test_poison_records_are_dead_lettered_with_their_origin(stack: Stack, bootst
     producer.flush()
     producer.close()
     stack.wait(lambda: processed(detector.url) >= 2, 120)
-    dead = consume(bootstrap, topics.deadletter, 2)
+    dead = consume(bootstrap, topics.deadletter, 3)
     assert [r.value for r in dead] == poison
     headers = [dict(r.headers) for r in dead]
-    assert [h["reason"] for h in headers] == [b"json", b"schema"]
+    assert [h["reason"] for h in headers] == [b"json", b"schema", b"future"]
     assert headers[1]["field"] == b"ts" and headers[1]["exception"] == b"EventError"
+    assert headers[2]["field"] == b"ts"
     assert {h["topic"] for h in headers} == {topics.events["order"].encode()}
-    assert [h["offset"] for h in headers] == [b"1", b"2"]
+    assert [h["offset"] for h in headers] == [b"1", b"2", b"3"]
     assert all(h["source"] == b"detector" and h["partition"] == b"0" for h in headers)
     text = httpx.get(detector.url + "/metrics", timeout=5).text
     assert 'opswatch_detector_deadlettered_total{reason="json"} 1.0' in text

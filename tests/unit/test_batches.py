@@ -34,6 +34,25 @@ def test_a_single_event_record_and_a_record_that_is_not_json() -> None:
     assert events == [] and refused[0].raw == b"[]" and refused[0].error.reason == "schema"
 
 
+def test_an_event_a_day_ahead_of_its_records_time_is_refused_as_ingest_refuses_it() -> None:
+    """A producer's wrong clock (an event in year 9999) would move the watermark
+    past every window to come: the detector refuses such an event, by the time its
+    record was written, so any reader of the record refuses the same."""
+    fine, far = event("order"), event("order", ts="9999-12-31T23:59:59Z")
+    written = event_time(fine)
+    events, refused = read_record(orjson.dumps([fine, far]), written)
+    assert events == [fine]
+    assert [(r.index, r.error.reason, r.error.field) for r in refused] == [(1, "future", "ts")]
+    assert "ahead of the time its record was written" in str(refused[0].error)
+    events, refused = read_record(orjson.dumps(far), written)
+    assert events == [] and refused[0].raw == orjson.dumps(far)
+    hours_ahead = event("order", ts="2026-03-02T12:00:00Z")
+    assert read_record(orjson.dumps(hours_ahead), event_time(hours_ahead) - 3600)[0] == [
+        hours_ahead
+    ]
+    assert read_record(orjson.dumps(far), -0.001) == ([far], [])  # a record without a time
+
+
 def test_batches_keep_order_and_stay_under_a_record_size() -> None:
     values = [orjson.dumps(event("activity", note="x" * 2000)) for _ in range(600)]
     out = list(batches(values))

@@ -19,6 +19,7 @@ import typer
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from services.common import logs
 from services.common.config import OpswatchSettings
@@ -356,7 +357,10 @@ def replay(
     reorder_by = _duration(reorder)
     assert reorder_by is not None
     if not input.is_file():
-        err.print(f"[red]no such file[/]: {input}")
+        err.print(f"[red]no such file[/]: {escape(str(input))}")
+        raise typer.Exit(2)
+    if output.exists() and output.samefile(input):
+        err.print(f"[red]--output is the input file[/]: {escape(str(output))}")
         raise typer.Exit(2)
     shown = 0
 
@@ -364,9 +368,16 @@ def replay(
         nonlocal shown
         shown += 1
         if shown <= 20:
-            err.print(f"[yellow]{input}:{line}[/]: skipped: {why}", highlight=False)
+            err.print(
+                f"[yellow]{escape(str(input))}:{line}[/]: skipped: {escape(why)}", highlight=False
+            )
 
-    with input.open("rb") as src, output.open("wb") as dst:
+    try:
+        dst = output.open("wb")
+    except OSError as exc:
+        err.print(f"[red]cannot write {escape(str(output))}[/]: {escape(exc.strerror or str(exc))}")
+        raise typer.Exit(2) from None
+    with input.open("rb") as src, dst:
         result = run_replay(
             src,
             dst,
@@ -379,7 +390,7 @@ def replay(
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")
     summary = (
-        f"{result.events} events, {result.alerts} alert updates -> {output}"
+        f"{result.events} events, {result.alerts} alert updates -> {escape(str(output))}"
         f" ({result.late} late, {result.duplicates} duplicate)"
     )
     if result.refused_names:
@@ -387,7 +398,7 @@ def replay(
             f"; {result.refused_names} metric events refused: their names are beyond"
             " the first OPSWATCH_MAX_METRIC_NAMES"
         )
-    out.print(summary, highlight=False)
+    out.print(summary, highlight=False, soft_wrap=True)
     if stats:
         out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
         unjudged = ", ".join(f"{n} {why}" for why, n in result.unjudged.items())
@@ -396,6 +407,7 @@ def replay(
             f" tracked; slice-windows unjudged: {unjudged}; "
             f"windows unjudged: {result.incomplete} incomplete (at the input's start and end)",
             highlight=False,
+            soft_wrap=True,
         )
 
 

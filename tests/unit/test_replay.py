@@ -172,3 +172,35 @@ def test_replay_is_deterministic_and_skips_bad_lines(tmp_path: Path) -> None:
     assert "2 invalid lines skipped" in done.stderr
     assert "bad.ndjson:11" in done.stderr
     assert [orjson.loads(x) for x in out.read_bytes().splitlines()] == first
+
+
+def test_replay_refuses_to_write_over_its_input_or_where_it_cannot_write(tmp_path: Path) -> None:
+    """One clear line, exit 2, and the input as it was: an output naming the input
+    would have emptied it before it was read."""
+    folder = tmp_path / "exports[/x]"  # brackets in a path are not markup
+    folder.mkdir(parents=True)
+    source = folder / "events.ndjson"
+    data = b"".join(
+        orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in independent_events(False)[:50]
+    )
+    source.write_bytes(data)
+
+    def replay_to(output: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "replay", "-i", str(source), "-o", str(output)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    same = replay_to(folder / ".." / folder.name / "events.ndjson")
+    assert same.returncode == 2
+    assert f"--output is the input file: {folder}/../{folder.name}/events.ndjson" in same.stderr
+    assert source.read_bytes() == data
+    nowhere = replay_to(tmp_path / "missing" / "alerts.ndjson")
+    assert nowhere.returncode == 2
+    assert "cannot write" in nowhere.stderr and "No such file or directory" in nowhere.stderr
+    assert "Traceback" not in same.stderr + nowhere.stderr
+    fine = replay_to(folder / "alerts.ndjson")
+    assert fine.returncode == 0 and f"-> {folder}/alerts.ndjson" in fine.stdout

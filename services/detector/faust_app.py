@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 import orjson
@@ -55,6 +55,15 @@ Stage = TypeVar("Stage", StageOne, StageTwo, StageThree)
 
 
 TABLES = {"opswatch-stage-one": False, "opswatch-stage-two": False, "opswatch-stage-three": True}
+
+
+def written_at(message: Any) -> float | None:
+    """When a record was written, in seconds (None: it has no time). A Kafka record
+    (a gap read with a consumer of its own) gives milliseconds, a Faust message
+    seconds."""
+    if isinstance(message, ConsumerRecord):
+        return float(message.timestamp) / 1000
+    return cast(float | None, message.timestamp)
 
 
 def changelogs(settings: OpswatchSettings) -> tuple[str, ...]:
@@ -348,7 +357,7 @@ def create_app(
         origin: dict[int, Any] = {}  # id of an event -> its record
         now = time.monotonic()
         for message, value in records:
-            found, refused = read_record(value, message.timestamp)
+            found, refused = read_record(value, written_at(message))
             # a record's all at once, each awaited to its acknowledgement: a batch of
             # many bad events does not wait for the broker once per event
             if refused:
@@ -617,7 +626,7 @@ def create_app(
             async for r in gap(reader, stage, TopicPartition(topic, stage.partition), committed):
                 read.append(r)
                 # what it refused, the owner dead-lettered
-                events, _ = read_record(r.value, r.timestamp / 1000)
+                events, _ = read_record(r.value, written_at(r))
                 found += [(event_time(e), topic, e) for e in events]
         found.sort(key=lambda item: item[0])
         await apply_events(stage, [topic for _, topic, _ in found], [e for _, _, e in found])

@@ -17,7 +17,7 @@ SEVERITIES = ("critical", "warning", "info")
 STATUSES = ("firing", "resolved")
 
 
-DEADLETTER_REASONS = ("json", "schema", "limits", "engine", METRIC_NAMES_REASON)
+DEADLETTER_REASONS = ("json", "schema", "limits", "future", "engine", METRIC_NAMES_REASON)
 DUPLICATE_KINDS = ("event", "redelivered", "partial", "report")
 KPI_SERIES = (
     ("observed", "The business KPI as observed"),
@@ -115,7 +115,7 @@ class Metrics:
             deadlettered=Counter(
                 "opswatch_detector_deadlettered_total",
                 "Events the detector could not use, written to the dead-letter topic with"
-                " their original bytes, by reason (json, schema, limits, engine,"
+                " their original bytes, by reason (json, schema, limits, future, engine,"
                 " metric_names).",
                 ["reason"],
                 registry=registry,

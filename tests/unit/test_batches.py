@@ -5,11 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import orjson
+from aiokafka import ConsumerRecord
 from kafka.partitioner.default import DefaultPartitioner
 
 from services.common.config import OpswatchSettings
 from services.common.events import BATCH_BYTES, batches, event_time, leaf_of, read_record
 from services.common.kafka import slot
+from services.detector.faust_app import written_at
 from services.detector.stages import StageOne, StageTwo
 from tests.factories import event, traffic
 
@@ -51,6 +53,18 @@ def test_an_event_a_day_ahead_of_its_records_time_is_refused_as_ingest_refuses_i
         hours_ahead
     ]
     assert read_record(orjson.dumps(far), -0.001) == ([far], [])  # a record without a time
+
+
+def test_a_records_time_is_in_seconds_whichever_client_read_it() -> None:
+    """A gap in the stream is read with a Kafka consumer of its own, whose records
+    give milliseconds; Faust's messages give seconds. Both refuse the same event."""
+    far = orjson.dumps(event("order", ts="9999-12-31T23:59:59Z"))
+    now_ms = 1_780_000_000_000
+    record = ConsumerRecord("t", 0, 5, now_ms, 0, b"k", far, None, 1, len(far), ())
+    message = SimpleNamespace(timestamp=now_ms / 1000)
+    assert written_at(record) == written_at(message) == now_ms / 1000
+    assert read_record(far, written_at(record))[1][0].error.reason == "future"
+    assert written_at(SimpleNamespace(timestamp=None)) is None
 
 
 def test_batches_keep_order_and_stay_under_a_record_size() -> None:

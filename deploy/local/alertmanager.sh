@@ -26,9 +26,13 @@ URL="http://127.0.0.1:$PORT"
 NAME=alertmanager
 # shellcheck source=deploy/local/daemon.sh
 source "$SCRIPT_DIR/daemon.sh"
+# shellcheck source=deploy/local/apt.sh
+source "$SCRIPT_DIR/apt.sh"
 
-install() {
-  [[ -x "$BIN" ]] && return
+installed() { [[ -x "$BIN" ]]; }
+install() { apt_locked installed install_package; }
+
+install_package() {
   [[ "$(id -u)" == 0 ]] || die "prometheus-alertmanager is not installed and this is not root: apt-get install prometheus-alertmanager"
   echo "installing prometheus-alertmanager from Debian's packages"
   local policy=/usr/sbin/policy-rc.d created=0 rc=0

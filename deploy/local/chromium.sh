@@ -18,15 +18,21 @@ BIN=/usr/bin/chromium
 LOG="${TMPDIR:-/tmp}/opswatch-chromium-apt.log"
 
 die() { echo "chromium.sh: $*" >&2; exit 1; }
+# shellcheck source=deploy/local/apt.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apt.sh"
+
+installed() { [[ -x "$BIN" ]]; }
+
+install_package() {
+  [[ "$(id -u)" == 0 ]] || die "chromium is not installed and this is not root: apt-get install chromium"
+  echo "installing chromium from Debian's packages" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+  } >"$LOG" 2>&1 || die "apt-get install failed; see $LOG"
+}
 
 install() {
-  if [[ ! -x "$BIN" ]]; then
-    [[ "$(id -u)" == 0 ]] || die "chromium is not installed and this is not root: apt-get install chromium"
-    echo "installing chromium from Debian's packages" >&2
-    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
-        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
-    } >"$LOG" 2>&1 || die "apt-get install failed; see $LOG"
-  fi
+  apt_locked installed install_package
   echo "$BIN"
 }
 

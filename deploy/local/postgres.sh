@@ -25,18 +25,12 @@ URL="postgresql+psycopg://postgres@127.0.0.1:$PORT/postgres"
 NAME=postgres
 # shellcheck source=deploy/local/daemon.sh
 source "$SCRIPT_DIR/daemon.sh"
+# shellcheck source=deploy/local/apt.sh
+source "$SCRIPT_DIR/apt.sh"
 
-# install: the package, once, by one process at a time (parallel test processes each
-# start a server of their own); the lock is let go before the server starts, which
-# would otherwise inherit it
-install() {
-  [[ -x "$BIN/initdb" ]] && return
-  local lock
-  exec {lock}>"${TMPDIR:-/tmp}/opswatch-postgres-install.lock"
-  flock "$lock"
-  [[ -x "$BIN/initdb" ]] || install_package
-  exec {lock}>&-
-}
+# install: the package, once (parallel test processes each start a server of their own)
+installed() { [[ -x "$BIN/initdb" ]]; }
+install() { apt_locked installed install_package; }
 
 install_package() {
   [[ "$(id -u)" == 0 ]] || die "PostgreSQL 15 is not installed and this is not root: apt-get install postgresql-15"

@@ -26,9 +26,13 @@ URL="http://127.0.0.1:$PORT"
 NAME=prometheus
 # shellcheck source=deploy/local/daemon.sh
 source "$SCRIPT_DIR/daemon.sh"
+# shellcheck source=deploy/local/apt.sh
+source "$SCRIPT_DIR/apt.sh"
 
-fetch() {
-  [[ -x "$ROOT/usr/bin/prometheus" && -x "$ROOT/usr/bin/promtool" ]] && return
+fetched() { [[ -x "$ROOT/usr/bin/prometheus" && -x "$ROOT/usr/bin/promtool" ]]; }
+fetch() { apt_locked fetched fetch_package; }
+
+fetch_package() {
   mkdir -p "$PKG_DIR"
   echo "prometheus.sh: fetching Debian's prometheus package into $PKG_DIR" >&2
   (cd "$PKG_DIR" && rm -f prometheus_*.deb \

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -372,12 +372,16 @@ def replay(
                 f"[yellow]{escape(str(input))}:{line}[/]: skipped: {escape(why)}", highlight=False
             )
 
-    try:
-        dst = output.open("wb")
-    except OSError as exc:
-        err.print(f"[red]cannot write {escape(str(output))}[/]: {escape(exc.strerror or str(exc))}")
-        raise typer.Exit(2) from None
-    with input.open("rb") as src, dst:
+    def opened(path: Path, mode: str) -> IO[bytes]:
+        try:
+            return path.open(mode)
+        except OSError as exc:
+            doing = "read" if mode == "rb" else "write"
+            why = escape(exc.strerror or str(exc))
+            err.print(f"[red]cannot {doing} {escape(str(path))}[/]: {why}")
+            raise typer.Exit(2) from None
+
+    with opened(input, "rb") as src, opened(output, "wb") as dst:  # the input first
         result = run_replay(
             src,
             dst,

@@ -106,6 +106,32 @@ def test_the_univariate_detector_learns_a_daily_shape_and_flags_a_break_from_it_
     assert sum(s >= detector.alarm for s in broken) == 1
 
 
+def test_a_learned_range_nudged_by_a_hair_scores_less_than_one_broken_through() -> None:
+    values = daily_shape_then_a_jump()[:480]
+    top, span = max(values), max(values) - min(values)
+    nudging = UnivariateDetector()
+    undamped = UnivariateDetector(nudge_damping=1.0)
+
+    def surprise(detector: UnivariateDetector, extreme: float) -> float:
+        state = detector.init_state()
+        for v in values:
+            detector.surprise(state, v)
+        return detector.surprise(state, extreme)
+
+    hair, leap = top + 0.01 * span, top + 0.5 * span
+    assert surprise(undamped, hair) > 0.5
+    assert surprise(nudging, hair) == pytest.approx(0.9 * surprise(undamped, hair))
+    assert surprise(nudging, leap) == surprise(undamped, leap)
+    # a given range is never nudged: a value beyond it is clipped, not re-encoded
+    given = nudging.init_state(100, min(values), top)
+    for v in values:
+        nudging.surprise(given, v)
+    fixed = undamped.init_state(100, min(values), top)
+    for v in values:
+        undamped.surprise(fixed, v)
+    assert nudging.surprise(given, hair) == undamped.surprise(fixed, hair)
+
+
 def test_the_univariate_detector_rejects_an_empty_or_half_given_range() -> None:
     with pytest.raises(ValueError, match="empty"):
         UnivariateDetector().init_state(10, 2.0, 1.0)

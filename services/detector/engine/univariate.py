@@ -7,7 +7,7 @@ foreseen, after the Contextual Anomaly Detector (CAD OSE, M. Smirnov, 2016),
 written anew here. Given each file's range in advance, as NAB's runner gives
 it, it scores 69.96 on the Numenta Anomaly Benchmark's standard profile with
 opswatch's scorer (published for CAD OSE: 69.9); learning the range as it
-goes (see docs/evaluation.md for the figures), as production runs it.
+goes, as production runs it, 69.52 (see docs/evaluation.md).
 
 Each value becomes a handful of *facts*: its level among ``2**value_bits``
 over the ``[low, high]`` range, bit ``k`` of the level with value
@@ -40,8 +40,12 @@ sets it, and a value outside it widens it to the values seen so far (plus
 ``margin`` of their span on each side) and *re-encodes*: the context memory
 is rebuilt by learning the last ``recent`` values again in the new encoding,
 so the new extreme is judged against what came before, in the levels it
-would have had. A memory past ``max_contexts`` contexts is rebuilt the same
-way (from fewer values, if the recent ones alone would fill half of it). The
+would have had. A new extreme that widens the span seen by less than
+``nudge`` of it (a series creeping up, say) scores ``nudge_damping`` of its
+surprise: a new maximum lands in a level of its own that the rebuilt memory
+never saw, so a hair beyond the range would otherwise score like a leap. A
+memory past ``max_contexts`` contexts is rebuilt the same way (from fewer
+values, if the recent ones alone would fill half of it). The
 state of a series is bounded: at most ``recent`` values, and a memory of at
 most ``max_contexts`` contexts before a step and twice that plus one after it
 (a step adds at most one context per context it holds, and the episode), each
@@ -197,6 +201,8 @@ class UnivariateDetector:
     max_contexts: int = 100_000  # a larger memory is rebuilt from the recent values
     rest_share: float = 0.03  # without a rest period: rest this share of the rows seen
     max_rest: int = 150  # ... at most
+    nudge: float = 0.05  # a new extreme widening the span seen by less than this share of it
+    nudge_damping: float = 0.9  # ... scores this much of its surprise
 
     def init_state(
         self, rest_period: int | None = None, low: float | None = None, high: float | None = None
@@ -244,15 +250,20 @@ class UnivariateDetector:
 
     def surprise(self, state: SeriesState, value: float) -> float:
         """Learn the value; how little of it the contexts foresaw, in [0, 1]."""
+        damping = 1.0
         if not state.fixed and (not state.seen or not state.low <= value <= state.high):
+            before = state.seen_high - state.seen_low
             state.seen_low = min(state.seen_low, value)
             state.seen_high = max(state.seen_high, value)
-            pad = self.margin * (state.seen_high - state.seen_low)
+            span = state.seen_high - state.seen_low
+            if state.seen and span - before < self.nudge * span:
+                damping = self.nudge_damping
+            pad = self.margin * span
             self._set_range(state, state.seen_low - pad, state.seen_high + pad)
             self._relearn(state)
         elif len(state.memory.contexts) > self.max_contexts:
             self._relearn(state)
-        raw = self._learn(state, self.encode(state, value))
+        raw = damping * self._learn(state, self.encode(state, value))
         state.seen += 1
         state.recent.append(value)
         if len(state.recent) > self.recent:

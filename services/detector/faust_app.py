@@ -301,6 +301,7 @@ def create_app(
         counts as done, so its offset is never committed first; a failure here stops
         the worker."""
         origin = {} if index is None else {"index": str(index)}
+        at = written_at(message)
         headers = deadletter_headers(
             "detector",
             reason,
@@ -310,7 +311,7 @@ def create_app(
             topic=message.topic,
             partition=str(message.partition),
             offset=str(message.offset),
-            timestamp=str(message.timestamp),
+            timestamp="" if at is None else str(round(at * 1000)),
             **origin,
         )
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import httpx
 import orjson
@@ -28,8 +29,15 @@ def test_poison_records_are_dead_lettered_with_their_origin(stack: Stack, bootst
     poison = [b"{not json", orjson.dumps({"type": "order", "event_id": "p-1"}), far]
     good = [orjson.dumps(event("order")), orjson.dumps(event("order"))]
     producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for value in [good[0], *poison, good[1]]:
-        producer.send(topics.events["order"], key=b"eu|web|ios", value=value, partition=0)
+    written_ms = int(time.time() * 1000)  # each record a second after the one before
+    for i, value in enumerate([good[0], *poison, good[1]]):
+        producer.send(
+            topics.events["order"],
+            key=b"eu|web|ios",
+            value=value,
+            partition=0,
+            timestamp_ms=written_ms + 1000 * i,
+        )
     producer.flush()
     producer.close()
     stack.wait(lambda: processed(detector.url) >= 2, 120)
@@ -41,6 +49,7 @@ def test_poison_records_are_dead_lettered_with_their_origin(stack: Stack, bootst
     assert headers[2]["field"] == b"ts"
     assert {h["topic"] for h in headers} == {topics.events["order"].encode()}
     assert [h["offset"] for h in headers] == [b"1", b"2", b"3"]
+    assert [int(h["timestamp"]) for h in headers] == [written_ms + 1000 * i for i in (1, 2, 3)]
     assert all(h["source"] == b"detector" and h["partition"] == b"0" for h in headers)
     text = httpx.get(detector.url + "/metrics", timeout=5).text
     assert 'opswatch_detector_deadlettered_total{reason="json"} 1.0' in text

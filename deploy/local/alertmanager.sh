@@ -30,22 +30,7 @@ source "$SCRIPT_DIR/daemon.sh"
 source "$SCRIPT_DIR/apt.sh"
 
 installed() { [[ -x "$BIN" ]]; }
-install() { apt_locked installed install_package; }
-
-install_package() {
-  [[ "$(id -u)" == 0 ]] || die "prometheus-alertmanager is not installed and this is not root: apt-get install prometheus-alertmanager"
-  echo "installing prometheus-alertmanager from Debian's packages"
-  local policy=/usr/sbin/policy-rc.d created=0 rc=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
-  fi
-  mkdir -p "$DIR"
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager \
-      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager; }
-  } >"$DIR/apt.log" 2>&1 || rc=$?
-  ((created)) && rm -f "$policy"
-  ((rc == 0)) || die "apt-get install failed; see $DIR/apt.log"
-}
+install() { apt_locked installed apt_install prometheus-alertmanager "$DIR/apt.log"; }
 
 up() {
   if running; then echo "alertmanager already running on $URL"; return; fi

@@ -23,16 +23,8 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apt.sh"
 
 installed() { [[ -x "$BIN" ]]; }
 
-install_package() {
-  [[ "$(id -u)" == 0 ]] || die "chromium is not installed and this is not root: apt-get install chromium"
-  echo "installing chromium from Debian's packages" >&2
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
-      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
-  } >"$LOG" 2>&1 || die "apt-get install failed; see $LOG"
-}
-
 install() {
-  apt_locked installed install_package
+  apt_locked installed apt_install chromium "$LOG"
   echo "$BIN"
 }
 

@@ -30,22 +30,7 @@ source "$SCRIPT_DIR/apt.sh"
 
 # install: the package, once (parallel test processes each start a server of their own)
 installed() { [[ -x "$BIN/initdb" ]]; }
-install() { apt_locked installed install_package; }
-
-install_package() {
-  [[ "$(id -u)" == 0 ]] || die "PostgreSQL 15 is not installed and this is not root: apt-get install postgresql-15"
-  echo "installing postgresql-15 from Debian's packages"
-  local policy=/usr/sbin/policy-rc.d created=0 rc=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
-  fi
-  mkdir -p "$DIR"
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql-15 \
-      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql-15; }
-  } >"$DIR/apt.log" 2>&1 || rc=$?
-  ((created)) && rm -f "$policy"
-  ((rc == 0)) || die "apt-get install failed; see $DIR/apt.log"
-}
+install() { apt_locked installed apt_install postgresql-15 "$DIR/apt.log"; }
 
 # as_owner COMMAND...: as the `postgres` user when run as root (PostgreSQL refuses
 # root); setpriv execs, so a background as_owner's pid is the command's own

@@ -76,7 +76,8 @@ bench: $(STAMP)
 # every core (pytest-xdist); then the rest (integration, deploy, PostgreSQL,
 # security, chaos) against the real broker, stopped afterwards only if this target
 # started it, a file per core at a time: each test has topics of its own, and the
-# chaos and security files each start a broker of their own on free ports.
+# security file and each of the two chaos files start a broker of their own on free
+# ports.
 CPU_TESTS := tests/unit tests/contract tests/golden
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n auto --dist worksteal $(CPU_TESTS)

@@ -9,11 +9,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from services.bench.services import free_port
+from tests.chaos.harness import ANOMALIES, Input, build_input, golden_alerts
 from tests.integration.conftest import REPO
 
 KAFKA = REPO / "deploy" / "local" / "kafka.sh"
@@ -88,3 +90,36 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield b
     finally:
         b.down()
+
+
+POISON = 0.01
+
+
+@pytest.fixture(scope="module")
+def data() -> Input:
+    return build_input(random.Random(chaos_seed()), POISON)
+
+
+@pytest.fixture(scope="module")
+def golden(data: Input) -> set[str]:
+    """The alert ids one engine gives over the input: each in an anomaly's slice or a
+    parent of it, from the anomaly's start to twenty minutes after it (a parent's
+    evidence from a five-minute spike of some sixty times its rate holds while
+    the parent stays above its baseline), and all but at most the first anomaly
+    found: the first comes three and a half hours into the stream, while the
+    baselines are young and a window's own test is held to the false-alert budget,
+    so that one spike may not be enough. The Kafka runs must give exactly these."""
+    alerts = golden_alerts(data)
+    found = set()
+    for a in alerts.values():
+        started = datetime.fromisoformat(a["started_at"])
+        cause = [
+            i
+            for i, anomaly in enumerate(ANOMALIES)
+            if a["slice"].items() <= anomaly.slice.items()
+            and anomaly.start <= started < anomaly.start + anomaly.duration + timedelta(minutes=20)
+        ]
+        assert cause, f"an alert no anomaly explains: {a['metric']} {a['slice']} {started}"
+        found.update(cause)
+    assert found >= set(range(1, len(ANOMALIES))), f"found only {sorted(found)}"
+    return set(alerts)

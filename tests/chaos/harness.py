@@ -441,3 +441,20 @@ def no_sequence_gaps(bootstrap: str, topics: Topics) -> int:
             assert seen == set(range(len(seen))), f"{name} key {key!r}: a gap"
             total += len(seen)
     return total
+
+
+def check(run: Run, data: Input, golden: set[str]) -> str:
+    """R1's assertions, once the run has drained; what they found, for the summary."""
+    until = final_until(run.bootstrap, run.topics)
+    run.drain(until, 600)
+    assert no_sequence_gaps(run.bootstrap, run.topics) == len(data.events)
+    windows, again = kafka_windows(run.bootstrap, run.topics)
+    same_aggregates(windows, golden_windows(data, until), until)
+    alerts = run.alerts()
+    rows, distinct = run.alert_rows()
+    assert rows == distinct == len(alerts)
+    assert {a["id"] for a in alerts} == golden
+    return (
+        f"events={len(data.events)} windows={len({w for w, _ in windows if w < until})} "
+        f"golden; partials sent again={again}, all identical; alerts={len(alerts)} golden"
+    )

@@ -114,6 +114,29 @@ def test_oversized_deep_and_long_input_is_refused_clearly(stack: Stack) -> None:
     assert 'opswatch_ingest_events_rejected_total{reason="limits",type="activity"} 1.0' in text
 
 
+def test_an_event_over_kafkas_record_limit_is_refused_and_the_rest_accepted(
+    stack: Stack, bootstrap: str
+) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    huge = event("order", pad=["x" * 1000] * 1200)  # 1.2 MB: more than a Kafka record takes
+    size = len(orjson.dumps(huge))
+    resp = httpx.post(
+        ingest.url + "/v1/events",
+        content=orjson.dumps([event("order"), huge, event("activity")]),
+        headers=JSON,
+    )
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert body["errors"][0]["index"] == 1
+    assert body["errors"][0]["message"] == f"{size} bytes; at most 512000"
+    dead = consume(bootstrap, Topics(stack.namespace).deadletter, 1)
+    headers = dict(dead[0].headers)
+    assert headers["reason"] == b"limits"
+    assert headers["truncated"] == str(size).encode()
+    assert dead[0].value == orjson.dumps(huge)[: 64 << 10]
+
+
 def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
     stack: Stack, bootstrap: str
 ) -> None:

@@ -25,12 +25,18 @@ from services.common.events import (
 from services.common.problems import ProblemError, problem_responses
 from services.ingest.keys import AnswerBook
 from services.ingest.metrics import Metrics
-from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
+from services.ingest.sink import (
+    MAX_EVENT_BYTES,
+    Record,
+    Sink,
+    SinkRefusedError,
+    SinkUnavailableError,
+    deadletter,
+)
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
 JSON_TYPES = ("application/json",)
-MAX_EVENT_BYTES = 512_000  # well below Kafka's default 1 MB record limit
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
@@ -281,6 +287,13 @@ async def _ingest(
                 "Event store unavailable",
                 "Kafka did not acknowledge the events; nothing was accepted, retry later",
                 headers={"Retry-After": "5"},
+            ) from None
+        except SinkRefusedError as exc:
+            raise ProblemError(
+                413,
+                "Record too large for the event store",
+                f"Kafka refused a record of this request as too large ({exc}); the request"
+                " was not accepted and would be refused again: send smaller events",
             ) from None
         metrics.produce_latency.observe(time.perf_counter() - produce_started)
     for t in accepted_types:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -135,6 +138,38 @@ def test_an_event_over_kafkas_record_limit_is_refused_and_the_rest_accepted(
     assert headers["reason"] == b"limits"
     assert headers["truncated"] == str(size).encode()
     assert dead[0].value == orjson.dumps(huge)[: 64 << 10]
+
+
+def stall(url: str, declared: int, sent: bytes) -> socket.socket:
+    """A POST /v1/events that declares ``declared`` bytes, sends ``sent`` and waits."""
+    where = urlsplit(url)
+    conn = socket.create_connection((where.hostname or "", where.port or 80))
+    conn.sendall(
+        b"POST /v1/events HTTP/1.1\r\nhost: ingest\r\ncontent-type: application/json\r\n"
+        + f"content-length: {declared}\r\n\r\n".encode()
+        + sent
+    )
+    return conn
+
+
+def test_a_stalled_upload_is_answered_408_and_frees_its_slot(stack: Stack) -> None:
+    stack.env["OPSWATCH_INGEST_BODY_TIMEOUT"] = "PT1S"
+    stack.env["OPSWATCH_INGEST_MAX_INFLIGHT"] = "1"
+    ingest = stack.start("ingest", "/readyz")
+    started = time.monotonic()
+    conn = stall(ingest.url, 1000, b'[{"type":"ord')
+    conn.settimeout(10)
+    answer = b""
+    while chunk := conn.recv(65536):  # the server closes the connection after its answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"content-type: application/problem+json" in head.lower()
+    assert orjson.loads(body)["title"] == "Request body too slow"
+    assert time.monotonic() - started < 5
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([event()]), headers=JSON)
+    assert resp.status_code == 202  # the one in-flight slot is free again
+    conn.close()
 
 
 def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(

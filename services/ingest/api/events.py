@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
@@ -92,19 +93,30 @@ class InFlight:
             self.now -= 1
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and
+    with 408 when it has not all arrived within ``timeout_s`` (a stalled upload must
+    not hold its in-flight slot for ever)."""
     declared = request.headers.get("content-length", "")
     too_big = ProblemError(413, "Request too large", f"at most {limit} bytes per request")
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ProblemError(
+            408,
+            "Request body too slow",
+            f"the body did not arrive within {timeout_s:g} s ({size} bytes came)",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -148,7 +160,7 @@ def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
     "/events",
     status_code=202,
     response_model=IngestResult,
-    responses=problem_responses(400, 413, 415, 422, 503),
+    responses=problem_responses(400, 408, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -192,7 +204,7 @@ async def _post_events(
 ) -> IngestResult:
     started = time.perf_counter()
     metric_names: MetricNames = request.app.state.metric_names
-    body = await read_body(request, request.app.state.max_bytes)
+    body = await read_body(request, request.app.state.max_bytes, request.app.state.body_timeout_s)
     content_type = request.headers.get("content-type", "application/json")
     key = request.headers.get("idempotency-key")
     if key is None:

@@ -126,14 +126,22 @@ MaxEventsDep = Annotated[int, Depends(get_max_events)]
 TopicsDep = Annotated[Topics, Depends(get_topics)]
 
 
-def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
-    """The request's events as (raw bytes, decoded value or the decode error)."""
+def _too_many(count: int, max_events: int) -> None:
+    if count > max_events:
+        raise ProblemError(
+            413, "Too many events", f"at most {max_events} events per request, got {count}"
+        )
+
+
+def _split(body: bytes, content_type: str, max_events: int) -> list[tuple[bytes, Any]]:
+    """The request's events as (raw bytes, decoded value or the decode error); 413
+    before any of them is decoded or serialised again when there are too many."""
     media = content_type.split(";", maxsplit=1)[0].strip().lower()
     if media in NDJSON_TYPES:
+        lines = [line for line in body.splitlines() if line.strip()]
+        _too_many(len(lines), max_events)
         items: list[tuple[bytes, Any]] = []
-        for line in body.splitlines():
-            if not line.strip():
-                continue
+        for line in lines:
             try:
                 items.append((line, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
@@ -148,6 +156,7 @@ def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
             doc = [doc]
         if not isinstance(doc, list):
             raise ProblemError(400, "Body must be a JSON array of events or one event")
+        _too_many(len(doc), max_events)
         return [(orjson.dumps(item), item) for item in doc]
     raise ProblemError(
         415,
@@ -251,11 +260,7 @@ async def _ingest(
     key: str | None = None,
     resume_since: float | None = None,
 ) -> IngestResult:
-    items = _split(body, content_type)
-    if len(items) > max_events:
-        raise ProblemError(
-            413, "Too many events", f"at most {max_events} events per request, got {len(items)}"
-        )
+    items = _split(body, content_type, max_events)
     records: list[Record] = []
     errors: list[Rejection] = []
     names = topics.events

@@ -182,6 +182,26 @@ def test_millions_of_tiny_items_are_refused_at_once(stack: Stack) -> None:
     assert time.monotonic() - started < 10  # it was 17 to 53 s, the service blocked meanwhile
 
 
+def test_an_event_nested_too_deep_to_write_again_is_rejected_alone(
+    stack: Stack, bootstrap: str
+) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    deep = event("order")
+    deep["attributes"] = orjson.Fragment(b'{"x":' * 1000 + b"1" + b"}" * 1000)
+    resp = httpx.post(
+        ingest.url + "/v1/events",
+        content=orjson.dumps([event("order"), deep, event("order")]),
+        headers=JSON,
+    )
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert body["errors"][0]["index"] == 1
+    assert body["errors"][0]["message"] == "nested deeper than 8 levels"
+    dead = consume(bootstrap, Topics(stack.namespace).deadletter, 1)
+    assert dict(dead[0].headers)["reason"] == b"limits"
+
+
 def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
     stack: Stack, bootstrap: str
 ) -> None:

@@ -133,6 +133,15 @@ def _too_many(count: int, max_events: int) -> None:
         )
 
 
+def _written(item: Any) -> bytes:
+    """An element of a JSON array as bytes of its own; none for one nested deeper than
+    orjson writes (254 levels; it reads 1024), which validation refuses (limits)."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return b""
+
+
 def _split(body: bytes, content_type: str, max_events: int) -> list[tuple[bytes, Any]]:
     """The request's events as (raw bytes, decoded value or the decode error); 413
     before any of them is decoded or serialised again when there are too many."""
@@ -157,7 +166,7 @@ def _split(body: bytes, content_type: str, max_events: int) -> list[tuple[bytes,
         if not isinstance(doc, list):
             raise ProblemError(400, "Body must be a JSON array of events or one event")
         _too_many(len(doc), max_events)
-        return [(orjson.dumps(item), item) for item in doc]
+        return [(_written(item), item) for item in doc]
     raise ProblemError(
         415,
         "Unsupported media type",

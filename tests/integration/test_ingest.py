@@ -202,6 +202,18 @@ def test_an_event_nested_too_deep_to_write_again_is_rejected_alone(
     assert dict(dead[0].headers)["reason"] == b"limits"
 
 
+def test_a_client_gone_mid_body_is_one_line_of_log_not_a_traceback(stack: Stack) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    stall(ingest.url, 1000, b'[{"type":"ord').close()
+    stack.wait(lambda: "went away" in ingest.tail(), 10)
+    time.sleep(0.5)  # whatever else the server would log of it
+    log = ingest.log.read_text()
+    assert log.count("INFO services.ingest.api.events: a client went away after") == 1
+    assert "Traceback" not in log and "ERROR" not in log
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([event()]), headers=JSON)
+    assert resp.status_code == 202
+
+
 def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
     stack: Stack, bootstrap: str
 ) -> None:

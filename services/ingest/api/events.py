@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from services.common.events import (
     EVENT_TOPIC_SUFFIX,
@@ -34,6 +36,8 @@ from services.ingest.sink import (
     SinkUnavailableError,
     deadletter,
 )
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -110,6 +114,9 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 if size > limit:
                     raise too_big
                 chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("a client went away after %d bytes of its body (of %s)", size, declared or "?")
+        raise ProblemError(400, "Request body incomplete", "the client went away") from None
     except TimeoutError:
         raise ProblemError(
             408,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,14 @@ def test_ndjson_is_accepted_and_other_media_types_refused(stack: Stack) -> None:
     assert refused.status_code == 415
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["status"] == 415
+    gzipped = httpx.post(
+        ingest.url + "/v1/events",
+        content=gzip.compress(orjson.dumps([event()])),
+        headers={**JSON, "content-encoding": "gzip"},
+    )
+    assert gzipped.status_code == 415
+    assert gzipped.headers["accept-encoding"] == "identity"
+    assert gzipped.json()["detail"] == "send the body unencoded (identity), not gzip"
     metrics = httpx.get(ingest.url + "/metrics").text
     assert 'opswatch_ingest_events_received_total{type="activity"} 5.0' in metrics
 

@@ -133,6 +133,19 @@ MaxEventsDep = Annotated[int, Depends(get_max_events)]
 TopicsDep = Annotated[Topics, Depends(get_topics)]
 
 
+def _identity(encoding: str) -> None:
+    """415 for a body in any Content-Encoding but identity (none is decoded)."""
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    unsupported = [c for c in codings if c != "identity"]
+    if unsupported:
+        raise ProblemError(
+            415,
+            "Unsupported content encoding",
+            f"send the body unencoded (identity), not {', '.join(unsupported)}",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
 def _too_many(count: int, max_events: int) -> None:
     if count > max_events:
         raise ProblemError(
@@ -229,6 +242,7 @@ async def _post_events(
 ) -> IngestResult:
     started = time.perf_counter()
     metric_names: MetricNames = request.app.state.metric_names
+    _identity(request.headers.get("content-encoding", ""))
     body = await read_body(request, request.app.state.max_bytes, request.app.state.body_timeout_s)
     content_type = request.headers.get("content-type", "application/json")
     key = request.headers.get("idempotency-key")

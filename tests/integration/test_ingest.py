@@ -240,6 +240,13 @@ def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
         url, content=orjson.dumps([event("order")]), headers={**JSON, "idempotency-key": "k-1"}
     )
     assert other.status_code == 422 and other.json()["title"] == "Idempotency-Key reused"
+    utf8 = {"content-type": "Application/JSON; charset=UTF-8", "idempotency-key": "k-1"}
+    same = httpx.post(url, content=batch, headers=utf8)  # the same media type, spelt otherwise
+    assert same.status_code == 202 and same.headers["idempotent-replayed"] == "true"
+    latin1 = {"content-type": "application/json; charset=iso-8859-1", "idempotency-key": "k-2"}
+    refused = httpx.post(url, content=batch, headers=latin1)
+    assert refused.status_code == 415
+    assert refused.json()["detail"] == "only UTF-8, not 'iso-8859-1'"
     orders = consume(bootstrap, Topics(stack.namespace).events["order"], 3, timeout_s=5)
     assert len([e for r in orders for e in stored(r.value)]) == 2
 

@@ -162,10 +162,28 @@ def _written(item: Any) -> bytes:
         return b""
 
 
-def _split(body: bytes, content_type: str, max_events: int) -> list[tuple[bytes, Any]]:
+def _media(content_type: str) -> str:
+    """The request's media type, lower case without parameters; 415 for one that is
+    neither JSON nor NDJSON, or a charset other than UTF-8."""
+    media, *params = (part.strip() for part in content_type.split(";"))
+    media = media.lower()
+    if media not in JSON_TYPES + NDJSON_TYPES:
+        raise ProblemError(
+            415,
+            "Unsupported media type",
+            f"send application/json (an array of events) or application/x-ndjson, not {media!r}",
+        )
+    for param in params:
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise ProblemError(415, "Unsupported charset", f"only UTF-8, not {charset!r}")
+    return media
+
+
+def _split(body: bytes, media: str, max_events: int) -> list[tuple[bytes, Any]]:
     """The request's events as (raw bytes, decoded value or the decode error); 413
     before any of them is decoded or serialised again when there are too many."""
-    media = content_type.split(";", maxsplit=1)[0].strip().lower()
     if media in NDJSON_TYPES:
         lines = [line for line in body.splitlines() if line.strip()]
         _too_many(len(lines), max_events)
@@ -176,22 +194,16 @@ def _split(body: bytes, content_type: str, max_events: int) -> list[tuple[bytes,
             except orjson.JSONDecodeError as exc:
                 items.append((line, EventError("", f"not valid JSON: {exc}")))
         return items
-    if media in JSON_TYPES:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ProblemError(400, "Body is not JSON", str(exc)) from None
-        if isinstance(doc, dict):
-            doc = [doc]
-        if not isinstance(doc, list):
-            raise ProblemError(400, "Body must be a JSON array of events or one event")
-        _too_many(len(doc), max_events)
-        return [(_written(item), item) for item in doc]
-    raise ProblemError(
-        415,
-        "Unsupported media type",
-        f"send application/json (an array of events) or application/x-ndjson, not {media!r}",
-    )
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProblemError(400, "Body is not JSON", str(exc)) from None
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        raise ProblemError(400, "Body must be a JSON array of events or one event")
+    _too_many(len(doc), max_events)
+    return [(_written(item), item) for item in doc]
 
 
 @router.post(
@@ -243,17 +255,15 @@ async def _post_events(
     started = time.perf_counter()
     metric_names: MetricNames = request.app.state.metric_names
     _identity(request.headers.get("content-encoding", ""))
+    media = _media(request.headers.get("content-type", "application/json"))
     body = await read_body(request, request.app.state.max_bytes, request.app.state.body_timeout_s)
-    content_type = request.headers.get("content-type", "application/json")
     key = request.headers.get("idempotency-key")
     if key is None:
-        return await _ingest(
-            body, content_type, sink, metrics, max_events, topics, started, metric_names
-        )
+        return await _ingest(body, media, sink, metrics, max_events, topics, started, metric_names)
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
     replays: AnswerBook = request.app.state.replays
-    digest = hashlib.sha256(content_type.encode() + b"\0" + body).digest()
+    digest = hashlib.sha256(media.encode() + b"\0" + body).digest()
     claim = await replays.claim(key, digest)
     if claim.answer is not None:
         response.headers["Idempotent-Replayed"] = "true"
@@ -262,7 +272,7 @@ async def _post_events(
     try:
         result = await _ingest(
             body,
-            content_type,
+            media,
             sink,
             metrics,
             max_events,
@@ -280,7 +290,7 @@ async def _post_events(
 
 async def _ingest(
     body: bytes,
-    content_type: str,
+    media: str,
     sink: Sink,
     metrics: Metrics,
     max_events: int,
@@ -290,7 +300,7 @@ async def _ingest(
     key: str | None = None,
     resume_since: float | None = None,
 ) -> IngestResult:
-    items = _split(body, content_type, max_events)
+    items = _split(body, media, max_events)
     records: list[Record] = []
     errors: list[Rejection] = []
     names = topics.events

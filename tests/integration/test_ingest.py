@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
 
 from services.common.events import Topics
 from services.common.kafka import slot
@@ -147,6 +149,26 @@ def test_an_event_over_kafkas_record_limit_is_refused_and_the_rest_accepted(
     assert headers["reason"] == b"limits"
     assert headers["truncated"] == str(size).encode()
     assert dead[0].value == orjson.dumps(huge)[: 64 << 10]
+
+
+def test_a_record_the_broker_refuses_as_too_large_is_not_answered_retry_later(
+    stack: Stack, bootstrap: str
+) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    small = {"max.message.bytes": "100000"}  # a broker taking less than ingest sends
+    try:
+        admin.create_topics(
+            [NewTopic(Topics(stack.namespace).deadletter, 1, 1, topic_configs=small)]
+        )
+    finally:
+        admin.close()
+    ingest = stack.start("ingest", "/readyz")
+    # invalid, and its dead letter 200 kB even compressed
+    refused = event("order", amount="x", pad=[secrets.token_hex(500) for _ in range(400)])
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([refused]), headers=JSON)
+    assert resp.status_code == 413
+    assert resp.json()["title"] == "Record too large for the event store"
+    assert "retry-after" not in resp.headers
 
 
 def stall(url: str, declared: int, sent: bytes) -> socket.socket:

@@ -95,6 +95,9 @@ class OpswatchSettings(BaseSettings):
     ingest_max_inflight: Annotated[int, Field(ge=1)] = Field(
         16, validation_alias=env("OPSWATCH_INGEST_MAX_INFLIGHT")
     )
+    ingest_body_timeout: timedelta = Field(
+        timedelta(seconds=30), validation_alias=env("OPSWATCH_INGEST_BODY_TIMEOUT")
+    )
     ingest_idempotency: Literal["process", "database"] = Field(
         "process", validation_alias=env("OPSWATCH_INGEST_IDEMPOTENCY")
     )
@@ -202,7 +205,7 @@ class OpswatchSettings(BaseSettings):
             raise ValueError("must be between PT1M and P90D, e.g. P7D")
         return value
 
-    @field_validator("alignment", "unheard_timeout")
+    @field_validator("alignment", "unheard_timeout", "ingest_body_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value.total_seconds() <= 0:

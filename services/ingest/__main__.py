@@ -33,6 +33,7 @@ def serve(settings: OpswatchSettings, kafka: KafkaConnection, replays: AnswerBoo
         replays,
         settings.max_metric_names,
         frozenset(settings.catalog().names),
+        settings.ingest_body_timeout.total_seconds(),
     )
     uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning")
 

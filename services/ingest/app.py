@@ -27,12 +27,14 @@ def create_app(
     replays: AnswerBook | None = None,
     max_metric_names: int = 100,
     catalog_names: frozenset[str] = frozenset(),
+    body_timeout_s: float = 30.0,
 ) -> FastAPI:
     """``max_inflight`` requests at most are read and produced at once (each holds up to
     ``max_bytes``); one more is answered 503 at once, so memory stays bounded while
     Kafka is slow or away. ``replays`` keeps the answers by Idempotency-Key (in this
     process unless given). Metric events of more than ``max_metric_names`` distinct
-    names (in this process), or named as one of ``catalog_names``, are refused."""
+    names (in this process), or named as one of ``catalog_names``, are refused. A
+    body not all arrived within ``body_timeout_s`` is answered 408, freeing its slot."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +47,7 @@ def create_app(
     app.state.metrics = Metrics.create(registry)
     app.state.max_events = max_events
     app.state.max_bytes = max_bytes
+    app.state.body_timeout_s = body_timeout_s
     app.state.replays = replays or Replays()
     app.state.inflight = events.InFlight(max_inflight)
     app.state.topics = topics or Topics()

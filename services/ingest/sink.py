@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from services.common.connection import KafkaConnection
 from services.common.events import batches, deadletter_headers
@@ -19,6 +24,9 @@ log = logging.getLogger(__name__)
 
 MARK = "opswatch-idempotency"  # header: `{Idempotency-Key}#{n}`, the request's n-th record
 CLOCK_SKEW_S = 5.0  # how far a resumed attempt looks back before the first one's claim
+MAX_EVENT_BYTES = 512_000  # well below Kafka's default 1 MB record limit
+DEADLETTER_KEEP_BYTES = 64 << 10  # what a dead letter keeps of an event over MAX_EVENT_BYTES
+TRUNCATED = "truncated"  # dead-letter header: the size in bytes of an event kept in part
 
 
 Part = tuple[str, int | None, bytes, list[tuple[str, bytes]]]  # topic, partition, value, headers
@@ -34,6 +42,10 @@ class Record:
 
 class SinkUnavailableError(Exception):
     """Kafka did not acknowledge; the client should retry later."""
+
+
+class SinkRefusedError(Exception):
+    """Kafka refused a record for good (too large for it): a retry would fail the same."""
 
 
 class Sink(Protocol):
@@ -59,7 +71,8 @@ class KafkaSink:
     def send(
         self, records: Sequence[Record], key: str | None = None, resume_since: float | None = None
     ) -> None:
-        """All of ``records`` acknowledged within the timeout, or SinkUnavailableError.
+        """All of ``records`` acknowledged within the timeout, or SinkUnavailableError
+        (SinkRefusedError when Kafka refuses a record as too large, for good).
         Keyed records (events) go as batch records, one or more per partition, each
         event to the partition its key alone would have gone to. With an
         Idempotency-Key each record carries it (header ``opswatch-idempotency``); when
@@ -84,6 +97,9 @@ class KafkaSink:
             self._producer.flush(timeout=self._timeout_s)
             for f in futures:
                 f.get(timeout=max(0.0, deadline - time.monotonic()))
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+            log.warning("kafka refused a record of a batch as too large: %s", exc)
+            raise SinkRefusedError(str(exc)) from exc
         except KafkaError as exc:
             log.warning("kafka did not acknowledge a batch: %s", exc)
             raise SinkUnavailableError(str(exc)) from exc
@@ -160,4 +176,11 @@ class KafkaSink:
 
 
 def deadletter(topic: str, raw: bytes, reason: str, field: str, message: str) -> Record:
-    return Record(topic, None, raw, tuple(deadletter_headers("ingest", reason, field, message)))
+    """A rejected event's record: its bytes, or for one over MAX_EVENT_BYTES (more than
+    Kafka takes in a record) its first DEADLETTER_KEEP_BYTES and its size in header
+    ``truncated``."""
+    headers = deadletter_headers("ingest", reason, field, message)
+    if len(raw) > MAX_EVENT_BYTES:
+        headers.append((TRUNCATED, str(len(raw)).encode()))
+        raw = raw[:DEADLETTER_KEEP_BYTES]
+    return Record(topic, None, raw, tuple(headers))

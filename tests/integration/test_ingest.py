@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import secrets
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
 
 from services.common.events import Topics
 from services.common.kafka import slot
@@ -89,6 +95,14 @@ def test_ndjson_is_accepted_and_other_media_types_refused(stack: Stack) -> None:
     assert refused.status_code == 415
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["status"] == 415
+    gzipped = httpx.post(
+        ingest.url + "/v1/events",
+        content=gzip.compress(orjson.dumps([event()])),
+        headers={**JSON, "content-encoding": "gzip"},
+    )
+    assert gzipped.status_code == 415
+    assert gzipped.headers["accept-encoding"] == "identity"
+    assert gzipped.json()["detail"] == "send the body unencoded (identity), not gzip"
     metrics = httpx.get(ingest.url + "/metrics").text
     assert 'opswatch_ingest_events_received_total{type="activity"} 5.0' in metrics
 
@@ -114,6 +128,123 @@ def test_oversized_deep_and_long_input_is_refused_clearly(stack: Stack) -> None:
     assert 'opswatch_ingest_events_rejected_total{reason="limits",type="activity"} 1.0' in text
 
 
+def test_an_event_over_kafkas_record_limit_is_refused_and_the_rest_accepted(
+    stack: Stack, bootstrap: str
+) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    huge = event("order", pad=["x" * 1000] * 1200)  # 1.2 MB: more than a Kafka record takes
+    size = len(orjson.dumps(huge))
+    resp = httpx.post(
+        ingest.url + "/v1/events",
+        content=orjson.dumps([event("order"), huge, event("activity")]),
+        headers=JSON,
+    )
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert body["errors"][0]["index"] == 1
+    assert body["errors"][0]["message"] == f"{size} bytes; at most 512000"
+    dead = consume(bootstrap, Topics(stack.namespace).deadletter, 1)
+    headers = dict(dead[0].headers)
+    assert headers["reason"] == b"limits"
+    assert headers["truncated"] == str(size).encode()
+    assert dead[0].value == orjson.dumps(huge)[: 64 << 10]
+
+
+def test_a_record_the_broker_refuses_as_too_large_is_not_answered_retry_later(
+    stack: Stack, bootstrap: str
+) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    small = {"max.message.bytes": "100000"}  # a broker taking less than ingest sends
+    try:
+        admin.create_topics(
+            [NewTopic(Topics(stack.namespace).deadletter, 1, 1, topic_configs=small)]
+        )
+    finally:
+        admin.close()
+    ingest = stack.start("ingest", "/readyz")
+    # invalid, and its dead letter 200 kB even compressed
+    refused = event("order", amount="x", pad=[secrets.token_hex(500) for _ in range(400)])
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([refused]), headers=JSON)
+    assert resp.status_code == 413
+    assert resp.json()["title"] == "Record too large for the event store"
+    assert "retry-after" not in resp.headers
+
+
+def stall(url: str, declared: int, sent: bytes) -> socket.socket:
+    """A POST /v1/events that declares ``declared`` bytes, sends ``sent`` and waits."""
+    where = urlsplit(url)
+    conn = socket.create_connection((where.hostname or "", where.port or 80))
+    conn.sendall(
+        b"POST /v1/events HTTP/1.1\r\nhost: ingest\r\ncontent-type: application/json\r\n"
+        + f"content-length: {declared}\r\n\r\n".encode()
+        + sent
+    )
+    return conn
+
+
+def test_a_stalled_upload_is_answered_408_and_frees_its_slot(stack: Stack) -> None:
+    stack.env["OPSWATCH_INGEST_BODY_TIMEOUT"] = "PT1S"
+    stack.env["OPSWATCH_INGEST_MAX_INFLIGHT"] = "1"
+    ingest = stack.start("ingest", "/readyz")
+    started = time.monotonic()
+    conn = stall(ingest.url, 1000, b'[{"type":"ord')
+    conn.settimeout(10)
+    answer = b""
+    while chunk := conn.recv(65536):  # the server closes the connection after its answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"content-type: application/problem+json" in head.lower()
+    assert orjson.loads(body)["title"] == "Request body too slow"
+    assert time.monotonic() - started < 5
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([event()]), headers=JSON)
+    assert resp.status_code == 202  # the one in-flight slot is free again
+    conn.close()
+
+
+def test_millions_of_tiny_items_are_refused_at_once(stack: Stack) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    body = b"[" + b",".join([b"1"] * 4_900_000) + b"]"  # 9.8 MB, under the byte limit
+    started = time.monotonic()
+    resp = httpx.post(ingest.url + "/v1/events", content=body, headers=JSON, timeout=60)
+    assert resp.status_code == 413
+    assert resp.json()["detail"] == "at most 10000 events per request, got 4900000"
+    assert time.monotonic() - started < 10  # it was 17 to 53 s, the service blocked meanwhile
+
+
+def test_an_event_nested_too_deep_to_write_again_is_rejected_alone(
+    stack: Stack, bootstrap: str
+) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    deep = event("order")
+    deep["attributes"] = orjson.Fragment(b'{"x":' * 1000 + b"1" + b"}" * 1000)
+    resp = httpx.post(
+        ingest.url + "/v1/events",
+        content=orjson.dumps([event("order"), deep, event("order")]),
+        headers=JSON,
+    )
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert body["errors"][0]["index"] == 1
+    assert body["errors"][0]["message"] == "nested deeper than 8 levels"
+    dead = consume(bootstrap, Topics(stack.namespace).deadletter, 1)
+    assert dict(dead[0].headers)["reason"] == b"limits"
+
+
+def test_a_client_gone_mid_body_is_one_line_of_log_not_a_traceback(stack: Stack) -> None:
+    ingest = stack.start("ingest", "/readyz")
+    stall(ingest.url, 1000, b'[{"type":"ord').close()
+    stack.wait(lambda: "went away" in ingest.tail(), 10)
+    time.sleep(0.5)  # whatever else the server would log of it
+    log = ingest.log.read_text()
+    assert log.count("INFO services.ingest.api.events: a client went away after") == 1
+    assert "Traceback" not in log and "ERROR" not in log
+    resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([event()]), headers=JSON)
+    assert resp.status_code == 202
+
+
 def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
     stack: Stack, bootstrap: str
 ) -> None:
@@ -131,6 +262,13 @@ def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
         url, content=orjson.dumps([event("order")]), headers={**JSON, "idempotency-key": "k-1"}
     )
     assert other.status_code == 422 and other.json()["title"] == "Idempotency-Key reused"
+    utf8 = {"content-type": "Application/JSON; charset=UTF-8", "idempotency-key": "k-1"}
+    same = httpx.post(url, content=batch, headers=utf8)  # the same media type, spelt otherwise
+    assert same.status_code == 202 and same.headers["idempotent-replayed"] == "true"
+    latin1 = {"content-type": "application/json; charset=iso-8859-1", "idempotency-key": "k-2"}
+    refused = httpx.post(url, content=batch, headers=latin1)
+    assert refused.status_code == 415
+    assert refused.json()["detail"] == "only UTF-8, not 'iso-8859-1'"
     orders = consume(bootstrap, Topics(stack.namespace).events["order"], 3, timeout_s=5)
     assert len([e for r in orders for e in stored(r.value)]) == 2
 

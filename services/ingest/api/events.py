@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from services.common.events import (
     EVENT_TOPIC_SUFFIX,
@@ -25,12 +28,20 @@ from services.common.events import (
 from services.common.problems import ProblemError, problem_responses
 from services.ingest.keys import AnswerBook
 from services.ingest.metrics import Metrics
-from services.ingest.sink import Record, Sink, SinkUnavailableError, deadletter
+from services.ingest.sink import (
+    MAX_EVENT_BYTES,
+    Record,
+    Sink,
+    SinkRefusedError,
+    SinkUnavailableError,
+    deadletter,
+)
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
 JSON_TYPES = ("application/json",)
-MAX_EVENT_BYTES = 512_000  # well below Kafka's default 1 MB record limit
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
@@ -86,19 +97,33 @@ class InFlight:
             self.now -= 1
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and
+    with 408 when it has not all arrived within ``timeout_s`` (a stalled upload must
+    not hold its in-flight slot for ever)."""
     declared = request.headers.get("content-length", "")
     too_big = ProblemError(413, "Request too large", f"at most {limit} bytes per request")
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+                chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("a client went away after %d bytes of its body (of %s)", size, declared or "?")
+        raise ProblemError(400, "Request body incomplete", "the client went away") from None
+    except TimeoutError:
+        raise ProblemError(
+            408,
+            "Request body too slow",
+            f"the body did not arrive within {timeout_s:g} s ({size} bytes came)",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -108,41 +133,84 @@ MaxEventsDep = Annotated[int, Depends(get_max_events)]
 TopicsDep = Annotated[Topics, Depends(get_topics)]
 
 
-def _split(body: bytes, content_type: str) -> list[tuple[bytes, Any]]:
-    """The request's events as (raw bytes, decoded value or the decode error)."""
-    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+def _identity(encoding: str) -> None:
+    """415 for a body in any Content-Encoding but identity (none is decoded)."""
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    unsupported = [c for c in codings if c != "identity"]
+    if unsupported:
+        raise ProblemError(
+            415,
+            "Unsupported content encoding",
+            f"send the body unencoded (identity), not {', '.join(unsupported)}",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
+def _too_many(count: int, max_events: int) -> None:
+    if count > max_events:
+        raise ProblemError(
+            413, "Too many events", f"at most {max_events} events per request, got {count}"
+        )
+
+
+def _written(item: Any) -> bytes:
+    """An element of a JSON array as bytes of its own; none for one nested deeper than
+    orjson writes (254 levels; it reads 1024), which validation refuses (limits)."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return b""
+
+
+def _media(content_type: str) -> str:
+    """The request's media type, lower case without parameters; 415 for one that is
+    neither JSON nor NDJSON, or a charset other than UTF-8."""
+    media, *params = (part.strip() for part in content_type.split(";"))
+    media = media.lower()
+    if media not in JSON_TYPES + NDJSON_TYPES:
+        raise ProblemError(
+            415,
+            "Unsupported media type",
+            f"send application/json (an array of events) or application/x-ndjson, not {media!r}",
+        )
+    for param in params:
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise ProblemError(415, "Unsupported charset", f"only UTF-8, not {charset!r}")
+    return media
+
+
+def _split(body: bytes, media: str, max_events: int) -> list[tuple[bytes, Any]]:
+    """The request's events as (raw bytes, decoded value or the decode error); 413
+    before any of them is decoded or serialised again when there are too many."""
     if media in NDJSON_TYPES:
+        lines = [line for line in body.splitlines() if line.strip()]
+        _too_many(len(lines), max_events)
         items: list[tuple[bytes, Any]] = []
-        for line in body.splitlines():
-            if not line.strip():
-                continue
+        for line in lines:
             try:
                 items.append((line, orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
                 items.append((line, EventError("", f"not valid JSON: {exc}")))
         return items
-    if media in JSON_TYPES:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ProblemError(400, "Body is not JSON", str(exc)) from None
-        if isinstance(doc, dict):
-            doc = [doc]
-        if not isinstance(doc, list):
-            raise ProblemError(400, "Body must be a JSON array of events or one event")
-        return [(orjson.dumps(item), item) for item in doc]
-    raise ProblemError(
-        415,
-        "Unsupported media type",
-        f"send application/json (an array of events) or application/x-ndjson, not {media!r}",
-    )
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProblemError(400, "Body is not JSON", str(exc)) from None
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        raise ProblemError(400, "Body must be a JSON array of events or one event")
+    _too_many(len(doc), max_events)
+    return [(_written(item), item) for item in doc]
 
 
 @router.post(
     "/events",
     status_code=202,
     response_model=IngestResult,
-    responses=problem_responses(400, 413, 415, 422, 503),
+    responses=problem_responses(400, 408, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -186,17 +254,16 @@ async def _post_events(
 ) -> IngestResult:
     started = time.perf_counter()
     metric_names: MetricNames = request.app.state.metric_names
-    body = await read_body(request, request.app.state.max_bytes)
-    content_type = request.headers.get("content-type", "application/json")
+    _identity(request.headers.get("content-encoding", ""))
+    media = _media(request.headers.get("content-type", "application/json"))
+    body = await read_body(request, request.app.state.max_bytes, request.app.state.body_timeout_s)
     key = request.headers.get("idempotency-key")
     if key is None:
-        return await _ingest(
-            body, content_type, sink, metrics, max_events, topics, started, metric_names
-        )
+        return await _ingest(body, media, sink, metrics, max_events, topics, started, metric_names)
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ProblemError(400, "Bad Idempotency-Key", "1 to 255 printable characters")
     replays: AnswerBook = request.app.state.replays
-    digest = hashlib.sha256(content_type.encode() + b"\0" + body).digest()
+    digest = hashlib.sha256(media.encode() + b"\0" + body).digest()
     claim = await replays.claim(key, digest)
     if claim.answer is not None:
         response.headers["Idempotent-Replayed"] = "true"
@@ -205,7 +272,7 @@ async def _post_events(
     try:
         result = await _ingest(
             body,
-            content_type,
+            media,
             sink,
             metrics,
             max_events,
@@ -223,7 +290,7 @@ async def _post_events(
 
 async def _ingest(
     body: bytes,
-    content_type: str,
+    media: str,
     sink: Sink,
     metrics: Metrics,
     max_events: int,
@@ -233,11 +300,7 @@ async def _ingest(
     key: str | None = None,
     resume_since: float | None = None,
 ) -> IngestResult:
-    items = _split(body, content_type)
-    if len(items) > max_events:
-        raise ProblemError(
-            413, "Too many events", f"at most {max_events} events per request, got {len(items)}"
-        )
+    items = _split(body, media, max_events)
     records: list[Record] = []
     errors: list[Rejection] = []
     names = topics.events
@@ -281,6 +344,13 @@ async def _ingest(
                 "Event store unavailable",
                 "Kafka did not acknowledge the events; nothing was accepted, retry later",
                 headers={"Retry-After": "5"},
+            ) from None
+        except SinkRefusedError as exc:
+            raise ProblemError(
+                413,
+                "Record too large for the event store",
+                f"Kafka refused a record of this request as too large ({exc}); the request"
+                " was not accepted and would be refused again: send smaller events",
             ) from None
         metrics.produce_latency.observe(time.perf_counter() - produce_started)
     for t in accepted_types:

@@ -72,11 +72,11 @@ def _settings() -> OpswatchSettings:
         settings.calendar()
     except ValidationError as exc:
         first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
         if first["loc"]:
-            err.print(f"[red]configuration error[/]: {first['loc'][0]}: {first['msg']}")
-        else:  # a check across settings: its message names them
-            message = first["msg"].removeprefix("Value error, ")
-            err.print(f"[red]configuration error[/]: {message}", highlight=False, soft_wrap=True)
+            message = f"{first['loc'][0]}: {message}"
+        # else a check across settings: its message names them
+        err.print(f"[red]configuration error[/]: {escape(message)}", highlight=False)
         raise typer.Exit(2) from None
     except CatalogError as exc:
         err.print(f"[red]metric catalog error[/]: {exc}")

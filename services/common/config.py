@@ -48,6 +48,16 @@ def known_timezone(value: str) -> str:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def known_log_level(value: str) -> str:
+    """A level of Python's logging, in any case; upper case from here on."""
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"{value!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
+
+
 PLACEHOLDERS = frozenset({"changeme", "change-me-please", "secret", "password", "token"})
 
 
@@ -186,6 +196,7 @@ class OpswatchSettings(BaseSettings):
     )
 
     _known_timezone = field_validator("timezone")(known_timezone)
+    _known_log_level = field_validator("log_level")(known_log_level)
 
     @field_validator("window")
     @classmethod

@@ -142,16 +142,27 @@ def _store_errors(settings: OpswatchSettings) -> Iterator[None]:
 
     from services.alerting.schema import SchemaError
 
+    def url() -> str:
+        return escape(make_url(settings.database_url).render_as_string(hide_password=True))
+
     try:
         yield
     except SchemaError as exc:
         err.print(f"[red]alert store schema error[/]: {exc}")
         raise typer.Exit(2) from None
     except OperationalError as exc:
-        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        why = " ".join(str(exc.orig).split())
         err.print(
-            f"[red]the alert store at {url} cannot be opened[/] ({exc.orig}); "
-            "check OPSWATCH_DATABASE_URL"
+            f"[red]the alert store at {url()} cannot be opened[/] ({escape(why)}); "
+            "check OPSWATCH_DATABASE_URL",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    except ModuleNotFoundError as exc:  # the database's driver
+        err.print(
+            f"[red]the alert store at {url()} needs the Python module {exc.name}[/], which is "
+            "not installed; check OPSWATCH_DATABASE_URL (sqlite or postgresql+psycopg)",
+            highlight=False,
         )
         raise typer.Exit(2) from None
 
@@ -532,8 +543,8 @@ def db_upgrade() -> None:
     from services.alerting.schema import prepare
 
     settings = _settings()
-    engine = create_engine(settings.database_url)
     with _store_errors(settings):
+        engine = create_engine(settings.database_url)
         outcome = prepare(engine, upgrade=True)
     engine.dispose()
     out.print(outcome.describe(), highlight=False, soft_wrap=True)

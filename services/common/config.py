@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from services.common import connection as kc
 from services.common.connection import (
@@ -45,6 +47,31 @@ def known_timezone(value: str) -> str:
         ZoneInfo(value)
     except (KeyError, ValueError):
         raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
+    return value
+
+
+def known_database(value: str) -> str:
+    """A SQLAlchemy URL of a database it knows; ``postgres://`` (the scheme of libpq,
+    Heroku and others) as ``postgresql+psycopg://``, the driver opswatch installs."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL: use e.g. sqlite:///opswatch.db or "
+            "postgresql+psycopg://user:pass@host/db"
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        url = url.set(drivername=f"postgresql+{driver or 'psycopg'}")
+        value = url.render_as_string(hide_password=False)
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        shown = url.render_as_string(hide_password=True)
+        raise ValueError(
+            f"{shown}: {url.drivername!r} is not a database SQLAlchemy knows: "
+            "use sqlite or postgresql+psycopg"
+        ) from None
     return value
 
 
@@ -197,6 +224,7 @@ class OpswatchSettings(BaseSettings):
 
     _known_timezone = field_validator("timezone")(known_timezone)
     _known_log_level = field_validator("log_level")(known_log_level)
+    _known_database = field_validator("database_url")(known_database)
 
     @field_validator("window")
     @classmethod

@@ -3,6 +3,7 @@ that names the setting and its value, exit code 2, and no traceback."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,44 @@ def test_a_log_level_in_lower_case_is_taken(
 ) -> None:
     result = replay(tmp_path, monkeypatch, OPSWATCH_LOG_LEVEL="warning")
     assert result.exit_code == 0, result.output
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_short_postgres_scheme_is_read_as_postgresql_with_psycopg(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("OPSWATCH_DATABASE_URL", f"postgres://ops:hunter2@127.0.0.1:{port}/alerts")
+    line = refused(CliRunner().invoke(cli, ["db", "upgrade"]))
+    assert line.startswith(
+        f"the alert store at postgresql+psycopg://ops:***@127.0.0.1:{port}/alerts cannot be "
+        "opened (connection failed:"
+    )
+    assert line.endswith("check OPSWATCH_DATABASE_URL") and "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("localhost:5432", "OPSWATCH_DATABASE_URL: not a database URL: use e.g. sqlite:///"),
+        ("oracel://ops:hunter2@db/x", "oracel://ops:***@db/x: 'oracel' is not a database"),
+    ],
+)
+def test_a_database_url_sqlalchemy_cannot_use_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    line = refused(replay(tmp_path, monkeypatch, OPSWATCH_DATABASE_URL=url))
+    assert line.startswith("configuration error: ") and message in line
+
+
+def test_a_database_without_its_driver_is_named_with_the_missing_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPSWATCH_DATABASE_URL", "mysql://ops:hunter2@db/alerts")
+    line = refused(CliRunner().invoke(cli, ["db", "upgrade"]))
+    assert line.startswith("the alert store at mysql://ops:***@db/alerts needs the Python module")

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -241,12 +242,31 @@ class OpswatchSettings(BaseSettings):
             raise ValueError("must be between PT1M and P90D, e.g. P7D")
         return value
 
-    @field_validator("alignment", "unheard_timeout")
+    @field_validator("lateness", "alert_cooldown", "group_wait", mode="wrap")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be positive, e.g. PT15M")
-        return value
+    def _not_negative(cls, value: object, handler: ValidatorFunctionWrapHandler) -> timedelta:
+        duration: timedelta = handler(value)
+        if duration < timedelta(0):
+            raise ValueError(f"{value!s} is negative: give zero or more, e.g. PT2M")
+        return duration
+
+    @field_validator(
+        "detector_session_timeout",
+        "idle_timeout",
+        "alignment",
+        "unheard_timeout",
+        "flap_window",
+        "group_interval",
+        "repeat_interval",
+        "incident_window",
+        mode="wrap",
+    )
+    @classmethod
+    def _positive(cls, value: object, handler: ValidatorFunctionWrapHandler) -> timedelta:
+        duration: timedelta = handler(value)
+        if duration <= timedelta(0):
+            raise ValueError(f"{value!s} is not positive: give more than zero, e.g. PT15M")
+        return duration
 
     @field_validator("api_write_token", "api_read_token", "slack_signing_secret")
     @classmethod

@@ -86,3 +86,24 @@ def test_a_database_without_its_driver_is_named_with_the_missing_module(
     monkeypatch.setenv("OPSWATCH_DATABASE_URL", "mysql://ops:hunter2@db/alerts")
     line = refused(CliRunner().invoke(cli, ["db", "upgrade"]))
     assert line.startswith("the alert store at mysql://ops:***@db/alerts needs the Python module")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("OPSWATCH_LATENESS", "-PT5M", "-PT5M is negative: give zero or more"),
+        ("OPSWATCH_GROUP_WAIT", "-PT1S", "-PT1S is negative: give zero or more"),
+        ("OPSWATCH_IDLE_TIMEOUT", "PT0S", "PT0S is not positive: give more than zero"),
+        ("OPSWATCH_REPEAT_INTERVAL", "-P1D", "-P1D is not positive: give more than zero"),
+    ],
+)
+def test_a_negative_or_empty_duration_is_refused_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, value: str, message: str
+) -> None:
+    line = refused(replay(tmp_path, monkeypatch, **{setting: value}))
+    assert line.startswith(f"configuration error: {setting}: {message}, e.g. ")
+
+
+@pytest.mark.usefixtures("own_logging")
+def test_no_lateness_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert replay(tmp_path, monkeypatch, OPSWATCH_LATENESS="PT0S").exit_code == 0

@@ -65,11 +65,15 @@ def _calendar_error(exc: CalendarError) -> NoReturn:
     raise typer.Exit(2) from None
 
 
-def _settings() -> OpswatchSettings:
+def _settings(calendar_file: bool = True) -> OpswatchSettings:
+    """The settings, checked (with the catalog and, unless ``calendar_file`` is false
+    because a command was given a calendar of its own, OPSWATCH_CALENDAR_FILE), or
+    exit 2 with one line naming what is wrong."""
     try:
         settings = OpswatchSettings()
         settings.catalog()
-        settings.calendar()
+        if calendar_file:
+            settings.calendar()
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")
@@ -357,7 +361,7 @@ def replay(
     """Run the engine over a file of events in event time and write every alert it raises."""
     from services.detector.replay import replay as run_replay
 
-    settings = _settings()
+    settings = _settings(calendar_file=calendar is None)
     if calendar is not None:
         try:
             entries = load_calendar(calendar, settings.catalog().names)

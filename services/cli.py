@@ -467,9 +467,9 @@ def simulate(
             if start
             else datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
         )
-        schedule = sim_mod.load_incidents(str(incidents)) if incidents else []
-    except (ValueError, OSError, ValidationError) as exc:
-        err.print(f"[red]bad simulation input[/]: {exc}")
+        schedule = sim_mod.load_incidents(incidents) if incidents else []
+    except ValueError as exc:
+        err.print(f"[red]bad simulation input[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     if begin.tzinfo is None:
         err.print("[red]--start needs an offset, e.g. 2026-03-02T00:00:00Z[/]")

@@ -215,6 +215,33 @@ def test_simulate_writes_the_series_on_request_only(tmp_path: Path) -> None:
     assert [(t["family"], t["slice"]) for t in truth] == [("delivery", {"region": "eu"})]
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"incidents: [\n  - {family: delivery\n", "line 2: not valid YAML: while parsing"),
+        (b"incidents:\n  - {family: caf\xe9}\n", "line 2: the incident file is not UTF-8 text"),
+        (
+            b"incidents:\n  - {family: delivery, start: 2026-03-02T01:00:00Z,\n"
+            b"     duration: PT1H, magnitude: 50}\n",
+            "line 3: incidents.0.magnitude: Input should be less than or equal to 10",
+        ),
+    ],
+    ids=["bad-yaml", "not-utf8", "bad-magnitude"],
+)
+def test_a_bad_incident_file_stops_simulate_naming_the_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    schedule = tmp_path / "incidents.yaml"
+    schedule.write_bytes(content)
+    output = tmp_path / "events.ndjson"
+    result = CliRunner().invoke(
+        cli, ["simulate", "--incidents", str(schedule), "--output", str(output)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"bad simulation input: {schedule} {message}")
+    assert result.stderr.count("\n") == 1 and not output.exists()
+
+
 def test_a_run_that_starts_at_any_second_reads_its_levels_every_five_minutes() -> None:
     sim = Simulator(
         START + timedelta(seconds=30),

@@ -485,13 +485,17 @@ def simulate(
         series=metric_series,
     )
     truth = orjson.dumps(sim_mod.ground_truth(schedule), option=orjson.OPT_INDENT_2)
-    from services.common.sinks import to_file, to_ingest, to_kafka
+    from services.common.sinks import IngestError, to_file, to_ingest, to_kafka
 
     if output is not None:
         n = to_file(sim.events(), output)
         Path(f"{output}.truth.json").write_bytes(truth)
     elif ingest_url is not None:
-        n = to_ingest(sim.events(), ingest_url, batch)
+        try:
+            n = to_ingest(sim.events(), ingest_url, batch)
+        except IngestError as exc:
+            err.print(f"[red]simulate[/]: {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
         sys.stdout.buffer.write(truth + b"\n")
     else:
         assert kafka is not None

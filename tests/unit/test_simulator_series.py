@@ -3,6 +3,8 @@ time and support queue, and the incidents that change them."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -240,6 +242,23 @@ def test_a_bad_incident_file_stops_simulate_naming_the_file(
     assert result.exit_code == 2
     assert result.stderr.startswith(f"bad simulation input: {schedule} {message}")
     assert result.stderr.count("\n") == 1 and not output.exists()
+
+
+def test_simulate_with_ingest_down_says_where_it_could_not_reach_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _: None)  # the retries, without their wait
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    args = ["simulate", "--duration", "1h", "--rate", "10", "--ingest-url", url]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"simulate: ingest could not be reached at {url} (11 tries): "
+        "[Errno 111] Connection refused\n"
+    )
+    assert result.stdout == ""  # no ground truth for traffic that was not sent
 
 
 def test_a_run_that_starts_at_any_second_reads_its_levels_every_five_minutes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +41,10 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DURATION = TypeAdapter(timedelta)
+# the years simulated traffic may span: the events contract refuses times before
+# 2000 (a clock or a default value), and a later end than 2100 is a typo
+FIRST_YEAR = datetime(2000, 1, 1, tzinfo=UTC)
+END_YEAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class NabFiles(StrEnum):
@@ -171,28 +176,36 @@ def _store_errors(settings: OpswatchSettings) -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _moment(text: str) -> datetime:
+def _refuse(message: str) -> NoReturn:
+    """Exit 2 with one line: an option given a value it cannot take."""
+    err.print(f"[red]{escape(message)}[/]", highlight=False)
+    raise typer.Exit(2)
+
+
+def _moment(text: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        err.print(f"[red]not a time with an offset[/]: {text!r} (try 2026-03-02T17:00:00Z)")
-        raise typer.Exit(2)
-    return moment.astimezone(UTC)
+        if moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one beyond year 1 or 9999 in UTC
+        pass
+    _refuse(f"{option}: not a time with an offset: {text!r} (try 2026-03-02T17:00:00Z)")
 
 
-def _duration(text: str | None) -> timedelta | None:
-    if text is None:
-        return None
+def _duration(text: str, option: str, positive: bool = False) -> timedelta:
+    """The duration an option gives, or exit 2 naming the option: one that is not a
+    duration, is negative, or (when it must be ``positive``) zero."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1] in units:
-            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
-        return DURATION.validate_python(text)
-    except (ValueError, ValidationError, IndexError):
-        err.print(f"[red]not a duration[/]: {text!r} (try 90s, 5m, 2h, 4d or PT5M)")
-        raise typer.Exit(2) from None
+        if text[-1:] in units:
+            span = timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        else:
+            span = DURATION.validate_python(text)
+    except (ValueError, ValidationError, OverflowError):
+        _refuse(f"{option}: not a duration: {text!r} (try 90s, 5m, 2h, 4d or PT5M)")
+    if span < timedelta(0) or (positive and not span):
+        _refuse(f"{option} must be {'more than' if positive else 'at least'} zero: {text!r}")
+    return span
 
 
 def describe(alert: Mapping[str, Any]) -> str:
@@ -230,7 +243,7 @@ def run(
                 _alerting(settings),
                 on_alert,
                 lambda m: out.print(f"[dim]{m}[/]"),
-                _duration(run_for),
+                None if run_for is None else _duration(run_for, "--for", positive=True),
             )
         except KeyboardInterrupt:
             out.print("stopped")
@@ -297,7 +310,7 @@ def digest(
 
     settings = _settings()
     runtime = _alerting(settings)
-    now = runtime.book.clock() if until is None else _moment(until)
+    now = runtime.book.clock() if until is None else _moment(until, "--until")
     found = daily.build(runtime.book.store, now, hours, _calendar_effects(settings))
     text = daily.markdown(found)
     if output:
@@ -369,8 +382,7 @@ def replay(
             _calendar_error(exc)
     else:
         entries = settings.calendar()
-    reorder_by = _duration(reorder)
-    assert reorder_by is not None
+    reorder_by = _duration(reorder, "--reorder")
     if not input.is_file():
         err.print(f"[red]no such file[/]: {escape(str(input))}")
         raise typer.Exit(2)
@@ -461,21 +473,33 @@ def simulate(
     if sum(x is not None for x in (output, ingest_url, kafka)) != 1:
         err.print("[red]give exactly one of --output, --ingest-url, --kafka[/]")
         raise typer.Exit(2)
-    try:
-        begin = (
-            datetime.fromisoformat(start)
-            if start
-            else datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    if not (math.isfinite(rate) and rate > 0):
+        _refuse(f"--rate must be more than zero: {rate:g}")
+    if batch < 1:
+        _refuse(f"--batch must be at least 1: {batch}")
+    if seed < 0:
+        _refuse(f"--seed must be zero or more: {seed}")
+    span = _duration(duration, "--duration", positive=True)
+    begin = (
+        _moment(start, "--start")
+        if start
+        else datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    )
+    if begin < FIRST_YEAR:
+        _refuse(
+            f"--start must be in {FIRST_YEAR:%Y} or later: {start} "
+            f"(ingest and replay refuse events before {FIRST_YEAR:%Y})"
         )
+    if span > END_YEAR - begin:
+        _refuse(
+            f"--start {start or begin.isoformat()} and --duration {duration} "
+            f"must end by {END_YEAR:%Y}"
+        )
+    try:
         schedule = sim_mod.load_incidents(incidents) if incidents else []
     except ValueError as exc:
         err.print(f"[red]bad simulation input[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
-    if begin.tzinfo is None:
-        err.print("[red]--start needs an offset, e.g. 2026-03-02T00:00:00Z[/]")
-        raise typer.Exit(2)
-    span = _duration(duration)
-    assert span is not None
     sim = sim_mod.Simulator(
         begin,
         span,

@@ -14,6 +14,7 @@ import orjson
 
 START = datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
 OUTAGE = (START + timedelta(days=4, hours=15), START + timedelta(days=4, hours=17))
+REPLAY = (sys.executable, "-m", "services.cli", "replay")
 CONVERSION = {"conversion_rate", "checkout_conversion", "payment_failure_rate"}
 
 
@@ -204,3 +205,17 @@ def test_replay_refuses_to_write_over_its_input_or_where_it_cannot_write(tmp_pat
     assert "Traceback" not in same.stderr + nowhere.stderr
     fine = replay_to(folder / "alerts.ndjson")
     assert fine.returncode == 0 and f"-> {folder}/alerts.ndjson" in fine.stdout
+
+
+def test_replay_refuses_a_negative_reorder(tmp_path: Path) -> None:
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(b"")
+    done = subprocess.run(
+        [*REPLAY, "-i", str(source), "-o", str(tmp_path / "o"), "--reorder", "-5m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "--reorder must be at least zero: '-5m'\n"

@@ -244,6 +244,37 @@ def test_a_bad_incident_file_stops_simulate_naming_the_file(
     assert result.stderr.count("\n") == 1 and not output.exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "-5"], "--rate must be more than zero: -5"),
+        (["--duration", "-5h"], "--duration must be more than zero: '-5h'"),
+        (["--duration", "0s"], "--duration must be more than zero: '0s'"),
+        (["--duration", "often"], "--duration: not a duration: 'often' (try 90s"),
+        (
+            ["--start", "0001-01-01T00:00:00Z"],
+            "--start must be in 2000 or later: 0001-01-01T00:00:00Z "
+            "(ingest and replay refuse events before 2000)",
+        ),
+        (
+            ["--start", "2099-12-30T00:00:00Z", "--duration", "4d"],
+            "--start 2099-12-30T00:00:00Z and --duration 4d must end by 2100",
+        ),
+        (["--start", "2026-03-02"], "--start: not a time with an offset: '2026-03-02'"),
+        (["--batch", "0"], "--batch must be at least 1: 0"),
+        (["--seed", "-1"], "--seed must be zero or more: -1"),
+    ],
+)
+def test_simulate_refuses_options_it_cannot_use_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    output = tmp_path / "events.ndjson"
+    result = CliRunner().invoke(cli, ["simulate", *args, "--output", str(output)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert not output.exists()
+
+
 def test_simulate_with_ingest_down_says_where_it_could_not_reach_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

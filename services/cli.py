@@ -41,6 +41,14 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DURATION = TypeAdapter(timedelta)
+# the first bytes of compressed files, which replay reads as text only decompressed
+COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+}
 # the years simulated traffic may span: the events contract refuses times before
 # 2000 (a clock or a default value), and a later end than 2100 is a typo
 FIRST_YEAR = datetime(2000, 1, 1, tzinfo=UTC)
@@ -390,14 +398,25 @@ def replay(
         err.print(f"[red]--output is the input file[/]: {escape(str(output))}")
         raise typer.Exit(2)
     shown = 0
+    # the first invalid lines are shown once the input has an event: input where no
+    # line is one ends in a single line saying so
+    held: list[str] | None = []
 
     def on_invalid(line: int, why: str) -> None:
         nonlocal shown
         shown += 1
         if shown <= 20:
-            err.print(
-                f"[yellow]{escape(str(input))}:{line}[/]: skipped: {escape(why)}", highlight=False
-            )
+            message = f"[yellow]{escape(str(input))}:{line}[/]: skipped: {escape(why)}"
+            if held is None:
+                err.print(message, highlight=False)
+            else:
+                held.append(message)
+
+    def has_events(_: object = None) -> None:
+        nonlocal held
+        for message in held or ():
+            err.print(message, highlight=False)
+        held = None
 
     def opened(path: Path, mode: str) -> IO[bytes]:
         try:
@@ -408,16 +427,29 @@ def replay(
             err.print(f"[red]cannot {doing} {escape(str(path))}[/]: {why}")
             raise typer.Exit(2) from None
 
-    with opened(input, "rb") as src, opened(output, "wb") as dst:  # the input first
-        result = run_replay(
-            src,
-            dst,
-            settings.catalog(),
-            settings.engine(),
-            reorder_s=reorder_by.total_seconds(),
-            on_invalid=on_invalid,
-            calendar=entries,
+    with opened(input, "rb") as src:  # the input first
+        head = src.read(8)
+        src.seek(0)
+        packed = next((kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), "")
+        if packed:
+            _refuse(f"{input} is {packed}-compressed, not NDJSON text: decompress it first")
+        with opened(output, "wb") as dst:
+            result = run_replay(
+                src,
+                dst,
+                settings.catalog(),
+                settings.engine(),
+                reorder_s=reorder_by.total_seconds(),
+                on_invalid=on_invalid,
+                progress=has_events,
+                calendar=entries,
+            )
+    if result.no_event:
+        _refuse(
+            f"{input}: none of its {result.lines} lines is an event, is it NDJSON text? "
+            f"({result.first_invalid})"
         )
+    has_events()
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")
     summary = (

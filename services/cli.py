@@ -462,6 +462,13 @@ def replay(
             " the first OPSWATCH_MAX_METRIC_NAMES"
         )
     out.print(summary, highlight=False, soft_wrap=True)
+    if result.late > result.events / 2:
+        err.print(
+            f"[yellow]hint[/]: {result.late} of {result.events} events were dropped as late: "
+            f"a file newest first, or more out of order than --reorder {escape(reorder)}, "
+            "replays with a --reorder as long as its disorder (e.g. --reorder 1d)",
+            highlight=False,
+        )
     if stats:
         out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
         unjudged = ", ".join(f"{n} {why}" for why, n in result.unjudged.items())

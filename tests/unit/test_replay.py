@@ -261,3 +261,31 @@ def test_input_that_is_not_ndjson_events_is_refused_in_one_line(tmp_path: Path) 
     assert f"{mangled}:1: skipped: not valid JSON" in done.stderr
     assert "1 invalid lines skipped" in done.stderr
     assert done.stdout.startswith("50 events")
+
+
+def test_a_file_newest_first_replays_with_a_hint_to_give_a_longer_reorder(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "newest-first.ndjson"
+    events = independent_events(False)[:3000][::-1]
+    source.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events))
+
+    def replay_with(*reorder: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*REPLAY, "-i", str(source), "-o", str(tmp_path / "alerts.ndjson"), *reorder],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    hinted = replay_with()
+    assert hinted.returncode == 0, hinted.stderr
+    [line] = hinted.stderr.splitlines()
+    late = int(hinted.stdout.split(" late, ")[0].rsplit("(", 1)[1])
+    assert late > len(events) / 2
+    assert line.startswith(f"hint: {late} of {len(events)} events were dropped as late: ")
+    assert "--reorder 15m" in line
+    whole = replay_with("--reorder", "1d")
+    assert whole.returncode == 0 and whole.stderr == ""
+    assert "(0 late, " in whole.stdout

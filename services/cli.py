@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +41,18 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DURATION = TypeAdapter(timedelta)
+# the first bytes of compressed files, which replay reads as text only decompressed
+COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+}
+# the years simulated traffic may span: the events contract refuses times before
+# 2000 (a clock or a default value), and a later end than 2100 is a typo
+FIRST_YEAR = datetime(2000, 1, 1, tzinfo=UTC)
+END_YEAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class NabFiles(StrEnum):
@@ -65,18 +78,22 @@ def _calendar_error(exc: CalendarError) -> NoReturn:
     raise typer.Exit(2) from None
 
 
-def _settings() -> OpswatchSettings:
+def _settings(calendar_file: bool = True) -> OpswatchSettings:
+    """The settings, checked (with the catalog and, unless ``calendar_file`` is false
+    because a command was given a calendar of its own, OPSWATCH_CALENDAR_FILE), or
+    exit 2 with one line naming what is wrong."""
     try:
         settings = OpswatchSettings()
         settings.catalog()
-        settings.calendar()
+        if calendar_file:
+            settings.calendar()
     except ValidationError as exc:
         first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
         if first["loc"]:
-            err.print(f"[red]configuration error[/]: {first['loc'][0]}: {first['msg']}")
-        else:  # a check across settings: its message names them
-            message = first["msg"].removeprefix("Value error, ")
-            err.print(f"[red]configuration error[/]: {message}", highlight=False, soft_wrap=True)
+            message = f"{first['loc'][0]}: {message}"
+        # else a check across settings: its message names them
+        err.print(f"[red]configuration error[/]: {escape(message)}", highlight=False)
         raise typer.Exit(2) from None
     except CatalogError as exc:
         err.print(f"[red]metric catalog error[/]: {exc}")
@@ -142,42 +159,61 @@ def _store_errors(settings: OpswatchSettings) -> Iterator[None]:
 
     from services.alerting.schema import SchemaError
 
+    def url() -> str:
+        return escape(make_url(settings.database_url).render_as_string(hide_password=True))
+
     try:
         yield
     except SchemaError as exc:
         err.print(f"[red]alert store schema error[/]: {exc}")
         raise typer.Exit(2) from None
     except OperationalError as exc:
-        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        why = " ".join(str(exc.orig).split())
         err.print(
-            f"[red]the alert store at {url} cannot be opened[/] ({exc.orig}); "
-            "check OPSWATCH_DATABASE_URL"
+            f"[red]the alert store at {url()} cannot be opened[/] ({escape(why)}); "
+            "check OPSWATCH_DATABASE_URL",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    except ModuleNotFoundError as exc:  # the database's driver
+        err.print(
+            f"[red]the alert store at {url()} needs the Python module {exc.name}[/], which is "
+            "not installed; check OPSWATCH_DATABASE_URL (sqlite or postgresql+psycopg)",
+            highlight=False,
         )
         raise typer.Exit(2) from None
 
 
-def _moment(text: str) -> datetime:
+def _refuse(message: str) -> NoReturn:
+    """Exit 2 with one line: an option given a value it cannot take."""
+    err.print(f"[red]{escape(message)}[/]", highlight=False)
+    raise typer.Exit(2)
+
+
+def _moment(text: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        err.print(f"[red]not a time with an offset[/]: {text!r} (try 2026-03-02T17:00:00Z)")
-        raise typer.Exit(2)
-    return moment.astimezone(UTC)
+        if moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one beyond year 1 or 9999 in UTC
+        pass
+    _refuse(f"{option}: not a time with an offset: {text!r} (try 2026-03-02T17:00:00Z)")
 
 
-def _duration(text: str | None) -> timedelta | None:
-    if text is None:
-        return None
+def _duration(text: str, option: str, positive: bool = False) -> timedelta:
+    """The duration an option gives, or exit 2 naming the option: one that is not a
+    duration, is negative, or (when it must be ``positive``) zero."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1] in units:
-            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
-        return DURATION.validate_python(text)
-    except (ValueError, ValidationError, IndexError):
-        err.print(f"[red]not a duration[/]: {text!r} (try 90s, 5m, 2h, 4d or PT5M)")
-        raise typer.Exit(2) from None
+        if text[-1:] in units:
+            span = timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        else:
+            span = DURATION.validate_python(text)
+    except (ValueError, ValidationError, OverflowError):
+        _refuse(f"{option}: not a duration: {text!r} (try 90s, 5m, 2h, 4d or PT5M)")
+    if span < timedelta(0) or (positive and not span):
+        _refuse(f"{option} must be {'more than' if positive else 'at least'} zero: {text!r}")
+    return span
 
 
 def describe(alert: Mapping[str, Any]) -> str:
@@ -215,7 +251,7 @@ def run(
                 _alerting(settings),
                 on_alert,
                 lambda m: out.print(f"[dim]{m}[/]"),
-                _duration(run_for),
+                None if run_for is None else _duration(run_for, "--for", positive=True),
             )
         except KeyboardInterrupt:
             out.print("stopped")
@@ -282,7 +318,7 @@ def digest(
 
     settings = _settings()
     runtime = _alerting(settings)
-    now = runtime.book.clock() if until is None else _moment(until)
+    now = runtime.book.clock() if until is None else _moment(until, "--until")
     found = daily.build(runtime.book.store, now, hours, _calendar_effects(settings))
     text = daily.markdown(found)
     if output:
@@ -346,7 +382,7 @@ def replay(
     """Run the engine over a file of events in event time and write every alert it raises."""
     from services.detector.replay import replay as run_replay
 
-    settings = _settings()
+    settings = _settings(calendar_file=calendar is None)
     if calendar is not None:
         try:
             entries = load_calendar(calendar, settings.catalog().names)
@@ -354,8 +390,7 @@ def replay(
             _calendar_error(exc)
     else:
         entries = settings.calendar()
-    reorder_by = _duration(reorder)
-    assert reorder_by is not None
+    reorder_by = _duration(reorder, "--reorder")
     if not input.is_file():
         err.print(f"[red]no such file[/]: {escape(str(input))}")
         raise typer.Exit(2)
@@ -363,14 +398,25 @@ def replay(
         err.print(f"[red]--output is the input file[/]: {escape(str(output))}")
         raise typer.Exit(2)
     shown = 0
+    # the first invalid lines are shown once the input has an event: input where no
+    # line is one ends in a single line saying so
+    held: list[str] | None = []
 
     def on_invalid(line: int, why: str) -> None:
         nonlocal shown
         shown += 1
         if shown <= 20:
-            err.print(
-                f"[yellow]{escape(str(input))}:{line}[/]: skipped: {escape(why)}", highlight=False
-            )
+            message = f"[yellow]{escape(str(input))}:{line}[/]: skipped: {escape(why)}"
+            if held is None:
+                err.print(message, highlight=False)
+            else:
+                held.append(message)
+
+    def has_events(_: object = None) -> None:
+        nonlocal held
+        for message in held or ():
+            err.print(message, highlight=False)
+        held = None
 
     def opened(path: Path, mode: str) -> IO[bytes]:
         try:
@@ -381,16 +427,29 @@ def replay(
             err.print(f"[red]cannot {doing} {escape(str(path))}[/]: {why}")
             raise typer.Exit(2) from None
 
-    with opened(input, "rb") as src, opened(output, "wb") as dst:  # the input first
-        result = run_replay(
-            src,
-            dst,
-            settings.catalog(),
-            settings.engine(),
-            reorder_s=reorder_by.total_seconds(),
-            on_invalid=on_invalid,
-            calendar=entries,
+    with opened(input, "rb") as src:  # the input first
+        head = src.read(8)
+        src.seek(0)
+        packed = next((kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), "")
+        if packed:
+            _refuse(f"{input} is {packed}-compressed, not NDJSON text: decompress it first")
+        with opened(output, "wb") as dst:
+            result = run_replay(
+                src,
+                dst,
+                settings.catalog(),
+                settings.engine(),
+                reorder_s=reorder_by.total_seconds(),
+                on_invalid=on_invalid,
+                progress=has_events,
+                calendar=entries,
+            )
+    if result.no_event:
+        _refuse(
+            f"{input}: none of its {result.lines} lines is an event, is it NDJSON text? "
+            f"({result.first_invalid})"
         )
+    has_events()
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")
     summary = (
@@ -403,6 +462,13 @@ def replay(
             " the first OPSWATCH_MAX_METRIC_NAMES"
         )
     out.print(summary, highlight=False, soft_wrap=True)
+    if result.late > result.events / 2:
+        err.print(
+            f"[yellow]hint[/]: {result.late} of {result.events} events were dropped as late: "
+            f"a file newest first, or more out of order than --reorder {escape(reorder)}, "
+            "replays with a --reorder as long as its disorder (e.g. --reorder 1d)",
+            highlight=False,
+        )
     if stats:
         out.print(f"{result.seconds:.2f} s, {result.events_per_s:,.0f} events/s", highlight=False)
         unjudged = ", ".join(f"{n} {why}" for why, n in result.unjudged.items())
@@ -446,21 +512,33 @@ def simulate(
     if sum(x is not None for x in (output, ingest_url, kafka)) != 1:
         err.print("[red]give exactly one of --output, --ingest-url, --kafka[/]")
         raise typer.Exit(2)
-    try:
-        begin = (
-            datetime.fromisoformat(start)
-            if start
-            else datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    if not (math.isfinite(rate) and rate > 0):
+        _refuse(f"--rate must be more than zero: {rate:g}")
+    if batch < 1:
+        _refuse(f"--batch must be at least 1: {batch}")
+    if seed < 0:
+        _refuse(f"--seed must be zero or more: {seed}")
+    span = _duration(duration, "--duration", positive=True)
+    begin = (
+        _moment(start, "--start")
+        if start
+        else datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    )
+    if begin < FIRST_YEAR:
+        _refuse(
+            f"--start must be in {FIRST_YEAR:%Y} or later: {start} "
+            f"(ingest and replay refuse events before {FIRST_YEAR:%Y})"
         )
-        schedule = sim_mod.load_incidents(str(incidents)) if incidents else []
-    except (ValueError, OSError, ValidationError) as exc:
-        err.print(f"[red]bad simulation input[/]: {exc}")
+    if span > END_YEAR - begin:
+        _refuse(
+            f"--start {start or begin.isoformat()} and --duration {duration} "
+            f"must end by {END_YEAR:%Y}"
+        )
+    try:
+        schedule = sim_mod.load_incidents(incidents) if incidents else []
+    except ValueError as exc:
+        err.print(f"[red]bad simulation input[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
-    if begin.tzinfo is None:
-        err.print("[red]--start needs an offset, e.g. 2026-03-02T00:00:00Z[/]")
-        raise typer.Exit(2)
-    span = _duration(duration)
-    assert span is not None
     sim = sim_mod.Simulator(
         begin,
         span,
@@ -470,13 +548,17 @@ def simulate(
         series=metric_series,
     )
     truth = orjson.dumps(sim_mod.ground_truth(schedule), option=orjson.OPT_INDENT_2)
-    from services.common.sinks import to_file, to_ingest, to_kafka
+    from services.common.sinks import IngestError, to_file, to_ingest, to_kafka
 
     if output is not None:
         n = to_file(sim.events(), output)
         Path(f"{output}.truth.json").write_bytes(truth)
     elif ingest_url is not None:
-        n = to_ingest(sim.events(), ingest_url, batch)
+        try:
+            n = to_ingest(sim.events(), ingest_url, batch)
+        except IngestError as exc:
+            err.print(f"[red]simulate[/]: {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
         sys.stdout.buffer.write(truth + b"\n")
     else:
         assert kafka is not None
@@ -532,8 +614,8 @@ def db_upgrade() -> None:
     from services.alerting.schema import prepare
 
     settings = _settings()
-    engine = create_engine(settings.database_url)
     with _store_errors(settings):
+        engine = create_engine(settings.database_url)
         outcome = prepare(engine, upgrade=True)
     engine.dispose()
     out.print(outcome.describe(), highlight=False, soft_wrap=True)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from services.common.config import known_timezone
 from services.common.contracts import DIMENSIONS
+from services.detector.engine.yamlfile import read_yaml
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -190,12 +190,7 @@ class AlertingConfig(_Base):
 def load_config(path: Path | None) -> AlertingConfig:
     if path is None:
         return AlertingConfig()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not YAML: {exc}") from None
+    data = read_yaml(path, "alerting config", ConfigError)[1] or {}
     try:
         return AlertingConfig.model_validate(data)
     except ValidationError as exc:

@@ -16,10 +16,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from services.common import connection as kc
 from services.common.connection import (
@@ -46,6 +49,41 @@ def known_timezone(value: str) -> str:
     except (KeyError, ValueError):
         raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
     return value
+
+
+def known_database(value: str) -> str:
+    """A SQLAlchemy URL of a database it knows; ``postgres://`` (the scheme of libpq,
+    Heroku and others) as ``postgresql+psycopg://``, the driver opswatch installs."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL: use e.g. sqlite:///opswatch.db or "
+            "postgresql+psycopg://user:pass@host/db"
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        url = url.set(drivername=f"postgresql+{driver or 'psycopg'}")
+        value = url.render_as_string(hide_password=False)
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        shown = url.render_as_string(hide_password=True)
+        raise ValueError(
+            f"{shown}: {url.drivername!r} is not a database SQLAlchemy knows: "
+            "use sqlite or postgresql+psycopg"
+        ) from None
+    return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def known_log_level(value: str) -> str:
+    """A level of Python's logging, in any case; upper case from here on."""
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"{value!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
 
 
 PLACEHOLDERS = frozenset({"changeme", "change-me-please", "secret", "password", "token"})
@@ -189,6 +227,8 @@ class OpswatchSettings(BaseSettings):
     )
 
     _known_timezone = field_validator("timezone")(known_timezone)
+    _known_log_level = field_validator("log_level")(known_log_level)
+    _known_database = field_validator("database_url")(known_database)
 
     @field_validator("window")
     @classmethod
@@ -205,12 +245,32 @@ class OpswatchSettings(BaseSettings):
             raise ValueError("must be between PT1M and P90D, e.g. P7D")
         return value
 
-    @field_validator("alignment", "unheard_timeout", "ingest_body_timeout")
+    @field_validator("lateness", "alert_cooldown", "group_wait", mode="wrap")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be positive, e.g. PT15M")
-        return value
+    def _not_negative(cls, value: object, handler: ValidatorFunctionWrapHandler) -> timedelta:
+        duration: timedelta = handler(value)
+        if duration < timedelta(0):
+            raise ValueError(f"{value!s} is negative: give zero or more, e.g. PT2M")
+        return duration
+
+    @field_validator(
+        "detector_session_timeout",
+        "idle_timeout",
+        "alignment",
+        "unheard_timeout",
+        "ingest_body_timeout",
+        "flap_window",
+        "group_interval",
+        "repeat_interval",
+        "incident_window",
+        mode="wrap",
+    )
+    @classmethod
+    def _positive(cls, value: object, handler: ValidatorFunctionWrapHandler) -> timedelta:
+        duration: timedelta = handler(value)
+        if duration <= timedelta(0):
+            raise ValueError(f"{value!s} is not positive: give more than zero, e.g. PT15M")
+        return duration
 
     @field_validator("api_write_token", "api_read_token", "slack_signing_secret")
     @classmethod

@@ -25,12 +25,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.special import zeta
+
+from services.detector.engine.yamlfile import line_of, read_yaml
 
 REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
 CHANNELS = (("web", 0.50), ("app", 0.33), ("partner", 0.11), ("email", 0.06))
@@ -94,10 +96,22 @@ class IncidentFile(BaseModel):
     incidents: list[Incident]
 
 
-def load_incidents(path: str) -> list[Incident]:
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
-    return IncidentFile.model_validate(raw).incidents
+class IncidentsError(ValueError):
+    """An incident file that cannot be read, or that is wrong: one line naming the file."""
+
+
+def load_incidents(path: Path) -> list[Incident]:
+    """The incidents of a file, or IncidentsError naming the file, the line and the field."""
+    text, raw = read_yaml(path, "incident file", IncidentsError)
+    try:
+        return IncidentFile.model_validate(raw).incidents
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        line = line_of(text, first["loc"])
+        at = f" line {line}" if line else ""
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise IncidentsError(f"{path}{at}: {where}: {message}") from None
 
 
 @dataclass(frozen=True)

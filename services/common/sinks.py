@@ -38,7 +38,9 @@ class IngestError(RuntimeError):
 def to_ingest(
     events: Iterable[dict[str, Any]], base_url: str, batch: int = 500, retries: int = 10
 ) -> int:
-    """POST batches as NDJSON; retry 503s and connection errors with backoff."""
+    """POST batches as NDJSON; retry 503s and connection errors with backoff (about
+    30 s in all); IngestError in one line when ingest cannot be reached at
+    ``base_url`` or refuses a batch."""
     n = 0
     url = base_url.rstrip("/") + "/v1/events"
     with httpx.Client(timeout=30.0) as client:
@@ -49,16 +51,22 @@ def to_ingest(
                     resp = client.post(
                         url, content=body, headers={"content-type": "application/x-ndjson"}
                     )
-                except httpx.TransportError:
+                except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                    raise IngestError(f"{base_url} is not an ingest URL: {exc}") from None
+                except httpx.TransportError as exc:
                     if attempt == retries:
-                        raise
+                        raise IngestError(
+                            f"ingest could not be reached at {base_url} "
+                            f"({attempt + 1} tries): {exc or type(exc).__name__}"
+                        ) from None
                     time.sleep(min(2**attempt * 0.2, 5.0))
                     continue
                 if resp.status_code == 503 and attempt < retries:
                     time.sleep(float(resp.headers.get("retry-after", "1")))
                     continue
                 if resp.status_code != 202:
-                    raise IngestError(f"ingest answered {resp.status_code}: {resp.text[:300]}")
+                    answer = " ".join(resp.text.split())[:300]
+                    raise IngestError(f"ingest at {base_url} answered {resp.status_code}: {answer}")
                 result = resp.json()
                 if result["rejected"]:
                     raise IngestError(f"ingest rejected events: {result['errors'][:3]}")

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReplayStats:
-    lines: int = 0
+    lines: int = 0  # those that are not empty
     events: int = 0
     invalid: int = 0
+    first_invalid: str = ""  # "line N: why", of the first invalid line
     late: int = 0
     duplicates: int = 0
     refused_names: int = 0  # metric events of names beyond ``max_metric_names``
@@ -47,6 +48,11 @@ class ReplayStats:
     tracked_slices: int = 0
     tracked_series: int = 0  # metric event series (a name in a slice)
     unjudged: dict[str, int] = field(default_factory=dict)  # slice-windows, by reason
+
+    @property
+    def no_event(self) -> bool:
+        """Whether there were lines and none of them was an event (not NDJSON events)."""
+        return self.invalid == self.lines > 0
 
     @property
     def events_per_s(self) -> float:
@@ -124,6 +130,9 @@ def replay(
     progress: Callable[[ReplayStats], None] | None = None,
     calendar: Calendar | None = None,
 ) -> ReplayStats:
+    """The engine over ``source``'s events in event time, its alerts to ``sink``;
+    each invalid line reported to ``on_invalid``, and ``progress`` told of every
+    4096 events."""
     stats = ReplayStats()
     engine = Engine(catalog, settings, calendar)
     names = MetricNames(settings.max_metric_names)
@@ -135,6 +144,7 @@ def replay(
         stats.alerts += len(alerts)
 
     def invalid(number: int, why: str) -> None:
+        stats.first_invalid = stats.first_invalid or f"line {number}: {why}"
         if on_invalid is not None:
             on_invalid(number, why)
 

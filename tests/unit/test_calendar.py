@@ -196,6 +196,26 @@ def test_a_bad_calendar_stops_replay_with_exit_code_2(tmp_path: Path) -> None:
         assert "calendar error" in done.stderr and "events.0 (Sale): start" in done.stderr
 
 
+def test_a_calendar_given_to_replay_is_used_instead_of_a_broken_calendar_file(
+    tmp_path: Path,
+) -> None:
+    broken = write(tmp_path, "events:\n  - name: Sale\n    start: tomorrow\n")
+    given = tmp_path / "given.yaml"
+    given.write_text(ISSUE_FILE)
+    events = tmp_path / "events.ndjson"
+    events.write_text("")
+    done = subprocess.run(
+        [*REPLAY, "-i", str(events), "-o", str(tmp_path / "o"), "--calendar", str(given)],
+        env={**os.environ, "OPSWATCH_CALENDAR_FILE": str(broken)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "calendar error" not in done.stderr
+    assert done.stdout.startswith("0 events, 0 alert updates")
+
+
 def test_a_factor_scales_what_a_count_and_a_mean_expect() -> None:
     counts = CountDetector(warmup=1)
     state = counts.init_state()

@@ -151,6 +151,25 @@ def test_a_bad_catalog_stops_the_command_with_exit_code_2(tmp_path: Path) -> Non
     assert "bad.yaml line 3" in done.stderr
 
 
+def test_a_catalog_that_is_not_utf8_stops_the_command_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("metrics:\n  m:\n    help: Café\n".encode("latin-1"))
+    events = tmp_path / "events.ndjson"
+    events.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", "-i", str(events), "-o", "o"],
+        env={**os.environ, "OPSWATCH_METRICS_FILE": str(path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == f"metric catalog error: {path} line 3: the metric catalog is not UTF-8 text\n"
+    )
+
+
 def test_an_appended_files_problem_names_that_file_and_its_line(tmp_path: Path) -> None:
     extra = tmp_path / "series.yaml"
     extra.write_text("metric_events:\n  names:\n    stock: {summary: median}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import orjson
 
 START = datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
 OUTAGE = (START + timedelta(days=4, hours=15), START + timedelta(days=4, hours=17))
+REPLAY = (sys.executable, "-m", "services.cli", "replay")
 CONVERSION = {"conversion_rate", "checkout_conversion", "payment_failure_rate"}
 
 
@@ -204,3 +206,86 @@ def test_replay_refuses_to_write_over_its_input_or_where_it_cannot_write(tmp_pat
     assert "Traceback" not in same.stderr + nowhere.stderr
     fine = replay_to(folder / "alerts.ndjson")
     assert fine.returncode == 0 and f"-> {folder}/alerts.ndjson" in fine.stdout
+
+
+def test_replay_refuses_a_negative_reorder(tmp_path: Path) -> None:
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(b"")
+    done = subprocess.run(
+        [*REPLAY, "-i", str(source), "-o", str(tmp_path / "o"), "--reorder", "-5m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "--reorder must be at least zero: '-5m'\n"
+
+
+def test_input_that_is_not_ndjson_events_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A compressed file is refused before the output is touched; input where no line
+    is an event (binary, say) after it is read, with exit code 2 either way."""
+    text = b"".join(
+        orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in independent_events(False)[:50]
+    )
+    packed = tmp_path / "events.ndjson.gz"
+    packed.write_bytes(gzip.compress(text))
+    binary = tmp_path / "events.bin"
+    binary.write_bytes(np.random.default_rng(5).bytes(5000))
+    output = tmp_path / "alerts.ndjson"
+    output.write_bytes(b"kept\n")
+
+    def replay_of(source: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*REPLAY, "-i", str(source), "-o", str(output)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    done = replay_of(packed)
+    assert done.returncode == 2
+    assert done.stderr == f"{packed} is gzip-compressed, not NDJSON text: decompress it first\n"
+    assert output.read_bytes() == b"kept\n"
+    done = replay_of(binary)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    lines = len([line for line in binary.read_bytes().split(b"\n") if line.strip()])
+    assert done.stderr.startswith(
+        f"{binary}: none of its {lines} lines is an event, is it NDJSON text? (line 1: "
+    )
+    mangled = tmp_path / "mangled.ndjson"
+    mangled.write_bytes(b"\xff\xfe\x00garbage\n" + text)
+    done = replay_of(mangled)
+    assert done.returncode == 0, done.stderr
+    assert f"{mangled}:1: skipped: not valid JSON" in done.stderr
+    assert "1 invalid lines skipped" in done.stderr
+    assert done.stdout.startswith("50 events")
+
+
+def test_a_file_newest_first_replays_with_a_hint_to_give_a_longer_reorder(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "newest-first.ndjson"
+    events = independent_events(False)[:3000][::-1]
+    source.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events))
+
+    def replay_with(*reorder: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*REPLAY, "-i", str(source), "-o", str(tmp_path / "alerts.ndjson"), *reorder],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    hinted = replay_with()
+    assert hinted.returncode == 0, hinted.stderr
+    [line] = hinted.stderr.splitlines()
+    late = int(hinted.stdout.split(" late, ")[0].rsplit("(", 1)[1])
+    assert late > len(events) / 2
+    assert line.startswith(f"hint: {late} of {len(events)} events were dropped as late: ")
+    assert "--reorder 15m" in line
+    whole = replay_with("--reorder", "1d")
+    assert whole.returncode == 0 and whole.stderr == ""
+    assert "(0 late, " in whole.stdout

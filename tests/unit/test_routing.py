@@ -67,12 +67,13 @@ def test_a_window_past_midnight_belongs_to_the_day_it_starts() -> None:
         ("routes: [{match: {colour: [red]}, receivers: []}]", "unknown match keys"),
         ("receivers: [{type: carrier_pigeon, name: p}]", "receivers.0"),
         ("mute_windows: [{name: n, start: '25:00', end: '01:00'}]", "mute_windows.0.start"),
-        ("receivers: [", "not YAML"),
+        ("receivers: [", "line 1: not valid YAML"),
+        ("receivers: [{name: caf\xe9}]", "line 1: the alerting config is not UTF-8 text"),
     ],
 )
 def test_a_bad_config_names_the_place(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "alerting.yaml"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1"))  # ASCII as in UTF-8, "café" not UTF-8
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(path)
 

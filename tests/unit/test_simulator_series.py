@@ -3,6 +3,8 @@ time and support queue, and the incidents that change them."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -213,6 +215,81 @@ def test_simulate_writes_the_series_on_request_only(tmp_path: Path) -> None:
     )
     truth = orjson.loads(Path(f"{series}.truth.json").read_bytes())
     assert [(t["family"], t["slice"]) for t in truth] == [("delivery", {"region": "eu"})]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"incidents: [\n  - {family: delivery\n", "line 2: not valid YAML: while parsing"),
+        (b"incidents:\n  - {family: caf\xe9}\n", "line 2: the incident file is not UTF-8 text"),
+        (
+            b"incidents:\n  - {family: delivery, start: 2026-03-02T01:00:00Z,\n"
+            b"     duration: PT1H, magnitude: 50}\n",
+            "line 3: incidents.0.magnitude: Input should be less than or equal to 10",
+        ),
+    ],
+    ids=["bad-yaml", "not-utf8", "bad-magnitude"],
+)
+def test_a_bad_incident_file_stops_simulate_naming_the_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    schedule = tmp_path / "incidents.yaml"
+    schedule.write_bytes(content)
+    output = tmp_path / "events.ndjson"
+    result = CliRunner().invoke(
+        cli, ["simulate", "--incidents", str(schedule), "--output", str(output)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"bad simulation input: {schedule} {message}")
+    assert result.stderr.count("\n") == 1 and not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "-5"], "--rate must be more than zero: -5"),
+        (["--duration", "-5h"], "--duration must be more than zero: '-5h'"),
+        (["--duration", "0s"], "--duration must be more than zero: '0s'"),
+        (["--duration", "often"], "--duration: not a duration: 'often' (try 90s"),
+        (
+            ["--start", "0001-01-01T00:00:00Z"],
+            "--start must be in 2000 or later: 0001-01-01T00:00:00Z "
+            "(ingest and replay refuse events before 2000)",
+        ),
+        (
+            ["--start", "2099-12-30T00:00:00Z", "--duration", "4d"],
+            "--start 2099-12-30T00:00:00Z and --duration 4d must end by 2100",
+        ),
+        (["--start", "2026-03-02"], "--start: not a time with an offset: '2026-03-02'"),
+        (["--batch", "0"], "--batch must be at least 1: 0"),
+        (["--seed", "-1"], "--seed must be zero or more: -1"),
+    ],
+)
+def test_simulate_refuses_options_it_cannot_use_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    output = tmp_path / "events.ndjson"
+    result = CliRunner().invoke(cli, ["simulate", *args, "--output", str(output)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert not output.exists()
+
+
+def test_simulate_with_ingest_down_says_where_it_could_not_reach_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _: None)  # the retries, without their wait
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    args = ["simulate", "--duration", "1h", "--rate", "10", "--ingest-url", url]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"simulate: ingest could not be reached at {url} (11 tries): "
+        "[Errno 111] Connection refused\n"
+    )
+    assert result.stdout == ""  # no ground truth for traffic that was not sent
 
 
 def test_a_run_that_starts_at_any_second_reads_its_levels_every_five_minutes() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 
 START = datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
 OUTAGE = (START + timedelta(days=4, hours=15), START + timedelta(days=4, hours=17))
@@ -115,7 +116,7 @@ def replay(tmp_path: Path, events: list[dict[str, Any]], name: str) -> list[dict
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # about 110 s on a quiet 2-core machine: a guard against a hang
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -136,6 +137,7 @@ def about_the_outage(alert: dict[str, Any]) -> bool:
     )
 
 
+@pytest.mark.timeout(1500)  # two replays of up to 600 s each
 def test_payment_outage_in_an_independent_file_is_caught_and_its_absence_is_quiet(
     tmp_path: Path,
 ) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -61,6 +62,21 @@ def whole(value: object) -> bool:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(rfc3339)]
+
+# C0 and C1 control characters (NUL among them, which PostgreSQL text refuses); a
+# note's text may keep its line breaks and tabs
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+LINE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def no_control(value: str, control: re.Pattern[str] = CONTROL) -> str:
+    """``value`` if it has no control character; ValueError naming the first."""
+    found = control.search(value)
+    if found:
+        raise ValueError(f"must not contain control characters (U+{ord(found[0]):04X})")
+    return value
+
+
 Dimension = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -252,12 +268,23 @@ class NoteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    author: Annotated[str, Field(min_length=1, max_length=100)]
-    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    author: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(no_control)]
+    text: Annotated[
+        str,
+        Field(min_length=1, max_length=4000),
+        AfterValidator(lambda v: no_control(v, LINE_CONTROL)),
+    ]
     kind: NoteKind
 
 
-class Note(NoteRequest):
+class Note(BaseModel):
+    """A stored note, as it was taken (the rules of NoteRequest may have grown since)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    author: str
+    text: str
+    kind: NoteKind
     id: int
     created_at: Timestamp
 

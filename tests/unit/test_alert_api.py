@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,13 +15,17 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from sqlalchemy.exc import DataError
 
 from services.alerting.api.deps import Auth
 from services.alerting.app import create_app
 from services.alerting.book import AlertBook
+from services.alerting.intake import KafkaAlertConsumer
 from services.alerting.routing import AlertingConfig, Routing
 from services.alerting.runtime import wall_clock
 from services.alerting.store import AlertStore
+from services.common.connection import KafkaConnection
+from services.common.events import Topics
 from tests.factories import detector_update
 
 WRITE = "w" * 24
@@ -129,6 +134,94 @@ def test_errors_are_problem_details(client: TestClient, path: str, status: int) 
     assert resp.status_code == status
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["status"] == status
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/v1/alerts?region=%00", "query.region"),
+        ("GET", "/v1/alerts?metric=a%00b", "query.metric"),
+        ("GET", "/v1/alerts/a%00b", "path"),
+        ("GET", "/v1/alerts/a%00b/chart.png", "path"),
+        ("GET", "/v1/incidents?q=%00", "query.q"),
+        ("GET", "/v1/incidents?family=%00", "query.family"),
+        ("GET", "/v1/incidents/a%00b", "path"),
+        ("GET", "/incidents?q=%00", "query.q"),
+        ("GET", "/incidents/a%00b", "path"),
+        ("GET", "/v1/alerts?metric=a%0Ab", "query.metric"),
+        ("POST", "/v1/alerts/a%00b/acknowledge", "path"),
+    ],
+)
+def test_a_control_character_in_a_parameter_is_422_naming_it(
+    client: TestClient, method: str, path: str, field: str
+) -> None:
+    body = alert()
+    intake(client, body)
+    resp = client.request(method, path, headers=bearer(WRITE))
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in resp.json()["errors"]] == [field]
+    assert [a["id"] for a in client.get("/v1/alerts").json()["items"]] == [body["id"]]
+
+
+def test_a_value_the_store_refuses_is_a_problem_not_a_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: Any) -> None:
+        raise DataError("SELECT", {}, ValueError("text fields cannot contain NUL (0x00) bytes"))
+
+    monkeypatch.setattr(client.app.state.book.store, "list_alerts", refuse)  # type: ignore[attr-defined]
+    resp = client.get("/v1/alerts", params={"metric": "gmv"})
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["title"] == "Value refused"
+    assert "cannot contain NUL" in resp.json()["detail"]
+
+
+class Letters:
+    """The dead-letter producer, kept in memory."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, topic: str, **record: Any) -> Any:
+        self.sent.append((topic, record))
+        return self
+
+    def get(self, timeout: float) -> None:
+        return None
+
+
+def test_an_update_the_store_refuses_is_dead_lettered_not_read_again(client: TestClient) -> None:
+    """PostgreSQL text cannot hold a NUL: such an update fails every time, so it is
+    dead-lettered (SQLite keeps it); either way the consumer moves on."""
+    update = alert(slice_={"region": "e\x00u"})
+    record = SimpleNamespace(
+        topic="opswatch.alerts",
+        partition=0,
+        offset=7,
+        timestamp=1772470800000,
+        key=b"k",
+        value=orjson.dumps(update),
+    )
+    consumer = KafkaAlertConsumer(
+        KafkaConnection("127.0.0.1:9"),
+        Topics(),
+        client.app.state.intake,  # type: ignore[attr-defined]
+    )
+    letters = Letters()
+    started = time.monotonic()
+    assert consumer._take_one(record, letters) is True  # taken, not read again
+    assert time.monotonic() - started < 1  # no retries
+    stored = client.get("/v1/alerts").json()["items"]
+    if stored:  # SQLite
+        assert letters.sent == [] and stored[0]["slice"] == {"region": "e\x00u"}
+        return
+    [(topic, dead)] = letters.sent
+    assert topic == "opswatch.deadletter" and dead["value"] == record.value
+    assert ("reason", b"data") in dead["headers"]
+    metrics = client.get("/metrics").text
+    assert 'opswatch_alerting_alert_updates_total{outcome="invalid"} 1.0' in metrics
 
 
 def bearer(token: str) -> dict[str, str]:

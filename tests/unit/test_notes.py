@@ -62,6 +62,8 @@ def test_notes_are_kept_in_order_and_served_with_the_incident(client: TestClient
         pytest.param(WRITE, {"author": "a", "text": "t", "kind": "guess"}, 422, id="bad-kind"),
         pytest.param(WRITE, {"author": "a", "text": "", "kind": "lesson"}, 422, id="empty-text"),
         pytest.param(WRITE, {"author": "a", "kind": "lesson"}, 422, id="no-text"),
+        pytest.param(WRITE, {"author": "a", "text": "a\x00b", "kind": "cause"}, 422, id="nul"),
+        pytest.param(WRITE, {"author": "a\x1b", "text": "t", "kind": "cause"}, 422, id="esc"),
     ],
 )
 def test_a_note_is_refused_without_the_write_token_or_in_a_bad_shape(

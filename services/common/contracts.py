@@ -50,6 +50,15 @@ def rfc3339(value: object) -> datetime:
     return parsed
 
 
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
+def unix_seconds(text: str) -> int | None:
+    """``text`` as Unix seconds, if it is that: ASCII digits, at most 12 (str.isdigit
+    also takes "²", which int() refuses, and a longer number overflows a float)."""
+    return int(text) if _UNIX_SECONDS.fullmatch(text) else None
+
+
 def this_millennium(value: datetime) -> datetime:
     if value.year < 2000:
         raise ValueError("is before the year 2000: a clock or a default value, not an event")

@@ -3,6 +3,7 @@ tokens, Slack buttons."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -351,3 +353,79 @@ def test_slack_buttons_act_on_the_incident_only_when_signed(client: TestClient) 
     assert {(a["status"], a["label"]) for a in after} == {("resolved", "false_positive")}
     gone = client.post(url, **slack_request(button("snooze", "0" * 32)))
     assert gone.status_code == 404
+
+
+def raw_slack(body: bytes, stamp: str, signature: str | None = None) -> dict[str, Any]:
+    """A request with this body and timestamp, signed unless ``signature`` is given
+    (headers go as Latin-1 bytes, as the server reads them)."""
+    mac = hmac.new(SIGNING.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256)
+    return {
+        "content": body,
+        "headers": {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": stamp.encode("latin-1"),
+            "x-slack-signature": (signature or f"v0={mac.hexdigest()}").encode("latin-1"),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(raw_slack(b"payload=%7B%7D", "9" * 400), id="huge-timestamp"),
+        pytest.param(raw_slack(b"payload=%7B%7D", "\u00b2"), id="superscript-timestamp"),
+        pytest.param(raw_slack(b"payload=\xff", str(int(time.time()))), id="not-utf8"),
+        pytest.param(
+            raw_slack(b"payload=%7B%7D", str(int(time.time())), "v0=\u00ff"), id="signature-latin1"
+        ),
+    ],
+)
+def test_a_slack_request_that_cannot_be_verified_is_401(
+    client: TestClient, request_: dict[str, Any]
+) -> None:
+    async def post() -> httpx.Response:
+        # the headers' bytes as given (TestClient would send "²" as UTF-8)
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://opswatch") as c:
+            return await c.post("/v1/slack/interactions", **request_)
+
+    resp = asyncio.run(post())
+    assert resp.status_code == 401
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["title"] == "Bad signature"
+
+
+def note_submission(text: object) -> dict[str, Any]:
+    return {
+        "type": "view_submission",
+        "user": ["not", "an", "object"],
+        "view": {
+            "callback_id": "add_note",
+            "private_metadata": "0" * 32,
+            "state": {
+                "values": {
+                    "kind": {"kind": {"selected_option": {"value": "cause"}}},
+                    "text": {"text": {"value": text}},
+                }
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(button("acknowledge", {"id": "x"}), id="value-object"),  # type: ignore[arg-type]
+        pytest.param(button("acknowledge", ["x"]), id="value-array"),  # type: ignore[arg-type]
+        pytest.param(note_submission(42), id="note-text-number"),
+        pytest.param(note_submission({"a": 1}), id="note-text-object"),
+    ],
+)
+def test_a_signed_slack_payload_of_the_wrong_shape_is_400(
+    client: TestClient, payload: dict[str, Any]
+) -> None:
+    intake(client, alert(slice_={}))
+    resp = client.post("/v1/slack/interactions", **slack_request(payload))
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert {a["status"] for a in client.get("/v1/alerts").json()["items"]} == {"firing"}

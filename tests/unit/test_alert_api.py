@@ -230,6 +230,33 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+def test_head_answers_wherever_get_does_without_the_body(store_url: str) -> None:
+    book = AlertBook(AlertStore(store_url), {}, Routing(AlertingConfig(), {}), wall_clock)
+    app = create_app(book, CollectorRegistry(), auth=Auth(SecretStr(WRITE), SecretStr(READ)))
+    with TestClient(app) as c:
+        intake(c, alert(slice_={}))
+        [incident] = c.get("/v1/incidents", headers=bearer(READ)).json()["items"]
+        for path in (
+            "/healthz",
+            "/metrics",
+            "/v1/alerts",
+            f"/v1/alerts/{incident['alert_ids'][0]}",
+            "/v1/incidents",
+            f"/v1/incidents/{incident['id']}/chart.png",
+            "/v1/stats",
+            "/incidents",
+            f"/incidents/{incident['id']}",
+        ):
+            got = c.get(path, headers=bearer(READ))
+            head = c.head(path, headers=bearer(READ))
+            assert (head.status_code, head.content) == (200, b""), path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+        assert c.head("/v1/alerts").status_code == 401  # the token is checked as for GET
+        assert c.head("/v1/alerts/" + "0" * 32, headers=bearer(READ)).status_code == 404
+        refused = c.head("/v1/alerts/" + "0" * 32 + "/acknowledge", headers=bearer(WRITE))
+        assert refused.status_code == 405  # HEAD never acts
+
+
 def test_writes_need_the_write_token(client: TestClient) -> None:
     body = alert()
     intake(client, body)

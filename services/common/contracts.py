@@ -273,9 +273,10 @@ NoteKind = Literal["cause", "action", "lesson"]
 
 
 class NoteRequest(BaseModel):
-    """A note on an incident, as POST /v1/incidents/{id}/notes takes it."""
+    """A note on an incident, as POST /v1/incidents/{id}/notes and the Slack modal take
+    it: author and text without the whitespace around them, neither empty."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     author: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(no_control)]
     text: Annotated[

@@ -142,7 +142,7 @@ async def _submitted(request: Request, payload: Mapping[str, Any]) -> Response:
     except (KeyError, TypeError, AttributeError):
         raise ProblemError(400, "Not a note", "expected the Add note modal's submission") from None
     try:
-        note = NoteRequest(author=_who(payload), text=text.strip(), kind=kind)
+        note = NoteRequest(author=_who(payload), text=text, kind=kind)
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0])
         return _errors({"kind" if field == "kind" else "text": exc.errors()[0]["msg"]})

@@ -88,5 +88,5 @@ def create_app(
     problems.install(app)
     for module in (alerts, incidents, charts, pages, stats, slack, calendar):
         app.include_router(module.router)
-    app.include_router(health.router)
+    health.install(app)
     return app

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from kafka.errors import KafkaError
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 
 from services.alerting.book import AlertBook
 from services.alerting.metrics import Metrics
@@ -24,7 +25,8 @@ RETRIES = 4
 
 
 class InvalidUpdateError(ValueError):
-    """An alert update that is not JSON (reason json) or not the contract (schema)."""
+    """An alert update that is not JSON (reason json), not the contract (schema), or
+    has a value the store refuses (data: a NUL in a slice value, on PostgreSQL)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -41,11 +43,10 @@ class AlertIntake:
     def handle(self, alert: Mapping[str, Any]) -> str:
         """Validate and apply one update: stored, duplicate, invalid or failed."""
         try:
-            update = self.validate(alert)
+            return self.store(self.validate(alert))
         except InvalidUpdateError as exc:
             log.warning("invalid alert update dropped: %s", exc)
             return "invalid"
-        return self.store(update)
 
     def validate(self, alert: Any) -> dict[str, Any]:
         """The update normalised (times in one format); InvalidUpdateError, counted."""
@@ -69,11 +70,16 @@ class AlertIntake:
 
     def store(self, update: dict[str, Any]) -> str:
         """Apply a valid update. A store that fails is retried a few times, then the
-        update is counted as failed (and the caller keeps it to try again)."""
+        update is counted as failed (and the caller keeps it to try again); one whose
+        values the store refuses would fail every time: InvalidUpdateError, counted."""
         for attempt in range(RETRIES + 1):
             try:
                 change = self.book.ingest(update)
                 break
+            except DataError as exc:
+                self.metrics.updates.labels("invalid").inc()
+                reason = str(exc.orig).splitlines()[0]
+                raise InvalidUpdateError("data", f"the store refused it: {reason}") from None
             except Exception:
                 if attempt == RETRIES:
                     log.exception("alert update %s could not be stored", update["id"])
@@ -148,7 +154,7 @@ class KafkaAlertConsumer(Background):
 
     def _take_one(self, record: Any, letters: Any) -> bool:
         try:
-            update = self._intake.parse(record.value)
+            outcome = self._intake.store(self._intake.parse(record.value))
         except InvalidUpdateError as exc:
             log.warning("invalid alert update dead-lettered: %s", exc)
             headers = deadletter_headers(
@@ -169,4 +175,4 @@ class KafkaAlertConsumer(Background):
                 log.exception("dead-letter write failed; the update is read again")
                 return False
             return True
-        return self._intake.store(update) != "failed"
+        return outcome != "failed"

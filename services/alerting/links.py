@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
+from services.common.contracts import unix_seconds
+
 LINK_COOKIE = "opswatch_link_"  # + the incident's id: the grant a signed link opened
 _PURPOSE = b"opswatch signed links v1"
 
@@ -63,9 +65,9 @@ class LinkSigner:
 
     def verify(self, incident_id: str, expires: str, signature: str, now: datetime) -> Grant:
         """The grant, or LinkRefusedError saying what is wrong with it."""
-        if not expires.isdigit() or len(expires) > 12:
+        stamp = unix_seconds(expires)
+        if stamp is None:
             raise LinkRefusedError("Bad link signature", "expires must be a Unix time in seconds")
-        stamp = int(expires)
         if not hmac.compare_digest(signature.encode(), self._mac(incident_id, stamp).encode()):
             raise LinkRefusedError(
                 "Bad link signature",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,6 +50,15 @@ def rfc3339(value: object) -> datetime:
     return parsed
 
 
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
+def unix_seconds(text: str) -> int | None:
+    """``text`` as Unix seconds, if it is that: ASCII digits, at most 12 (str.isdigit
+    also takes "²", which int() refuses, and a longer number overflows a float)."""
+    return int(text) if _UNIX_SECONDS.fullmatch(text) else None
+
+
 def this_millennium(value: datetime) -> datetime:
     if value.year < 2000:
         raise ValueError("is before the year 2000: a clock or a default value, not an event")
@@ -61,6 +71,21 @@ def whole(value: object) -> bool:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(rfc3339)]
+
+# C0 and C1 control characters (NUL among them, which PostgreSQL text refuses); a
+# note's text may keep its line breaks and tabs
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+LINE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def no_control(value: str, control: re.Pattern[str] = CONTROL) -> str:
+    """``value`` if it has no control character; ValueError naming the first."""
+    found = control.search(value)
+    if found:
+        raise ValueError(f"must not contain control characters (U+{ord(found[0]):04X})")
+    return value
+
+
 Dimension = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -248,16 +273,28 @@ NoteKind = Literal["cause", "action", "lesson"]
 
 
 class NoteRequest(BaseModel):
-    """A note on an incident, as POST /v1/incidents/{id}/notes takes it."""
+    """A note on an incident, as POST /v1/incidents/{id}/notes and the Slack modal take
+    it: author and text without the whitespace around them, neither empty."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    author: Annotated[str, Field(min_length=1, max_length=100)]
-    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    author: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(no_control)]
+    text: Annotated[
+        str,
+        Field(min_length=1, max_length=4000),
+        AfterValidator(lambda v: no_control(v, LINE_CONTROL)),
+    ]
     kind: NoteKind
 
 
-class Note(NoteRequest):
+class Note(BaseModel):
+    """A stored note, as it was taken (the rules of NoteRequest may have grown since)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    author: str
+    text: str
+    kind: NoteKind
     id: int
     created_at: Timestamp
 

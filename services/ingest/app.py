@@ -55,5 +55,5 @@ def create_app(
     problems.install(app)
     app.include_router(events.router)
     app.include_router(health.router)
-    app.include_router(common_health.router)
+    common_health.install(app)
     return app

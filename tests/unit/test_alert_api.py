@@ -3,24 +3,31 @@ tokens, Slack buttons."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from sqlalchemy.exc import DataError
 
 from services.alerting.api.deps import Auth
 from services.alerting.app import create_app
 from services.alerting.book import AlertBook
+from services.alerting.intake import KafkaAlertConsumer
 from services.alerting.routing import AlertingConfig, Routing
 from services.alerting.runtime import wall_clock
 from services.alerting.store import AlertStore
+from services.common.connection import KafkaConnection
+from services.common.events import Topics
 from tests.factories import detector_update
 
 WRITE = "w" * 24
@@ -131,8 +138,123 @@ def test_errors_are_problem_details(client: TestClient, path: str, status: int) 
     assert resp.json()["status"] == status
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/v1/alerts?region=%00", "query.region"),
+        ("GET", "/v1/alerts?metric=a%00b", "query.metric"),
+        ("GET", "/v1/alerts/a%00b", "path"),
+        ("GET", "/v1/alerts/a%00b/chart.png", "path"),
+        ("GET", "/v1/incidents?q=%00", "query.q"),
+        ("GET", "/v1/incidents?family=%00", "query.family"),
+        ("GET", "/v1/incidents/a%00b", "path"),
+        ("GET", "/incidents?q=%00", "query.q"),
+        ("GET", "/incidents/a%00b", "path"),
+        ("GET", "/v1/alerts?metric=a%0Ab", "query.metric"),
+        ("POST", "/v1/alerts/a%00b/acknowledge", "path"),
+    ],
+)
+def test_a_control_character_in_a_parameter_is_422_naming_it(
+    client: TestClient, method: str, path: str, field: str
+) -> None:
+    body = alert()
+    intake(client, body)
+    resp = client.request(method, path, headers=bearer(WRITE))
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in resp.json()["errors"]] == [field]
+    assert [a["id"] for a in client.get("/v1/alerts").json()["items"]] == [body["id"]]
+
+
+def test_a_value_the_store_refuses_is_a_problem_not_a_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: Any) -> None:
+        raise DataError("SELECT", {}, ValueError("text fields cannot contain NUL (0x00) bytes"))
+
+    monkeypatch.setattr(client.app.state.book.store, "list_alerts", refuse)  # type: ignore[attr-defined]
+    resp = client.get("/v1/alerts", params={"metric": "gmv"})
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["title"] == "Value refused"
+    assert "cannot contain NUL" in resp.json()["detail"]
+
+
+class Letters:
+    """The dead-letter producer, kept in memory."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, topic: str, **record: Any) -> Any:
+        self.sent.append((topic, record))
+        return self
+
+    def get(self, timeout: float) -> None:
+        return None
+
+
+def test_an_update_the_store_refuses_is_dead_lettered_not_read_again(client: TestClient) -> None:
+    """PostgreSQL text cannot hold a NUL: such an update fails every time, so it is
+    dead-lettered (SQLite keeps it); either way the consumer moves on."""
+    update = alert(slice_={"region": "e\x00u"})
+    record = SimpleNamespace(
+        topic="opswatch.alerts",
+        partition=0,
+        offset=7,
+        timestamp=1772470800000,
+        key=b"k",
+        value=orjson.dumps(update),
+    )
+    consumer = KafkaAlertConsumer(
+        KafkaConnection("127.0.0.1:9"),
+        Topics(),
+        client.app.state.intake,  # type: ignore[attr-defined]
+    )
+    letters = Letters()
+    started = time.monotonic()
+    assert consumer._take_one(record, letters) is True  # taken, not read again
+    assert time.monotonic() - started < 1  # no retries
+    stored = client.get("/v1/alerts").json()["items"]
+    if stored:  # SQLite
+        assert letters.sent == [] and stored[0]["slice"] == {"region": "e\x00u"}
+        return
+    [(topic, dead)] = letters.sent
+    assert topic == "opswatch.deadletter" and dead["value"] == record.value
+    assert ("reason", b"data") in dead["headers"]
+    metrics = client.get("/metrics").text
+    assert 'opswatch_alerting_alert_updates_total{outcome="invalid"} 1.0' in metrics
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
+
+
+def test_head_answers_wherever_get_does_without_the_body(store_url: str) -> None:
+    book = AlertBook(AlertStore(store_url), {}, Routing(AlertingConfig(), {}), wall_clock)
+    app = create_app(book, CollectorRegistry(), auth=Auth(SecretStr(WRITE), SecretStr(READ)))
+    with TestClient(app) as c:
+        intake(c, alert(slice_={}))
+        [incident] = c.get("/v1/incidents", headers=bearer(READ)).json()["items"]
+        for path in (
+            "/healthz",
+            "/metrics",
+            "/v1/alerts",
+            f"/v1/alerts/{incident['alert_ids'][0]}",
+            "/v1/incidents",
+            f"/v1/incidents/{incident['id']}/chart.png",
+            "/v1/stats",
+            "/incidents",
+            f"/incidents/{incident['id']}",
+        ):
+            got = c.get(path, headers=bearer(READ))
+            head = c.head(path, headers=bearer(READ))
+            assert (head.status_code, head.content) == (200, b""), path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+        assert c.head("/v1/alerts").status_code == 401  # the token is checked as for GET
+        assert c.head("/v1/alerts/" + "0" * 32, headers=bearer(READ)).status_code == 404
+        refused = c.head("/v1/alerts/" + "0" * 32 + "/acknowledge", headers=bearer(WRITE))
+        assert refused.status_code == 405  # HEAD never acts
 
 
 def test_writes_need_the_write_token(client: TestClient) -> None:
@@ -258,3 +380,79 @@ def test_slack_buttons_act_on_the_incident_only_when_signed(client: TestClient) 
     assert {(a["status"], a["label"]) for a in after} == {("resolved", "false_positive")}
     gone = client.post(url, **slack_request(button("snooze", "0" * 32)))
     assert gone.status_code == 404
+
+
+def raw_slack(body: bytes, stamp: str, signature: str | None = None) -> dict[str, Any]:
+    """A request with this body and timestamp, signed unless ``signature`` is given
+    (headers go as Latin-1 bytes, as the server reads them)."""
+    mac = hmac.new(SIGNING.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256)
+    return {
+        "content": body,
+        "headers": {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": stamp.encode("latin-1"),
+            "x-slack-signature": (signature or f"v0={mac.hexdigest()}").encode("latin-1"),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(raw_slack(b"payload=%7B%7D", "9" * 400), id="huge-timestamp"),
+        pytest.param(raw_slack(b"payload=%7B%7D", "\u00b2"), id="superscript-timestamp"),
+        pytest.param(raw_slack(b"payload=\xff", str(int(time.time()))), id="not-utf8"),
+        pytest.param(
+            raw_slack(b"payload=%7B%7D", str(int(time.time())), "v0=\u00ff"), id="signature-latin1"
+        ),
+    ],
+)
+def test_a_slack_request_that_cannot_be_verified_is_401(
+    client: TestClient, request_: dict[str, Any]
+) -> None:
+    async def post() -> httpx.Response:
+        # the headers' bytes as given (TestClient would send "²" as UTF-8)
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://opswatch") as c:
+            return await c.post("/v1/slack/interactions", **request_)
+
+    resp = asyncio.run(post())
+    assert resp.status_code == 401
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["title"] == "Bad signature"
+
+
+def note_submission(text: object) -> dict[str, Any]:
+    return {
+        "type": "view_submission",
+        "user": ["not", "an", "object"],
+        "view": {
+            "callback_id": "add_note",
+            "private_metadata": "0" * 32,
+            "state": {
+                "values": {
+                    "kind": {"kind": {"selected_option": {"value": "cause"}}},
+                    "text": {"text": {"value": text}},
+                }
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(button("acknowledge", {"id": "x"}), id="value-object"),  # type: ignore[arg-type]
+        pytest.param(button("acknowledge", ["x"]), id="value-array"),  # type: ignore[arg-type]
+        pytest.param(note_submission(42), id="note-text-number"),
+        pytest.param(note_submission({"a": 1}), id="note-text-object"),
+    ],
+)
+def test_a_signed_slack_payload_of_the_wrong_shape_is_400(
+    client: TestClient, payload: dict[str, Any]
+) -> None:
+    intake(client, alert(slice_={}))
+    resp = client.post("/v1/slack/interactions", **slack_request(payload))
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert {a["status"] for a in client.get("/v1/alerts").json()["items"]} == {"firing"}

@@ -62,6 +62,10 @@ def test_notes_are_kept_in_order_and_served_with_the_incident(client: TestClient
         pytest.param(WRITE, {"author": "a", "text": "t", "kind": "guess"}, 422, id="bad-kind"),
         pytest.param(WRITE, {"author": "a", "text": "", "kind": "lesson"}, 422, id="empty-text"),
         pytest.param(WRITE, {"author": "a", "kind": "lesson"}, 422, id="no-text"),
+        pytest.param(WRITE, {"author": "a", "text": " \n\t ", "kind": "cause"}, 422, id="blank"),
+        pytest.param(WRITE, {"author": "  ", "text": "t", "kind": "cause"}, 422, id="no-author"),
+        pytest.param(WRITE, {"author": "a", "text": "a\x00b", "kind": "cause"}, 422, id="nul"),
+        pytest.param(WRITE, {"author": "a\x1b", "text": "t", "kind": "cause"}, 422, id="esc"),
     ],
 )
 def test_a_note_is_refused_without_the_write_token_or_in_a_bad_shape(
@@ -72,6 +76,14 @@ def test_a_note_is_refused_without_the_write_token_or_in_a_bad_shape(
     assert answer.status_code == status
     assert answer.headers["content-type"] == "application/problem+json"
     assert client.get(f"/v1/incidents/{incident_id}").json()["notes"] == []
+
+
+def test_a_note_is_kept_without_the_whitespace_around_it(client: TestClient) -> None:
+    incident_id = incident_of(client, "conversion_rate", {"region": "eu"})
+    answer = note(client, incident_id, "  PSP timeouts\n  in eu \n")
+    assert answer.status_code == 201 and answer.json()["text"] == "PSP timeouts\n  in eu"
+    served = client.get(f"/v1/incidents/{incident_id}").json()
+    assert [n["text"] for n in served["notes"]] == ["PSP timeouts\n  in eu"]
 
 
 def test_a_note_on_an_unknown_incident_is_404(client: TestClient) -> None:

@@ -71,6 +71,20 @@ def test_a_signed_link_opens_the_page_and_the_cookie_it_sets_its_chart(
     assert client.get("/incidents").status_code == 401  # the link opens one incident
 
 
+@pytest.mark.parametrize("expires", ["%C2%B2", "%D9%A3", "9" * 13, "-1", ""])
+def test_a_link_whose_expiry_is_not_unix_seconds_is_401(client: TestClient, expires: str) -> None:
+    incident_id = incident_with_a_note(client)
+    query = f"?expires={expires}&signature=00"
+    page = client.get(f"/incidents/{incident_id}{query}")
+    assert page.status_code == 401 and "Bad link signature" in page.text
+    chart = client.get(f"/v1/incidents/{incident_id}/chart.png{query}")
+    assert chart.status_code == 401
+    assert chart.headers["content-type"] == "application/problem+json"
+    assert chart.json()["detail"] == "expires must be a Unix time in seconds"
+    client.cookies.set(LINK_COOKIE + incident_id, f"{expires}.00")
+    assert client.get(f"/incidents/{incident_id}").status_code == 401
+
+
 def test_the_read_token_opens_the_pages_as_a_cookie(client: TestClient) -> None:
     incident_id = incident_with_a_note(client)
     client.cookies.set(READ_COOKIE, READ)

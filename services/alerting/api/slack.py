@@ -31,7 +31,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from services.alerting import messages
 from services.alerting.book import AlertBook, NotFoundError
 from services.alerting.notify import SlackBotSender
-from services.common.contracts import NoteRequest
+from services.common.contracts import NoteRequest, unix_seconds
 from services.common.problems import ProblemError, problem_responses
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,23 @@ class _Clock(Clock):
 
 
 def _who(payload: Mapping[str, Any]) -> str:
-    user = payload.get("user") or {}
+    user = payload.get("user")
+    if not isinstance(user, dict):
+        return "slack"
     return str(user.get("username") or user.get("name") or user.get("id") or "slack")[:100]
+
+
+def _signed(verifier: SignatureVerifier, body: bytes, stamp: str, signature: str) -> str | None:
+    """The body as text if Slack signed it, else None: also when the timestamp is not
+    Unix seconds, the body not UTF-8 or the signature not ASCII (which the verifier
+    would fail on rather than refuse)."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None
+    if unix_seconds(stamp) is None or not signature.isascii():
+        return None
+    return text if verifier.is_valid(text, stamp, signature) else None
 
 
 def _bots(request: Request) -> dict[str, SlackBotSender]:
@@ -122,10 +137,12 @@ async def _submitted(request: Request, payload: Mapping[str, Any]) -> Response:
         values = view["state"]["values"]
         kind = (values["kind"]["kind"].get("selected_option") or {}).get("value")
         text = values["text"]["text"].get("value") or ""
+        if not isinstance(text, str):
+            raise TypeError(text)
     except (KeyError, TypeError, AttributeError):
         raise ProblemError(400, "Not a note", "expected the Add note modal's submission") from None
     try:
-        note = NoteRequest(author=_who(payload), text=text.strip(), kind=kind)
+        note = NoteRequest(author=_who(payload), text=text, kind=kind)
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0])
         return _errors({"kind" if field == "kind" else "text": exc.errors()[0]["msg"]})
@@ -152,16 +169,19 @@ async def interactions(request: Request) -> Response:
     verifier = SignatureVerifier(secret.get_secret_value(), clock=_Clock(book))
     stamp = request.headers.get("x-slack-request-timestamp", "")
     signature = request.headers.get("x-slack-signature", "")
-    if not (stamp.isdigit() and verifier.is_valid(body, stamp, signature)):
+    text = _signed(verifier, body, stamp, signature)
+    if text is None:
         raise ProblemError(401, "Bad signature", "the request is not signed by Slack")
     try:
-        payload = orjson.loads(parse_qs(body.decode())["payload"][0])
+        payload = orjson.loads(parse_qs(text)["payload"][0])
         if payload.get("type") == "view_submission":
             return await _submitted(request, payload)
         action = payload["actions"][0]
         name, incident_id = action["action_id"], action["value"]
+        if not (isinstance(name, str) and isinstance(incident_id, str)):
+            raise TypeError(action)
         user = _who(payload)
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError, UnicodeDecodeError):
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         raise ProblemError(400, "Not an interaction", "expected a block_actions payload") from None
     if name not in (*ACTIONS, NOTE):
         raise ProblemError(400, "Unknown action", f"no action {name!r}")

@@ -79,7 +79,7 @@ def _settings() -> OpswatchSettings:
             err.print(f"[red]configuration error[/]: {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except CatalogError as exc:
-        err.print(f"[red]metric catalog error[/]: {exc}")
+        err.print(f"[red]metric catalog error[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except CalendarError as exc:
         _calendar_error(exc)

@@ -10,17 +10,46 @@ import yaml
 
 def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]:
     """The file's text and its parsed content; ``error`` naming the path (and the line
-    of a YAML error) when it cannot be read or parsed."""
+    of a YAML error) when it cannot be read or parsed, or when it gives a key twice."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
     try:
-        return text, yaml.safe_load(text)
+        content = yaml.safe_load(text)
+        twice = _twice(yaml.compose(text), ())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise error(f"{path}{line}: not valid YAML: {exc}") from None
+    if twice is not None:
+        where, line_no, first = twice
+        raise error(
+            f"{path} line {line_no}: {where}: given twice (first at line {first}):"
+            " only one can be meant"
+        )
+    return text, content
+
+
+def _twice(node: yaml.Node | None, loc: tuple[str, ...]) -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping (YAML keeps the last silently): its
+    place, its line and the line of its first."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            if (found := _twice(item, (*loc, str(i)))) is not None:
+                return found
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if name in lines:
+                return ".".join((*loc, name)), key.start_mark.line + 1, lines[name]
+            lines[name] = key.start_mark.line + 1
+            if (found := _twice(value, (*loc, name))) is not None:
+                return found
+    return None
 
 
 def line_of(text: str, loc: tuple[int | str, ...]) -> int | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from types import UnionType
@@ -196,12 +196,16 @@ class CatalogError(ValueError):
 
 @dataclass(frozen=True)
 class CountSlot:
-    """Sum over matching events of ``field ** power`` (power 0: a plain count)."""
+    """Sum over matching events that carry ``field`` of ``field ** power`` (power 0: a
+    count; without a field, of every matching event)."""
 
     type: str | None
     where: tuple[tuple[str, frozenset[Scalar]], ...]
     field: str | None
     power: int
+    # a count of the events carrying an optional field: versions before counted every
+    # matching event in its stead, in slot ``older`` (their windows have no slot of this)
+    older: int | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,15 @@ def _reads(measure: Measure) -> tuple[str, ...]:
     return (measure.type,) if measure.type else tuple(USER_EVENTS)
 
 
+def _optional(measure: Measure) -> bool:
+    """Whether an event the measure reads may lack its field (it is counted apart)."""
+    assert measure.field is not None
+    return any(
+        measure.field not in _fields(t) or not _fields(t)[measure.field].required
+        for t in _reads(measure)
+    )
+
+
 def _measures(spec: CatalogFile) -> Iterator[tuple[tuple[str, ...], Measure]]:
     for name, metric in spec.metrics.items():
         for role in ("numerator", "denominator", "measure"):
@@ -383,6 +396,7 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
         return slot(measure, 1 if measure.field else 0)
 
     compiled: list[CompiledMetric] = []
+    carried: list[tuple[int, Measure, int]] = []  # (metric, its measure, its events' count)
     for name, m in spec.metrics.items():
         head = (name, m.kind, m.family, m.alert_on)
         measures = [x for x in (m.numerator, m.denominator, m.measure) if x is not None]
@@ -400,11 +414,22 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
             num, _ = slot(m.measure, 1)
             sq, _ = slot(m.measure, 2)
             n, _ = slot(m.measure, 0)
+            if _optional(m.measure):
+                carried.append((len(compiled), m.measure, n))
             compiled.append(CompiledMetric(*head, num, False, sumsq=sq, n=n, reads=reads))
         else:
             assert m.measure is not None
             num, num_d = plain(m.measure)
             compiled.append(CompiledMetric(*head, num, num_d, history_s=history, reads=reads))
+    # a sum or mean of an optional field counts the events that carry it, in slots
+    # after every other: the slots before are laid out as versions before laid them
+    # out, so their snapshots and partials are read with this one's count filled in
+    for at, measure, every in carried:
+        ckey = (measure.type or "*", _where(measure), measure.field, 0)
+        if ckey not in counts:
+            counts[ckey] = len(count_slots)
+            count_slots.append(CountSlot(measure.type, _where(measure), measure.field, 0, every))
+        compiled[at] = replace(compiled[at], n=counts[ckey])
     events = spec.metric_events
     series = SeriesCatalog(
         events.default,

@@ -12,6 +12,13 @@ were also active in that long before it (returning users), ``lapsed_after``
 counts the users whose inactivity reaches that long in the window (lapsed
 users). Durations are written ``90s``, ``30m``, ``12h`` or ``7d``.
 
+A measure is checked against the event contract when the catalog is loaded: its
+field must be a number of the event types it reads, its ``where`` keys their
+fields, and its ``where`` values among a field's listed values. A sum or mean of a
+field an event may lack (``nps``) reads the events that carry it: their count is a
+slot of its own, laid after every other, so that a catalog of required fields keeps
+the layout of versions before it and their snapshots and partials are read.
+
 Metric events (a number another system measures, under a name of its own) are
 not measures of these metrics: the optional ``metric_events`` section says, by
 default and per name, how a window summarises such a series (the last value,

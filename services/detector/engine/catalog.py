@@ -347,11 +347,8 @@ def _against_contract(spec: CatalogFile) -> tuple[tuple[str, ...], str] | None:
                 for v in value if isinstance(value, list) else [value]:
                     if v not in choices:
                         listed = ", ".join(sorted(map(str, choices)))
-                        return (
-                            *loc,
-                            "where",
-                            key,
-                        ), f"{v!r} is not a {key} of {of}; choices: {listed}"
+                        why = f"{v!r} is not a {key} of {of}; choices: {listed}"
+                        return (*loc, "where", key), why
         if measure.field:
             numeric = ", ".join(
                 sorted({k for t in types for k, f in _fields(t).items() if f.numeric})

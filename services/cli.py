@@ -96,7 +96,7 @@ def _settings(calendar_file: bool = True) -> OpswatchSettings:
         err.print(f"[red]configuration error[/]: {escape(message)}", highlight=False)
         raise typer.Exit(2) from None
     except CatalogError as exc:
-        err.print(f"[red]metric catalog error[/]: {exc}")
+        err.print(f"[red]metric catalog error[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except CalendarError as exc:
         _calendar_error(exc)

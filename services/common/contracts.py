@@ -184,6 +184,12 @@ Event = Annotated[AnyEvent, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 
 EVENT_TYPES: tuple[str, ...] = ("order", "activity", "feedback", "metric")
+# what a user did, by type: the events the metric catalog measures
+USER_EVENTS: dict[str, type[_Event]] = {
+    "order": OrderEvent,
+    "activity": ActivityEvent,
+    "feedback": FeedbackEvent,
+}
 
 
 class Driver(BaseModel):

@@ -238,7 +238,7 @@ class StageTwo:
                     self.duplicates += 1
                 else:
                     sent.add(key)
-                    self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc))
+                    self.evaluator.add_partial(msg["w"], key, Acc.from_json(acc, self.catalog))
             return []
         if msg["k"] == "hb":  # the source partition has more to say: so has this one
             self.evaluator.marks.hear(source)

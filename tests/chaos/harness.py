@@ -28,6 +28,7 @@ from services.common.events import Topics, event_time, leaf_of, partition_key
 from services.common.kafka import ensure_topics
 from services.common.simulator import Incident, Simulator
 from services.detector.engine.aggregate import Acc, Aggregator
+from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
 from tests.factories import T0
 from tests.integration.conftest import REPO, launch, wait_for
@@ -401,7 +402,7 @@ def kafka_windows(bootstrap: str, topics: Topics) -> tuple[dict[tuple[int, str],
             )
     merged: dict[tuple[int, str], Acc] = {}
     for (_, w, s), value in sorted(sent.items()):
-        acc = Acc.from_json(orjson.loads(value))
+        acc = Acc.from_json(orjson.loads(value), load_catalog())
         if (w, s) in merged:
             merged[(w, s)].merge(acc)
         else:

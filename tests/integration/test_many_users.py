@@ -12,6 +12,7 @@ from services.common.connection import KafkaConnection
 from services.common.events import Topics, batches, partition_key
 from services.common.kafka import ensure_topics, producer
 from services.detector.engine.aggregate import Acc
+from services.detector.engine.catalog import load_catalog
 from services.detector.engine.slices import ALL_UP
 from tests.factories import T0, event
 from tests.integration.conftest import Stack
@@ -82,7 +83,7 @@ def test_a_million_users_in_one_window_are_judged_in_partials_under_a_mebibyte(
             sizes.append(len(record.value))
             msg = orjson.loads(record.value)
             if msg["k"] == "pb" and msg["w"] == int(T0.timestamp()) and ALL_UP in msg["a"]:
-                crowd = Acc.from_json(msg["a"][ALL_UP])
+                crowd = Acc.from_json(msg["a"][ALL_UP], load_catalog())
     finally:
         consumer.close()
     assert max(sizes) < MIB, f"a partials record of {max(sizes):,} bytes"

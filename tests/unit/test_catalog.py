@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from services.detector.embedded import DEMO_SERIES
 from services.detector.engine.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 
 DESIGN_METRICS = {
@@ -126,6 +127,95 @@ def test_bad_files_are_refused_with_a_message_naming_the_problem(
         load_catalog(path)
 
 
+def metric(measure: str, kind: str = "mean") -> str:
+    """A catalog whose second metric, ``m`` (line 5), takes ``measure`` on line 7."""
+    first = "  gmv:\n    kind: count\n    measure: {type: order}\n"
+    return f"metrics:\n{first}  m:\n    kind: {kind}\n    measure: {measure}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            metric("{type: order, where: {status: paid}, field: amout}"),
+            "bad.yaml line 7: metrics.m.measure.field: order events have no field 'amout';"
+            " numeric fields: amount",
+        ),
+        (
+            metric("{type: order, field: status}"),
+            "bad.yaml line 7: metrics.m.measure.field: 'status' of order events is not a number;"
+            " numeric fields: amount",
+        ),
+        (
+            metric("{type: feedback, field: category}", "sum"),
+            "metrics.m.measure.field: 'category' of feedback events is not a number;"
+            " numeric fields: nps, rating",
+        ),
+        (
+            metric("{field: amout}", "sum"),
+            "metrics.m.measure.field: no event type has 'amout';"
+            " numeric fields: amount, nps, rating",
+        ),
+        (
+            metric("{type: order, where: {plan: pro}}", "count"),
+            "bad.yaml line 7: metrics.m.measure.where.plan: order events have no field 'plan';"
+            " fields: amount, channel, currency, event_id, order_id, platform, region, status,"
+            " type, user_id",
+        ),
+        (
+            metric("{type: order, where: {attributes: x}}", "count"),
+            "metrics.m.measure.where.attributes: order events have no field 'attributes'",
+        ),
+        (
+            metric("{type: order, where: {status: [paid, piad]}}", "count"),
+            "metrics.m.measure.where.status: 'piad' is not a status of order events;"
+            " choices: cancelled, created, paid, payment_failed, refunded",
+        ),
+        (
+            "metrics:\n  m:\n    kind: ratio\n"
+            "    numerator: {type: order, where: {action: login}}\n"
+            "    denominator: {type: order}\n",
+            "line 4: metrics.m.numerator.where.action: order events have no field 'action'",
+        ),
+        (
+            metric("{type: order}", "count")
+            + "  gmv:\n    kind: sum\n    measure: {type: order}\n",
+            "bad.yaml line 8: metrics.gmv: given twice (first at line 2): only one can be meant",
+        ),
+        (
+            "metrics:\n  m:\n    kind: count\n    kind: mean\n    measure: {type: order}\n",
+            "bad.yaml line 4: metrics.m.kind: given twice (first at line 3)",
+        ),
+    ],
+    ids=[
+        "misspelled-field",
+        "text-field",
+        "choice-field",
+        "field-of-no-type",
+        "unknown-where-key",
+        "where-on-attributes",
+        "where-value-not-a-choice",
+        "where-key-of-another-type",
+        "metric-given-twice",
+        "key-given-twice",
+    ],
+)
+def test_a_measure_the_event_contract_cannot_give_is_refused_naming_the_metric_and_choices(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(path)
+    assert str(refused.value).startswith(f"{path} line ")
+    assert expected in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_built_in_catalog_and_the_demo_series_keep_the_event_contract() -> None:
+    load_catalog(DEFAULT_CATALOG, DEMO_SERIES)
+
+
 def test_a_bad_catalog_stops_the_command_with_exit_code_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("metrics:\n  m:\n    kind: median\n    measure: {type: order}\n")
@@ -168,6 +258,37 @@ def test_a_catalog_that_is_not_utf8_stops_the_command_naming_the_file(tmp_path: 
         done.stderr
         == f"metric catalog error: {path} line 3: the metric catalog is not UTF-8 text\n"
     )
+
+
+@pytest.mark.parametrize(
+    "command", [["replay", "-i", "events", "-o", "alerts"], ["run", "detector"]]
+)
+def test_a_catalog_measuring_a_field_events_lack_stops_replay_and_the_detector_at_start(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """One line, exit 2, before any event is read (the detector before it reaches Kafka)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(metric("{type: order, where: {status: paid}, field: amout}"))
+    (tmp_path / "events").write_text('{"type": "order"}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *command],
+        env={
+            **os.environ,
+            "OPSWATCH_METRICS_FILE": str(path),
+            "OPSWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:9",  # nothing listens: never reached
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"metric catalog error: {path} line 7: metrics.m.measure.field: order events have no"
+        " field 'amout'; numeric fields: amount\n"
+    )
+    assert not (tmp_path / "alerts").exists()
 
 
 def test_an_appended_files_problem_names_that_file_and_its_line(tmp_path: Path) -> None:

@@ -138,9 +138,10 @@ def test_samples_sum_up_and_merge_in_any_order() -> None:
     assert [window.summary(how) for how in ("last", "max", "sum", "mean")] == [20, 50, 80, 80 / 3]
     # partials of two stage-one sources: the last is the later sample, whichever comes first
     early, late = Acc([], [], {"q": one.merge(three)}), Acc([], [], {"q": two})
+    cat = load_catalog()
     for first, second in ((early, late), (late, early)):
-        merged = Acc.from_json(orjson.loads(orjson.dumps(first.to_json())))
-        merged.merge(Acc.from_json(orjson.loads(orjson.dumps(second.to_json()))))
+        merged = Acc.from_json(orjson.loads(orjson.dumps(first.to_json())), cat)
+        merged.merge(Acc.from_json(orjson.loads(orjson.dumps(second.to_json())), cat))
         assert merged.series["q"] == window
     # at the same time, the larger value: the same whatever the order
     tie = Samples.of(7.0, 120.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+
+from services.common.events import batches, read_record
+from services.detector.engine.catalog import load_catalog
+from services.detector.engine.evaluate import EngineSettings
+from services.detector.stages import StageOne, StageThree, StageTwo
 
 START = datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
 OUTAGE = (START + timedelta(days=4, hours=15), START + timedelta(days=4, hours=17))
@@ -291,3 +297,109 @@ def test_a_file_newest_first_replays_with_a_hint_to_give_a_longer_reorder(
     whole = replay_with("--reorder", "1d")
     assert whole.returncode == 0 and whole.stderr == ""
     assert "(0 late, " in whole.stdout
+
+
+NPS_DROP = (START + timedelta(days=1, hours=14), START + timedelta(days=1, hours=15))
+WINDOW_S = 300
+
+
+def feedback_sometimes_without_nps(seed: int = 5) -> list[dict[str, Any]]:
+    """Feedback every 5 s on average, four in ten without nps (it is optional); nps
+    falls from 6-10 to 0-2 for an hour."""
+    rng = np.random.default_rng(seed)
+    events: list[dict[str, Any]] = []
+    end = (NPS_DROP[1] - START).total_seconds() + 3 * 3600
+    t = 0.0
+    while t < end:
+        t += rng.exponential(5.0)
+        at = START + timedelta(seconds=t)
+        event = {
+            "type": "feedback",
+            "event_id": f"fb{len(events)}",
+            "ts": at.isoformat(),
+            "user_id": f"user{rng.integers(5000)}",
+            "rating": int(rng.integers(3, 6)),
+        }
+        if rng.random() < 0.6:
+            low = NPS_DROP[0] <= at < NPS_DROP[1]
+            event["nps"] = int(rng.integers(0, 3) if low else rng.integers(6, 11))
+        events.append(event)
+    return events
+
+
+def mean_nps_catalog(folder: Path) -> Path:
+    path = folder / "nps.yaml"
+    path.write_text(
+        "metrics:\n  avg_nps:\n    family: feedback\n    kind: mean\n    alert_on: down\n"
+        "    measure: {type: feedback, field: nps}\n"
+    )
+    return path
+
+
+def test_a_mean_of_an_optional_field_is_the_mean_of_the_events_that_carry_it(
+    tmp_path: Path,
+) -> None:
+    events = feedback_sometimes_without_nps()
+    catalog = mean_nps_catalog(tmp_path)
+    src, dst = tmp_path / "feedback.ndjson", tmp_path / "alerts.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", "-i", str(src), "-o", str(dst)],
+        env={**os.environ, "OPSWATCH_METRICS_FILE": str(catalog)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{len(events)} events" in done.stdout  # none refused, none skipped
+    alerts = [orjson.loads(line) for line in dst.read_bytes().splitlines()]
+    assert_the_mean_of_the_events_carrying_nps(alerts, events)
+
+
+def test_in_kafka_mode_feedback_without_nps_is_taken_whole_and_not_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """Stage one took such an event into the windows' counts, failed at its nps and
+    dead-lettered it (reason ``engine``), half counted; now each is taken whole."""
+    events = feedback_sometimes_without_nps()
+    catalog = load_catalog(mean_nps_catalog(tmp_path))
+    settings = EngineSettings()
+    one, two = StageOne(0, catalog, settings, 1), StageTwo(0, catalog, settings, 1)
+    three = StageThree(catalog, settings, 1)
+    alerts: list[dict[str, Any]] = []
+    for record in batches([orjson.dumps(e) for e in events]):
+        found, refused = read_record(record)
+        sent, failed = one.on_events(found, "opswatch.events.feedback")
+        assert (refused, failed) == ([], [])
+        for out in sent:
+            for report in two.on_message(out.value):
+                alerts += three.on_message(report)
+    assert one.aggregator.stats.applied == len(events)
+    assert_the_mean_of_the_events_carrying_nps(alerts, events)
+
+
+def assert_the_mean_of_the_events_carrying_nps(
+    alerts: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> None:
+    # per window: the nps of the feedback that has one
+    given: dict[str, list[int]] = {}
+    for e in events:
+        at = datetime.fromisoformat(e["ts"]).timestamp()
+        start = datetime.fromtimestamp(at // WINDOW_S * WINDOW_S, UTC)
+        if "nps" in e:
+            given.setdefault(start.isoformat().replace("+00:00", "Z"), []).append(e["nps"])
+    firing = [a for a in alerts if a["status"] == "firing"]
+    assert firing, "the fall of nps is not caught"
+    drop = [t.isoformat().replace("+00:00", "Z") for t in NPS_DROP]
+    assert all(drop[0] <= a["window_start"] < drop[1] for a in firing)
+    for alert in firing:
+        scores = given[alert["window_start"]]
+        assert alert["observed"] == pytest.approx(sum(scores) / len(scores))
+        assert alert["n"] == len(scores)
+    # the windows before the first alert, as its series shows them
+    series = next(a["series"] for a in firing if a.get("series"))
+    assert len(series) > 24
+    for start, observed, *_ in series:
+        scores = given[start]
+        assert observed == pytest.approx(sum(scores) / len(scores))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings, Evaluator
 from services.detector.engine.members import decode, encode
 from services.detector.snapshots import PART_BYTES, SnapshotError
-from services.detector.stages import StageTwo
+from services.detector.stages import StageOne, StageTwo
 from tests.factories import traffic
 
 CATALOG = load_catalog()
@@ -185,3 +186,41 @@ def test_a_stage_two_snapshot_written_in_one_line_still_restores() -> None:
 def test_a_torn_or_overlong_document_is_an_error_not_a_value(torn: bytes) -> None:
     with pytest.raises(ValueError):
         decode([torn])
+
+
+def test_a_stage_one_snapshot_and_partials_of_the_version_before_a_carriers_count_restore(
+    tmp_path: Path,
+) -> None:
+    """A mean of an optional field counts the events that carry it in a slot after every
+    other; the version before had none, and counted them in the slot it shares with
+    the count of feedback: what it wrote is read with that count in the new slot."""
+    path = tmp_path / "metrics.yaml"
+    path.write_text(
+        "metrics:\n  feedback:\n    kind: count\n    measure: {type: feedback}\n"
+        "  avg_nps:\n    kind: mean\n    measure: {type: feedback, field: nps}\n"
+    )
+    catalog = load_catalog(path)
+    # the version before took whole only the feedback that had nps
+    events = [
+        {"type": "feedback", "event_id": f"f{i}", "ts": f"2026-05-04T10:0{i}:00Z"}
+        | {"user_id": "u", "rating": 4, "nps": i}
+        for i in range(8)
+    ]
+    stage = StageOne(0, catalog, SETTINGS, 1)
+    stage.on_events(events, "feedback")
+    windows = stage.aggregator.windows
+    assert all(len(acc.counts) == 4 for leaves in windows.values() for acc in leaves.values())
+    before = decode(stage.snapshot())
+    for leaves in before["agg"]["windows"].values():
+        for _, acc in leaves:
+            acc["c"] = acc["c"][:3]  # count, sum and sum of squares of nps: no fourth slot
+    again = StageOne(0, catalog, SETTINGS, 1)
+    again.restore(encode(before))
+    assert again.aggregator.windows == windows
+    # a partial in flight from a worker of the version before
+    start = min(windows)
+    partial = windows[start][("unknown", "unknown", "unknown")]
+    older = {"c": partial.counts[:3], "d": [u.to_json() for u in partial.distinct]}
+    two = StageTwo(0, catalog, SETTINGS, 1)
+    two.on_message(orjson.dumps({"k": "pb", "w": start, "src": 0, "a": {"all-up": older}}))
+    assert two.evaluator.pending[start]["all-up"].counts == partial.counts

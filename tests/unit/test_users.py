@@ -6,7 +6,10 @@ from __future__ import annotations
 import orjson
 
 from services.detector.engine.aggregate import Acc
+from services.detector.engine.catalog import load_catalog
 from services.detector.engine.users import Users, union
+
+CATALOG = load_catalog()
 
 
 def users(ids: range) -> Users:
@@ -32,15 +35,15 @@ def test_a_million_users_are_counted_within_two_percent_in_a_bounded_partial() -
     partial = Acc.total([Acc([1.0], [crowd])])
     size = len(orjson.dumps(partial.to_json()))
     assert size < 200_000, f"{size:,} bytes"
-    again = Acc.from_json(orjson.loads(orjson.dumps(partial.to_json())))
+    again = Acc.from_json(orjson.loads(orjson.dumps(partial.to_json())), CATALOG)
     assert again.distinct[0].count() == partial.distinct[0].count()
 
 
 def test_partials_and_snapshots_of_the_lists_before_sketches_are_read() -> None:
-    old = Acc.from_json({"c": [2.0], "d": [[11, 12, 13]]})
+    old = Acc.from_json({"c": [2.0], "d": [[11, 12, 13]]}, CATALOG)
     assert old.distinct[0] == users(range(11, 14))
     mixed = old.copy()
-    mixed.merge(Acc.from_json(Acc([1.0], [users(range(12, 20))]).to_json()))
+    mixed.merge(Acc.from_json(Acc([1.0], [users(range(12, 20))]).to_json(), CATALOG))
     assert (mixed.counts, mixed.distinct[0].count()) == ([3.0], 9.0)
 
 

@@ -150,9 +150,15 @@ class Acc:
         return raw
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Acc:
+    def from_json(cls, raw: Mapping[str, Any], catalog: Catalog) -> Acc:
+        """Read back, from this version or one before: a version before had no count of
+        the events carrying an optional field, and counted every matching event instead."""
+        counts = [float(v) for v in raw["c"]]
+        counts += [
+            counts[s.older] for s in catalog.count_slots[len(counts) :] if s.older is not None
+        ]
         return cls(
-            [float(v) for v in raw["c"]],
+            counts,
             [Users.from_json(u) for u in raw["d"]],
             {name: Samples.from_json(v) for name, v in raw.get("s", {}).items()},
         )
@@ -329,7 +335,11 @@ class Aggregator:
         self._newest = -math.inf  # the newest event time of any source: bounds the watermark
 
     def add(self, event: Mapping[str, Any], ts: float, leaf: Leaf, source: str = "") -> bool:
-        """Apply one validated event; False when it is late or a duplicate."""
+        """Apply one event that keeps the contract (``validate``); False when it is late or
+        a duplicate. Nothing of it can fail half applied: what it is read for here is
+        what the contract requires of every event, and the catalog's measures read only
+        what the contract gives their event types (an optional field may be missing)."""
+        event_id, etype = event["event_id"], event["type"]
         self.sources.advance(source, ts)
         self._newest = max(self._newest, ts)
         start = int(ts // self.window_s) * self.window_s
@@ -344,14 +354,12 @@ class Aggregator:
             self.stats.late += 1
             return False
         ids = self.seen_ids.setdefault(start, set())
-        event_id = event["event_id"]
         if event_id in ids:
             self.stats.duplicates += 1
             return False
         ids.add(event_id)
         if ts < self.begun.get(source, math.inf):  # its earliest event taken, in any order
             self.begun[source] = ts
-        etype = event["type"]
         if not feeds_catalog(etype):  # a sample of its own series, in its own slice
             names = self.series.setdefault(start, {}).setdefault(slice_of(event), {})
             merge_samples(names, {event["name"]: Samples.of(float(event["value"]), ts)})
@@ -365,10 +373,10 @@ class Aggregator:
         for plan in (self._counts.get(etype), self._counts.get(None)):
             for i, slot in plan or ():
                 if _matches(slot, event):
-                    if slot.power == 0:
+                    if slot.field is None:
                         counts[i] += 1.0
-                    else:
-                        counts[i] += float(event[slot.field]) ** slot.power  # type: ignore[index]
+                    elif (value := event.get(slot.field)) is not None:  # optional: maybe not
+                        counts[i] += float(value) ** slot.power
         for users in (self._distinct.get(etype), self._distinct.get(None)):
             for i, dslot in users or ():
                 if _matches(dslot, event):
@@ -516,7 +524,10 @@ class Aggregator:
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         self.windows = {
-            int(start): {(leaf[0], leaf[1], leaf[2]): Acc.from_json(acc) for leaf, acc in leaves}
+            int(start): {
+                (leaf[0], leaf[1], leaf[2]): Acc.from_json(acc, self.catalog)
+                for leaf, acc in leaves
+            }
             for start, leaves in snap["windows"].items()
         }
         self.seen_ids = {int(s): set(ids) for s, ids in snap["seen_ids"].items()}

@@ -12,6 +12,13 @@ were also active in that long before it (returning users), ``lapsed_after``
 counts the users whose inactivity reaches that long in the window (lapsed
 users). Durations are written ``90s``, ``30m``, ``12h`` or ``7d``.
 
+A measure is checked against the event contract when the catalog is loaded: its
+field must be a number of the event types it reads, its ``where`` keys their
+fields, and its ``where`` values among a field's listed values. A sum or mean of a
+field an event may lack (``nps``) reads the events that carry it: their count is a
+slot of its own, laid after every other, so that a catalog of required fields keeps
+the layout of versions before it and their snapshots and partials are read.
+
 Metric events (a number another system measures, under a name of its own) are
 not measures of these metrics: the optional ``metric_events`` section says, by
 default and per name, how a window summarises such a series (the last value,
@@ -23,10 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -36,6 +45,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+
+from services.common.contracts import USER_EVENTS
 
 from .yamlfile import line_of, read_yaml
 
@@ -191,12 +203,16 @@ class CatalogError(ValueError):
 
 @dataclass(frozen=True)
 class CountSlot:
-    """Sum over matching events of ``field ** power`` (power 0: a plain count)."""
+    """Sum over matching events that carry ``field`` of ``field ** power`` (power 0: a
+    count; without a field, of every matching event)."""
 
     type: str | None
     where: tuple[tuple[str, frozenset[Scalar]], ...]
     field: str | None
     power: int
+    # a count of the events carrying an optional field: versions before counted every
+    # matching event in its stead, in slot ``older`` (their windows have no slot of this)
+    older: int | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +276,92 @@ def _where(measure: Measure) -> tuple[tuple[str, frozenset[Scalar]], ...]:
     return tuple(items)
 
 
+@dataclass(frozen=True)
+class _Field:
+    """What the event contract says of one field of an event type."""
+
+    required: bool
+    numeric: bool  # an integer or a number (not a boolean)
+    scalar: bool  # a string, number or boolean: what ``where`` can compare
+    choices: frozenset[Scalar] | None  # the values it may take, when the contract lists them
+
+
+def _field_of(info: FieldInfo) -> _Field:
+    kinds = get_args(info.annotation)
+    if get_origin(info.annotation) not in (Union, UnionType):
+        kinds = (info.annotation,)
+    kinds = tuple(
+        get_args(k)[0] if get_origin(k) is Annotated else k for k in kinds if k is not type(None)
+    )
+    listed = all(get_origin(k) is Literal for k in kinds)
+    return _Field(
+        info.is_required(),
+        all(k in (int, float) for k in kinds),
+        listed or all(k in (str, int, float, bool) for k in kinds),
+        frozenset(v for k in kinds for v in get_args(k)) if listed else None,
+    )
+
+
+@cache
+def _fields(event_type: str) -> dict[str, _Field]:
+    return {name: _field_of(info) for name, info in USER_EVENTS[event_type].model_fields.items()}
+
+
+def _reads(measure: Measure) -> tuple[str, ...]:
+    return (measure.type,) if measure.type else tuple(USER_EVENTS)
+
+
+def _optional(measure: Measure) -> bool:
+    """Whether an event the measure reads may lack its field (it is counted apart)."""
+    assert measure.field is not None
+    return any(
+        measure.field not in _fields(t) or not _fields(t)[measure.field].required
+        for t in _reads(measure)
+    )
+
+
+def _measures(spec: CatalogFile) -> Iterator[tuple[tuple[str, ...], Measure]]:
+    for name, metric in spec.metrics.items():
+        for role in ("numerator", "denominator", "measure"):
+            measure = getattr(metric, role)
+            if measure is not None:
+                yield ("metrics", name, role), measure
+
+
+def _against_contract(spec: CatalogFile) -> tuple[tuple[str, ...], str] | None:
+    """The first measure that reads a field its event types do not have (or that is no
+    number, for ``field``), or a ``where`` value outside the field's choices: where, why."""
+    for loc, measure in _measures(spec):
+        types = _reads(measure)
+        of = f"{measure.type} events" if measure.type else "any event type"
+        lacks = f"{measure.type} events have no field" if measure.type else "no event type has"
+        for key, value in measure.where.items():
+            having = [_fields(t)[key] for t in types if key in _fields(t)]
+            if not any(f.scalar for f in having):
+                known = sorted({k for t in types for k, f in _fields(t).items() if f.scalar})
+                return (*loc, "where", key), f"{lacks} {key!r}; fields: {', '.join(known)}"
+            choices: set[Scalar] = set()
+            for f in having:
+                choices.update(f.choices or ())
+            if all(f.choices is not None for f in having):
+                for v in value if isinstance(value, list) else [value]:
+                    if v not in choices:
+                        listed = ", ".join(sorted(map(str, choices)))
+                        why = f"{v!r} is not a {key} of {of}; choices: {listed}"
+                        return (*loc, "where", key), why
+        if measure.field:
+            numeric = ", ".join(
+                sorted({k for t in types for k, f in _fields(t).items() if f.numeric})
+            )
+            having = [_fields(t)[measure.field] for t in types if measure.field in _fields(t)]
+            if not having:
+                return (*loc, "field"), f"{lacks} {measure.field!r}; numeric fields: {numeric}"
+            if not all(f.numeric for f in having):
+                why = f"{measure.field!r} of {of} is not a number; numeric fields: {numeric}"
+                return (*loc, "field"), why
+    return None
+
+
 def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
     counts: dict[tuple[Any, ...], int] = {}
     count_slots: list[CountSlot] = []
@@ -298,6 +400,7 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
         return slot(measure, 1 if measure.field else 0)
 
     compiled: list[CompiledMetric] = []
+    carried: list[tuple[int, Measure, int]] = []  # (metric, its measure, its events' count)
     for name, m in spec.metrics.items():
         head = (name, m.kind, m.family, m.alert_on)
         measures = [x for x in (m.numerator, m.denominator, m.measure) if x is not None]
@@ -315,11 +418,22 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
             num, _ = slot(m.measure, 1)
             sq, _ = slot(m.measure, 2)
             n, _ = slot(m.measure, 0)
+            if _optional(m.measure):
+                carried.append((len(compiled), m.measure, n))
             compiled.append(CompiledMetric(*head, num, False, sumsq=sq, n=n, reads=reads))
         else:
             assert m.measure is not None
             num, num_d = plain(m.measure)
             compiled.append(CompiledMetric(*head, num, num_d, history_s=history, reads=reads))
+    # a sum or mean of an optional field counts the events that carry it, in slots
+    # after every other: the slots before are laid out as versions before laid them
+    # out, so their snapshots and partials are read with this one's count filled in
+    for at, measure, every in carried:
+        ckey = (measure.type or "*", _where(measure), measure.field, 0)
+        if ckey not in counts:
+            counts[ckey] = len(count_slots)
+            count_slots.append(CountSlot(measure.type, _where(measure), measure.field, 0, every))
+        compiled[at] = replace(compiled[at], n=counts[ckey])
     events = spec.metric_events
     series = SeriesCatalog(
         events.default,
@@ -329,11 +443,6 @@ def compile_catalog(spec: CatalogFile, version: str) -> Catalog:
         },
     )
     return Catalog(tuple(compiled), tuple(count_slots), tuple(distinct_slots), version, series)
-
-
-def _describe(err: Mapping[str, Any]) -> str:
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{where}: {err['msg']}"
 
 
 def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> Catalog:
@@ -347,14 +456,20 @@ def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> 
         if both := sorted(raw.keys() & more_raw.keys()):
             raise CatalogError(f"{appended}: {', '.join(both)}: already in {path}")
         text, raw = text + more, {**raw, **more_raw}
+
+    def refused(loc: tuple[int | str, ...], message: str) -> CatalogError:
+        where, line_no = path, line_of(text, loc)
+        if appended is not None and line_no is not None and line_no > own_lines:
+            where, line_no = appended, line_no - own_lines
+        at = f" line {line_no}" if line_no else ""
+        return CatalogError(f"{where}{at}: {'.'.join(map(str, loc)) or '(top level)'}: {message}")
+
     try:
         spec = CatalogFile.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        line_no = line_of(text, first["loc"])
-        if appended is not None and line_no is not None and line_no > own_lines:
-            path, line_no = appended, line_no - own_lines
-        at = f" line {line_no}" if line_no else ""
-        raise CatalogError(f"{path}{at}: {_describe(first)}") from None
+        raise refused(first["loc"], first["msg"]) from None
+    if (wrong := _against_contract(spec)) is not None:
+        raise refused(*wrong)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return compile_catalog(spec, version)

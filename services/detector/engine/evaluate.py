@@ -817,7 +817,8 @@ class Evaluator:
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         self.pending = {
-            int(s): {k: Acc.from_json(a) for k, a in w.items()} for s, w in snap["pending"].items()
+            int(s): {k: Acc.from_json(a, self.catalog) for k, a in w.items()}
+            for s, w in snap["pending"].items()
         }
         self.marks = Marks.from_json(snap["marks"])
         self.evaluated_until = snap["evaluated_until"]

@@ -11,8 +11,8 @@ import yaml
 
 def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]:
     """The file's text and its parsed content; ``error`` naming the path (and the line
-    of a YAML error or of bytes that are not UTF-8) in one line when it cannot be read,
-    decoded or parsed."""
+    of a YAML error, of bytes that are not UTF-8 or of a key given twice) in one line
+    when it cannot be read, decoded or parsed."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -23,13 +23,42 @@ def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]
         lines = data.count(b"\n", 0, exc.start)
         raise error(f"{path} line {lines + 1}: the {what} is not UTF-8 text") from None
     try:
-        return text, yaml.safe_load(text)
+        content = yaml.safe_load(text)
+        twice = _twice(yaml.compose(text), ())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
         why = ", ".join(str(part) for part in parts if part) or " ".join(str(exc).split())
         raise error(f"{path}{line}: not valid YAML: {why}") from None
+    if twice is not None:
+        where, line_no, first = twice
+        raise error(
+            f"{path} line {line_no}: {where}: given twice (first at line {first}):"
+            " only one can be meant"
+        )
+    return text, content
+
+
+def _twice(node: yaml.Node | None, loc: tuple[str, ...]) -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping (YAML keeps the last silently): its
+    place, its line and the line of its first."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            if (found := _twice(item, (*loc, str(i)))) is not None:
+                return found
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if name in lines:
+                return ".".join((*loc, name)), key.start_mark.line + 1, lines[name]
+            lines[name] = key.start_mark.line + 1
+            if (found := _twice(value, (*loc, name))) is not None:
+                return found
+    return None
 
 
 def line_of(text: str, loc: tuple[int | str, ...]) -> int | None:

@@ -77,13 +77,16 @@ def known_database(value: str) -> str:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}  # what Python's logging takes too
 
 
 def known_log_level(value: str) -> str:
-    """A level of Python's logging, in any case; upper case from here on."""
-    if value.upper() not in LOG_LEVELS:
+    """A level of Python's logging, in any case (WARN and FATAL too); its name in upper
+    case from here on."""
+    level = LOG_LEVEL_ALIASES.get(value.upper(), value.upper())
+    if level not in LOG_LEVELS:
         raise ValueError(f"{value!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
-    return value.upper()
+    return level
 
 
 PLACEHOLDERS = frozenset({"changeme", "change-me-please", "secret", "password", "token"})

@@ -40,10 +40,11 @@ def test_an_unknown_log_level_is_refused_listing_the_levels(
 
 
 @pytest.mark.usefixtures("own_logging")
-def test_a_log_level_in_lower_case_is_taken(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("level", ["warning", "WARN", "fatal"])
+def test_a_log_level_in_lower_case_or_as_pythons_alias_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
 ) -> None:
-    result = replay(tmp_path, monkeypatch, OPSWATCH_LOG_LEVEL="warning")
+    result = replay(tmp_path, monkeypatch, OPSWATCH_LOG_LEVEL=level)
     assert result.exit_code == 0, result.output
 
 

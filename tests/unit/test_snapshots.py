@@ -13,6 +13,7 @@ import pytest
 
 from services.common.events import event_time, leaf_of
 from services.detector import snapshots
+from services.detector.engine.aggregate import Acc
 from services.detector.engine.catalog import load_catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings, Evaluator
@@ -224,3 +225,18 @@ def test_a_stage_one_snapshot_and_partials_of_the_version_before_a_carriers_coun
     two = StageTwo(0, catalog, SETTINGS, 1)
     two.on_message(orjson.dumps({"k": "pb", "w": start, "src": 0, "a": {"all-up": older}}))
     assert two.evaluator.pending[start]["all-up"].counts == partial.counts
+
+
+def test_counts_of_another_catalogs_length_are_refused_not_misread(tmp_path: Path) -> None:
+    """Counts are kept by slot: counts neither as long as this catalog's slots nor as
+    the version before laid them out were written with another catalog."""
+    path = tmp_path / "metrics.yaml"
+    path.write_text(
+        "metrics:\n  feedback:\n    kind: count\n    measure: {type: feedback}\n"
+        "  avg_nps:\n    kind: mean\n    measure: {type: feedback, field: nps}\n"
+    )
+    written = {"c": [8.0, 28.0, 140.0, 8.0], "d": []}
+    assert Acc.from_json(written, load_catalog(path)).counts == written["c"]
+    path.write_text("metrics:\n  feedback:\n    kind: count\n    measure: {type: feedback}\n")
+    with pytest.raises(ValueError, match="written with another catalog"):
+        Acc.from_json(written, load_catalog(path))

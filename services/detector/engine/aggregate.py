@@ -152,11 +152,18 @@ class Acc:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], catalog: Catalog) -> Acc:
         """Read back, from this version or one before: a version before had no count of
-        the events carrying an optional field, and counted every matching event instead."""
+        the events carrying an optional field, and counted every matching event instead.
+        ValueError for counts of another layout (another catalog's)."""
         counts = [float(v) for v in raw["c"]]
-        counts += [
-            counts[s.older] for s in catalog.count_slots[len(counts) :] if s.older is not None
-        ]
+        slots = catalog.count_slots
+        before = sum(1 for s in slots if s.older is None)  # the layout of a version before
+        if len(counts) == before:
+            counts += [counts[s.older] for s in slots[before:] if s.older is not None]
+        elif len(counts) != len(slots):
+            raise ValueError(
+                f"{len(counts)} counts where this catalog has {len(slots)} slots"
+                f" ({before} in a version before): written with another catalog"
+            )
         return cls(
             counts,
             [Users.from_json(u) for u in raw["d"]],

@@ -212,6 +212,26 @@ def test_a_measure_the_event_contract_cannot_give_is_refused_naming_the_metric_a
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "metrics: &m\n  m:\n    kind: count\n    measure: {type: order}\n    help: [*m]\n",
+        "metrics:\n  m:\n    kind: count\n    measure: {type: order}\n"
+        "    help: {1: one, '1': the other}\n",
+    ],
+    ids=["alias-to-itself", "number-and-string-keys"],
+)
+def test_keys_given_once_are_not_taken_for_twice(tmp_path: Path, text: str) -> None:
+    """A YAML alias that repeats its own node, and the keys 1 and "1", are no repeated
+    keys: the check ends, and the file is judged on what it says (help is no text)."""
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(path)
+    assert "given twice" not in str(refused.value)
+    assert "metrics.m.help" in str(refused.value)
+
+
 def test_the_built_in_catalog_and_the_demo_series_keep_the_event_contract() -> None:
     load_catalog(DEFAULT_CATALOG, DEMO_SERIES)
 

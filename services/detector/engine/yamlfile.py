@@ -40,23 +40,29 @@ def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]
     return text, content
 
 
-def _twice(node: yaml.Node | None, loc: tuple[str, ...]) -> tuple[str, int, int] | None:
+def _twice(
+    node: yaml.Node | None, loc: tuple[str, ...], seen: set[int] | None = None
+) -> tuple[str, int, int] | None:
     """The first key given twice in one mapping (YAML keeps the last silently): its
-    place, its line and the line of its first."""
+    place, its line and the line of its first. A node an alias repeats is walked once."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return None
+    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            if (found := _twice(item, (*loc, str(i)))) is not None:
+            if (found := _twice(item, (*loc, str(i)), seen)) is not None:
                 return found
     elif isinstance(node, yaml.MappingNode):
-        lines: dict[str, int] = {}
+        lines: dict[tuple[str, str], int] = {}
         for key, value in node.value:
-            name = str(key.value)
             if key.tag == "tag:yaml.org,2002:merge":
                 continue
+            name = (key.tag, str(key.value))  # 1 and "1" are two keys
             if name in lines:
-                return ".".join((*loc, name)), key.start_mark.line + 1, lines[name]
+                return ".".join((*loc, name[1])), key.start_mark.line + 1, lines[name]
             lines[name] = key.start_mark.line + 1
-            if (found := _twice(value, (*loc, name))) is not None:
+            if (found := _twice(value, (*loc, name[1]), seen)) is not None:
                 return found
     return None
 

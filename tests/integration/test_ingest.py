@@ -201,6 +201,15 @@ def test_a_stalled_upload_is_answered_408_and_frees_its_slot(stack: Stack) -> No
     resp = httpx.post(ingest.url + "/v1/events", content=orjson.dumps([event()]), headers=JSON)
     assert resp.status_code == 202  # the one in-flight slot is free again
     conn.close()
+    # a slow upload that keeps sending is read, however long it takes in all
+    body = orjson.dumps([event()])
+    slow = stall(ingest.url, len(body), body[:10])
+    for at in range(10, len(body), 10):
+        time.sleep(0.3)  # well within the timeout each time; seconds in all
+        slow.sendall(body[at : at + 10])
+    slow.settimeout(10)
+    assert slow.recv(65536).startswith(b"HTTP/1.1 202 ")
+    slow.close()
 
 
 def test_millions_of_tiny_items_are_refused_at_once(stack: Stack) -> None:
@@ -264,6 +273,9 @@ def test_a_retried_post_with_its_idempotency_key_is_not_produced_twice(
     assert other.status_code == 422 and other.json()["title"] == "Idempotency-Key reused"
     utf8 = {"content-type": "Application/JSON; charset=UTF-8", "idempotency-key": "k-1"}
     same = httpx.post(url, content=batch, headers=utf8)  # the same media type, spelt otherwise
+    assert same.status_code == 202 and same.headers["idempotent-replayed"] == "true"
+    ascii_ = {"content-type": "application/json; charset=us-ascii", "idempotency-key": "k-1"}
+    same = httpx.post(url, content=batch, headers=ascii_)  # ASCII text is UTF-8 text
     assert same.status_code == 202 and same.headers["idempotent-replayed"] == "true"
     latin1 = {"content-type": "application/json; charset=iso-8859-1", "idempotency-key": "k-2"}
     refused = httpx.post(url, content=batch, headers=latin1)

@@ -43,6 +43,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")  # ASCII text is UTF-8 text
 
 
 class Rejection(BaseModel):
@@ -99,21 +100,25 @@ class InFlight:
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and
-    with 408 when it has not all arrived within ``timeout_s`` (a stalled upload must
-    not hold its in-flight slot for ever)."""
+    with 408 when no byte of it came for ``timeout_s`` (a stalled upload must not hold
+    its in-flight slot for ever; a slow one that keeps sending is read)."""
     declared = request.headers.get("content-length", "")
     too_big = ProblemError(413, "Request too large", f"at most {limit} bytes per request")
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks: list[bytes] = []
     size = 0
+    stream = request.stream()
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_big
-                chunks.append(chunk)
+        while True:
+            async with asyncio.timeout(timeout_s):
+                chunk = await anext(stream, None)
+            if chunk is None:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
     except ClientDisconnect:
         log.info("a client went away after %d bytes of its body (of %s)", size, declared or "?")
         raise ProblemError(400, "Request body incomplete", "the client went away") from None
@@ -121,7 +126,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
         raise ProblemError(
             408,
             "Request body too slow",
-            f"the body did not arrive within {timeout_s:g} s ({size} bytes came)",
+            f"no byte of the body came for {timeout_s:g} s ({size} bytes came before)",
             headers={"Connection": "close"},
         ) from None
     return b"".join(chunks)
@@ -176,7 +181,7 @@ def _media(content_type: str) -> str:
     for param in params:
         name, _, value = param.partition("=")
         charset = value.strip().strip('"').lower()
-        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+        if name.strip().lower() == "charset" and charset not in UTF8_CHARSETS:
             raise ProblemError(415, "Unsupported charset", f"only UTF-8, not {charset!r}")
     return media
 
@@ -349,8 +354,9 @@ async def _ingest(
             raise ProblemError(
                 413,
                 "Record too large for the event store",
-                f"Kafka refused a record of this request as too large ({exc}); the request"
-                " was not accepted and would be refused again: send smaller events",
+                f"Kafka refused a record of this request as too large ({exc}); records of"
+                " it before that one may be stored: send it again in smaller events with"
+                " the same event ids (a repeated event id is dropped in its window)",
             ) from None
         metrics.produce_latency.observe(time.perf_counter() - produce_started)
     for t in accepted_types:

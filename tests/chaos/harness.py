@@ -401,8 +401,9 @@ def kafka_windows(bootstrap: str, topics: Topics) -> tuple[dict[tuple[int, str],
                 f"partial {key} sent twice, differently: {first!r} then {value!r}"
             )
     merged: dict[tuple[int, str], Acc] = {}
+    catalog = load_catalog()
     for (_, w, s), value in sorted(sent.items()):
-        acc = Acc.from_json(orjson.loads(value), load_catalog())
+        acc = Acc.from_json(orjson.loads(value), catalog)
         if (w, s) in merged:
             merged[(w, s)].merge(acc)
         else:

@@ -77,13 +77,13 @@ def test_a_million_users_in_one_window_are_judged_in_partials_under_a_mebibyte(
         max_partition_fetch_bytes=8 * MIB,
         fetch_max_bytes=8 * MIB,
     )
-    sizes, crowd = [], None
+    sizes, crowd, catalog = [], None, load_catalog()
     try:
         for record in consumer:
             sizes.append(len(record.value))
             msg = orjson.loads(record.value)
             if msg["k"] == "pb" and msg["w"] == int(T0.timestamp()) and ALL_UP in msg["a"]:
-                crowd = Acc.from_json(msg["a"][ALL_UP], load_catalog())
+                crowd = Acc.from_json(msg["a"][ALL_UP], catalog)
     finally:
         consumer.close()
     assert max(sizes) < MIB, f"a partials record of {max(sizes):,} bytes"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,9 +12,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from services.common.contracts import no_control
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -61,38 +57,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _invalid_parameter(scope: Scope) -> dict[str, str] | None:
-    """The first path or query parameter with a control character (in its name or its
-    value), as the errors of a 422 name it."""
-    query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    given = [("path", scope["path"])] + [(f"query.{n}", n + v) for n, v in query]
-    for field, value in given:
-        try:
-            no_control(value)
-        except ValueError as exc:
-            return {"field": field.encode("unicode_escape").decode(), "message": str(exc)}
-    return None
-
-
-class RefuseControlCharacters:
-    """A path or query parameter with a control character (a NUL, which PostgreSQL
-    text refuses, a line break) is refused, 422 naming it, before any route sees it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = _invalid_parameter(scope) if scope["type"] == "http" else None
-        if error is None:
-            await self.app(scope, receive, send)
-            return
-        response = problem_response(422, "Invalid request", "see errors", errors=[error])
-        await response(scope, receive, send)
-
-
 def install(app: FastAPI) -> None:
-    app.add_middleware(RefuseControlCharacters)
-
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
         response = problem_response(exc.status, exc.title, exc.detail)

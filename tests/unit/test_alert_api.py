@@ -138,34 +138,6 @@ def test_errors_are_problem_details(client: TestClient, path: str, status: int) 
     assert resp.json()["status"] == status
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "field"),
-    [
-        ("GET", "/v1/alerts?region=%00", "query.region"),
-        ("GET", "/v1/alerts?metric=a%00b", "query.metric"),
-        ("GET", "/v1/alerts/a%00b", "path"),
-        ("GET", "/v1/alerts/a%00b/chart.png", "path"),
-        ("GET", "/v1/incidents?q=%00", "query.q"),
-        ("GET", "/v1/incidents?family=%00", "query.family"),
-        ("GET", "/v1/incidents/a%00b", "path"),
-        ("GET", "/incidents?q=%00", "query.q"),
-        ("GET", "/incidents/a%00b", "path"),
-        ("GET", "/v1/alerts?metric=a%0Ab", "query.metric"),
-        ("POST", "/v1/alerts/a%00b/acknowledge", "path"),
-    ],
-)
-def test_a_control_character_in_a_parameter_is_422_naming_it(
-    client: TestClient, method: str, path: str, field: str
-) -> None:
-    body = alert()
-    intake(client, body)
-    resp = client.request(method, path, headers=bearer(WRITE))
-    assert resp.status_code == 422
-    assert resp.headers["content-type"] == "application/problem+json"
-    assert [e["field"] for e in resp.json()["errors"]] == [field]
-    assert [a["id"] for a in client.get("/v1/alerts").json()["items"]] == [body["id"]]
-
-
 def test_a_value_the_store_refuses_is_a_problem_not_a_500(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

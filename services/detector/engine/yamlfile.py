@@ -22,15 +22,19 @@ def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]
     except UnicodeDecodeError as exc:
         lines = data.count(b"\n", 0, exc.start)
         raise error(f"{path} line {lines + 1}: the {what} is not UTF-8 text") from None
+    loader = yaml.SafeLoader(text)  # parsed once: the nodes for the check, then the content
     try:
-        content = yaml.safe_load(text)
-        twice = _twice(yaml.compose(text), ())
+        node = loader.get_single_node()
+        twice = _twice(node, ())  # before construction, which merges `<<` keys in place
+        content = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
         why = ", ".join(str(part) for part in parts if part) or " ".join(str(exc).split())
         raise error(f"{path}{line}: not valid YAML: {why}") from None
+    finally:
+        loader.dispose()
     if twice is not None:
         where, line_no, first = twice
         raise error(

@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from services.common import logs
 from services.common.config import OpswatchSettings
+from services.common.contracts import FIRST_YEAR as FIRST_EVENT_YEAR
 from services.detector.engine.calendar import CalendarError, load_calendar
 from services.detector.engine.catalog import CatalogError
 
@@ -49,9 +50,9 @@ COMPRESSED = {
     b"\x28\xb5\x2f\xfd": "zstd",
     b"PK\x03\x04": "zip",
 }
-# the years simulated traffic may span: the events contract refuses times before
-# 2000 (a clock or a default value), and a later end than 2100 is a typo
-FIRST_YEAR = datetime(2000, 1, 1, tzinfo=UTC)
+# the years simulated traffic may span: the events contract refuses times before its
+# first year (a clock or a default value), and a later end than 2100 is a typo
+FIRST_YEAR = datetime(FIRST_EVENT_YEAR, 1, 1, tzinfo=UTC)
 END_YEAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 

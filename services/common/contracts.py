@@ -58,9 +58,14 @@ def unix_seconds(text: str) -> int | None:
     return int(text) if _UNIX_SECONDS.fullmatch(text) else None
 
 
+FIRST_YEAR = 2000  # of an event's time: one before is a clock's or a default value
+
+
 def this_millennium(value: datetime) -> datetime:
-    if value.year < 2000:
-        raise ValueError("is before the year 2000: a clock or a default value, not an event")
+    if value.year < FIRST_YEAR:
+        raise ValueError(
+            f"is before the year {FIRST_YEAR}: a clock or a default value, not an event"
+        )
     return value
 
 

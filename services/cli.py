@@ -27,6 +27,7 @@ from services.common.config import OpswatchSettings
 from services.common.contracts import FIRST_YEAR as FIRST_EVENT_YEAR
 from services.detector.engine.calendar import CalendarError, load_calendar
 from services.detector.engine.catalog import CatalogError
+from services.detector.engine.yamlfile import first_error
 
 if TYPE_CHECKING:
     from services.alerting.runtime import Runtime
@@ -89,10 +90,9 @@ def _settings(calendar_file: bool = True) -> OpswatchSettings:
         if calendar_file:
             settings.calendar()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["loc"]:
-            message = f"{first['loc'][0]}: {message}"
+        loc, message = first_error(exc)
+        if loc:
+            message = f"{loc[0]}: {message}"
         # else a check across settings: its message names them
         err.print(f"[red]configuration error[/]: {escape(message)}", highlight=False)
         raise typer.Exit(2) from None

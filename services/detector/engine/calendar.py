@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .yamlfile import line_of, read_yaml
+from .yamlfile import Loc, first_error, line_of, read_yaml
 
 Effect = Literal["expect", "exclude", "mute"]
 Dimension = Literal["region", "channel", "platform"]
@@ -212,10 +212,9 @@ class Calendar:
         return [e.to_json() for e in self.entries]
 
 
-def describe(err: Mapping[str, Any], specs: Sequence[Any]) -> str:
+def describe(where: Loc, message: str, specs: Sequence[Any]) -> str:
     """``events.1 (Winter sale): end: must be after start`` from a validation error."""
-    loc = [str(p) for p in err["loc"]]
-    message = str(err["msg"]).removeprefix("Value error, ")
+    loc = [str(p) for p in where]
     if len(loc) >= 2 and loc[0] == "events" and loc[1].isdigit():
         index = int(loc[1])
         raw = specs[index] if index < len(specs) else None
@@ -231,9 +230,8 @@ def parse_entry(raw: Any) -> EntrySpec:
     try:
         return EntrySpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
+        loc, message = first_error(exc)
+        where = ".".join(map(str, loc))
         raise CalendarError(f"{where}: {message}" if where else message) from None
 
 
@@ -244,11 +242,11 @@ def load_calendar(path: Path, metrics: Collection[str]) -> Calendar:
     try:
         spec = CalendarFile.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        loc, message = first_error(exc)
         events = raw.get("events") if isinstance(raw, Mapping) else None
-        line_no = line_of(text, first["loc"])
+        line_no = line_of(text, loc)
         at = f" line {line_no}" if line_no else ""
-        raise CalendarError(f"{path}{at}: {describe(first, events or [])}") from None
+        raise CalendarError(f"{path}{at}: {describe(loc, message, events or [])}") from None
     calendar = Calendar.of(spec.events)
     try:
         calendar.check(metrics)

@@ -49,7 +49,7 @@ from pydantic.fields import FieldInfo
 
 from services.common.contracts import USER_EVENTS
 
-from .yamlfile import line_of, read_yaml
+from .yamlfile import Loc, first_error, line_of, read_yaml
 
 DEFAULT_CATALOG = Path(__file__).with_name("metrics.yaml")
 
@@ -457,7 +457,7 @@ def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> 
             raise CatalogError(f"{appended}: {', '.join(both)}: already in {path}")
         text, raw = text + more, {**raw, **more_raw}
 
-    def refused(loc: tuple[int | str, ...], message: str) -> CatalogError:
+    def refused(loc: Loc, message: str) -> CatalogError:
         where, line_no = path, line_of(text, loc)
         if appended is not None and line_no is not None and line_no > own_lines:
             where, line_no = appended, line_no - own_lines
@@ -467,8 +467,7 @@ def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> 
     try:
         spec = CatalogFile.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise refused(first["loc"], first["msg"]) from None
+        raise refused(*first_error(exc)) from None
     if (wrong := _against_contract(spec)) is not None:
         raise refused(*wrong)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]

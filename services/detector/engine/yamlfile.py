@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
+Loc = tuple[int | str, ...]
 
 
 def read_yaml(path: Path, what: str, error: type[ValueError]) -> tuple[str, Any]:
@@ -71,7 +74,14 @@ def _twice(
     return None
 
 
-def line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+def first_error(exc: ValidationError) -> tuple[Loc, str]:
+    """A validation's first error: where it is (keys and list indices, empty for a
+    check across fields) and its message, without pydantic's "Value error, "."""
+    first = exc.errors()[0]
+    return tuple(first["loc"]), str(first["msg"]).removeprefix("Value error, ")
+
+
+def line_of(text: str, loc: Loc) -> int | None:
     """Best-effort line of the deepest node named in ``loc`` (mapping keys, list indices)."""
     node = yaml.compose(text)
     line = None

@@ -77,11 +77,11 @@ bench: $(STAMP)
 # security, chaos) against the real broker, stopped afterwards only if this target
 # started it, a file per core at a time: each test has topics of its own, and the
 # security file and each of the two chaos files start a broker of their own on free
-# ports.
+# ports. In both, the files whose tests are marked longest (`seconds`) start first.
 CPU_TESTS := tests/unit tests/contract tests/golden
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n auto --dist worksteal $(CPU_TESTS)
-	bash $(WITH_KAFKA) $(BIN)/python -m pytest -n auto --dist loadfile tests $(CPU_TESTS:%=--ignore=%)
+	bash $(WITH_KAFKA) $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder tests $(CPU_TESTS:%=--ignore=%)
 
 clean:
 	rm -rf $(VENV) .opswatch bench.json *.db *.db-shm *.db-wal .pytest_cache .mypy_cache .ruff_cache

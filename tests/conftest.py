@@ -121,6 +121,18 @@ def own_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files whose tests take longest (by the ``seconds`` they are marked with)
+    first, the rest as collected: pytest-xdist hands out a file (or test) at a time in
+    this order, and one started last would leave the other core idle while it runs."""
+    weight: dict[Path, float] = {}
+    for item in items:
+        mark = item.get_closest_marker("seconds")
+        if mark is not None and item.get_closest_marker("skip") is None:
+            weight[item.path] = weight.get(item.path, 0.0) + mark.args[0]
+    items.sort(key=lambda item: -weight.get(item.path, 0.0))  # stable: a file stays whole
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """On a pytest-xdist worker, hand the chaos summary lines to the controller."""
     handed = getattr(session.config, "workeroutput", None)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.chaos.conftest import SUMMARY, Broker
@@ -26,6 +27,7 @@ from tests.conftest import PostgresServer
 from tests.factories import stored
 
 
+@pytest.mark.seconds(170)
 def test_r3_poison_is_dead_lettered_and_the_rest_is_golden(
     broker: Broker, tmp_path: Path, data: Input, golden: set[str]
 ) -> None:
@@ -66,6 +68,7 @@ def test_r3_poison_is_dead_lettered_and_the_rest_is_golden(
     )
 
 
+@pytest.mark.seconds(200)
 def test_r5_kill_9_the_broker_mid_stream_and_start_it_again(
     broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
 ) -> None:
@@ -96,6 +99,7 @@ def test_r5_kill_9_the_broker_mid_stream_and_start_it_again(
     )
 
 
+@pytest.mark.seconds(80)
 def test_r4_kill_9_ingest_3_times_while_a_client_retries_with_idempotency_keys(
     broker: Broker, postgres: PostgresServer, tmp_path: Path, data: Input, rng: random.Random
 ) -> None:
@@ -194,6 +198,7 @@ def post_all(
     return retries
 
 
+@pytest.mark.seconds(55)
 def test_ingest_while_the_broker_is_down_answers_503_and_is_not_ready(
     broker: Broker, tmp_path: Path, data: Input
 ) -> None:

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from services.common.sinks import to_file
 from tests.chaos.conftest import SUMMARY, Broker
 from tests.chaos.harness import (
@@ -32,6 +34,7 @@ from tests.integration.test_backfill import (
 )
 
 
+@pytest.mark.seconds(215)
 def test_r1_kill_9_the_detector_5_times_and_alerting_twice(
     broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
 ) -> None:
@@ -55,6 +58,7 @@ def test_r1_kill_9_the_detector_5_times_and_alerting_twice(
     SUMMARY.append(f"R1 kill -9 {points}: {found_ok}; {time.monotonic() - clock:.0f} s")
 
 
+@pytest.mark.seconds(190)
 def test_r2_a_worker_stopped_past_its_session_timeout_loses_its_partitions_and_comes_back(
     broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
 ) -> None:
@@ -78,6 +82,7 @@ def test_r2_a_worker_stopped_past_its_session_timeout_loses_its_partitions_and_c
     )
 
 
+@pytest.mark.seconds(200)
 def test_r6_a_backfill_topic_after_topic_with_the_detector_killed_3_times(
     broker: Broker, tmp_path: Path, data: Input, golden: set[str], rng: random.Random
 ) -> None:

@@ -79,6 +79,7 @@ def chosen(names: list[str]) -> list[Any]:
     ]
 
 
+@pytest.mark.seconds(105)
 @pytest.mark.parametrize("name", chosen([s.name for s in (*scenarios.SUITE, *scenarios.CLEAN)]))
 def test_a_scenario_raises_its_golden_alerts(name: str) -> None:
     settings = OpswatchSettings()

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from kafka import KafkaConsumer
 
 from services.bench.services import Service
@@ -125,6 +126,7 @@ def judged(stack: Stack, detector: Service, topics: Topics, bootstrap: str, end:
     return until.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@pytest.mark.seconds(130)
 def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
     stack: Stack, bootstrap: str
 ) -> None:
@@ -149,6 +151,7 @@ def test_a_backfill_written_topic_after_topic_gives_the_replays_alerts(
     print(f"backfill of {len(events)} events judged in {seconds:.0f} s")
 
 
+@pytest.mark.seconds(120)
 def test_every_topic_written_as_events_happen_one_per_record_gives_the_replays_alerts(
     stack: Stack, bootstrap: str
 ) -> None:
@@ -197,6 +200,7 @@ def test_every_topic_written_as_events_happen_one_per_record_gives_the_replays_a
     )
 
 
+@pytest.mark.seconds(90)
 def test_a_topic_whose_producer_stops_for_a_while_raises_no_alert_from_its_gap(
     stack: Stack, bootstrap: str
 ) -> None:
@@ -230,6 +234,7 @@ def test_a_topic_whose_producer_stops_for_a_while_raises_no_alert_from_its_gap(
     assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0
 
 
+@pytest.mark.seconds(45)
 def test_a_topic_nobody_writes_to_holds_a_backfill_back_only_so_long(
     stack: Stack, bootstrap: str
 ) -> None:
@@ -253,6 +258,7 @@ def test_a_topic_nobody_writes_to_holds_a_backfill_back_only_so_long(
     assert metric_total(detector.url, unjudged, 'reason="idle_source"') > 0
 
 
+@pytest.mark.seconds(60)
 def test_metric_events_beside_a_backfill_move_none_of_its_alerts(
     stack: Stack, bootstrap: str
 ) -> None:

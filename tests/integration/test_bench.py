@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaAdminClient
 
 KEYS = (
@@ -27,6 +28,7 @@ KEYS = (
 )
 
 
+@pytest.mark.seconds(200)
 def test_quick_bench_measures_every_figure_and_cleans_up(bootstrap: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     before = bench_topics(bootstrap)

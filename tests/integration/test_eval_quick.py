@@ -12,6 +12,7 @@ import pytest
 
 
 # about 8 minutes of CPU on two processes; longer beside other tests on a small machine
+@pytest.mark.seconds(470)
 @pytest.mark.timeout(960)
 def test_quick_graded_suite_reports_both_detectors(tmp_path: Path) -> None:
     out = tmp_path / "graded.json"

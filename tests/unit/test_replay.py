@@ -143,6 +143,7 @@ def about_the_outage(alert: dict[str, Any]) -> bool:
     )
 
 
+@pytest.mark.seconds(215)
 @pytest.mark.timeout(1500)  # two replays of up to 600 s each
 def test_payment_outage_in_an_independent_file_is_caught_and_its_absence_is_quiet(
     tmp_path: Path,

@@ -252,8 +252,9 @@ class Bench:
             self.figures.detector_single_events_per_s = self.detector("plain", 1)
             self.say("opswatch replay of the same events as a file, and reading that file")
             self.replay(events)
-            self.say(f"ingest over HTTP, {self.size.ingest_events:,} events in batches of 500")
-            self.figures.ingest_events_per_s = self.ingest(events[: self.size.ingest_events])
+            sent = events[: self.size.ingest_events]
+            self.say(f"ingest over HTTP, {len(sent):,} events in batches of 500")
+            self.figures.ingest_events_per_s = self.ingest(sent)
             self.say(f"window close to alert in the API, {self.size.spikes} complaint spikes")
             self.latency()
             self.say(

@@ -138,6 +138,24 @@ def test_errors_are_problem_details(client: TestClient, path: str, status: int) 
     assert resp.json()["status"] == status
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/incidents?q=%00",  # on SQLite, a search for a NUL matched every incident
+        "/v1/incidents?family=conversion%0A",
+        "/v1/alerts?region=e%01u",
+        "/v1/alerts/0123%00",
+        "/v1/incidents/0123%1B/review",
+        "/incidents?q=%7F",
+    ],
+)
+def test_a_control_character_in_a_filter_or_an_id_is_refused(client: TestClient, path: str) -> None:
+    intake(client, alert(slice_={"region": "eu"}))
+    resp = client.get(path)
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
 def test_a_value_the_store_refuses_is_a_problem_not_a_500(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

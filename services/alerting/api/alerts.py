@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.alerting.api.deps import BookDep, ReadAuth, StoreDep, WriteAuth
+from services.alerting.api.deps import BookDep, PathId, QueryText, ReadAuth, StoreDep, WriteAuth
 from services.alerting.book import NotFoundError
 from services.alerting.lifecycle import IllegalTransitionError
 from services.alerting.store import PAGE_TOKEN, AlertFilter
@@ -54,11 +54,11 @@ def list_alerts(
     store: StoreDep,
     status: Literal["firing", "acknowledged", "resolved"] | None = None,
     severity: Literal["critical", "warning", "info"] | None = None,
-    metric: str | None = None,
-    region: str | None = None,
-    channel: str | None = None,
-    platform: str | None = None,
-    incident_id: str | None = None,
+    metric: QueryText = None,
+    region: QueryText = None,
+    channel: QueryText = None,
+    platform: QueryText = None,
+    incident_id: QueryText = None,
     label: Literal["true_positive", "false_positive", "expected"] | None = None,
     since: Annotated[Timestamp | None, Query(description="updated at or after")] = None,
     until: Annotated[Timestamp | None, Query(description="started at or before")] = None,
@@ -91,7 +91,7 @@ def list_alerts(
     dependencies=[ReadAuth],
     responses=problem_responses(401, 404, 422),
 )
-def get_alert(alert_id: str, store: StoreDep) -> Alert:
+def get_alert(alert_id: PathId, store: StoreDep) -> Alert:
     body = store.get(alert_id)
     if body is None:
         raise ProblemError(404, "Alert not found", f"no alert with id {alert_id!r}")
@@ -114,7 +114,7 @@ def _act(book: BookDep, alert_id: str, action: str, **kwargs: object) -> Alert:
     dependencies=[WriteAuth],
     responses=WRITE_ERRORS,
 )
-def acknowledge(alert_id: str, book: BookDep) -> Alert:
+def acknowledge(alert_id: PathId, book: BookDep) -> Alert:
     """Someone is on it: stops reminders; 409 if the alert is resolved."""
     return _act(book, alert_id, "acknowledge")
 
@@ -125,7 +125,7 @@ def acknowledge(alert_id: str, book: BookDep) -> Alert:
     dependencies=[WriteAuth],
     responses=WRITE_ERRORS,
 )
-def resolve(alert_id: str, book: BookDep) -> Alert:
+def resolve(alert_id: PathId, book: BookDep) -> Alert:
     """Close the alert by hand; 409 if it is resolved already."""
     return _act(book, alert_id, "resolve")
 
@@ -136,7 +136,7 @@ def resolve(alert_id: str, book: BookDep) -> Alert:
     dependencies=[WriteAuth],
     responses=WRITE_ERRORS,
 )
-def snooze(alert_id: str, book: BookDep, request: SnoozeRequest | None = None) -> Alert:
+def snooze(alert_id: PathId, book: BookDep, request: SnoozeRequest | None = None) -> Alert:
     """No notifications until ``until`` (or until the alert resolves, whose resolve is
     still announced); 409 if resolved or if ``until`` is not in the future."""
     return _act(book, alert_id, "snooze", until=request.until if request else None)
@@ -148,6 +148,6 @@ def snooze(alert_id: str, book: BookDep, request: SnoozeRequest | None = None) -
     dependencies=[WriteAuth],
     responses=WRITE_ERRORS,
 )
-def label(alert_id: str, request: LabelRequest, book: BookDep) -> Alert:
+def label(alert_id: PathId, request: LabelRequest, book: BookDep) -> Alert:
     """Whether the alert was right: feeds the precision in /v1/stats and the metrics."""
     return _act(book, alert_id, "label", label=request.label)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from services.alerting.api.deps import ReadAuth, WriteAuth
+from services.alerting.api.deps import PathId, ReadAuth, WriteAuth
 from services.common.calendars import CalendarFeed, Publish, entry_id
 from services.common.problems import ProblemError, problem_responses
 from services.detector.engine.calendar import Calendar, CalendarError, EntrySpec
@@ -97,6 +97,6 @@ def add_entry(desk: DeskDep, entry: EntrySpec) -> dict[str, Any]:
     dependencies=[WriteAuth],
     responses=problem_responses(401, 404, 409, 422),
 )
-def delete_entry(desk: DeskDep, entry_id: str) -> Response:
+def delete_entry(desk: DeskDep, entry_id: PathId) -> Response:
     desk.remove(entry_id)
     return Response(status_code=204)

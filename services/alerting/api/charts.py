@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from services.alerting.api.deps import IncidentReadAuth, ReadAuth, StoreDep
+from services.alerting.api.deps import IncidentReadAuth, PathId, ReadAuth, StoreDep
 from services.alerting.charts import ChartCache, PlotData, alert_plot, incident_plot, render
 from services.common.problems import ProblemError, problem_responses
 
@@ -39,7 +39,7 @@ def _version(body: dict[str, Any]) -> tuple[str, str, str]:
     response_class=Response,
     responses={**PNG, **problem_responses(401, 404, 422)},
 )
-async def alert_chart(alert_id: str, request: Request, store: StoreDep) -> Response:
+async def alert_chart(alert_id: PathId, request: Request, store: StoreDep) -> Response:
     """The alert's windows: observed against expected and its band, the anomalous
     windows shaded, times in the business timezone (OPSWATCH_TIMEZONE)."""
     body = await run_in_threadpool(store.get, alert_id)
@@ -56,7 +56,7 @@ async def alert_chart(alert_id: str, request: Request, store: StoreDep) -> Respo
     response_class=Response,
     responses={**PNG, **problem_responses(401, 404, 422)},
 )
-async def incident_chart(incident_id: str, request: Request, store: StoreDep) -> Response:
+async def incident_chart(incident_id: PathId, request: Request, store: StoreDep) -> Response:
     """The incident's alert on its own metric and slice, with the other alerts of
     that metric (its driver slices) as thin lines. Opens with the read token, or
     with a signed link's ``expires`` and ``signature`` (as Slack fetches it); a bad

@@ -6,14 +6,20 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from services.alerting.book import AlertBook
 from services.alerting.links import LINK_COOKIE, Grant, LinkRefusedError, LinkSigner
 from services.alerting.store import AlertStore
+from services.common.contracts import NO_CONTROL
 from services.common.problems import ProblemError
+
+# an identifier in a path, a filter's text in a query: control characters are refused
+# (422), as the API document says; a NUL in a search matched every incident on SQLite
+PathId = Annotated[str, Path(pattern=NO_CONTROL)]
+QueryText = Annotated[str | None, Query(pattern=NO_CONTROL)]
 
 READ_COOKIE = "opswatch_read"  # the read token, as the incident pages keep it
 bearer = HTTPBearer(auto_error=False, description="OPSWATCH_API_WRITE_TOKEN (or READ_TOKEN)")
@@ -107,7 +113,7 @@ def incident_access(
 
 def require_incident_read(
     request: Request,
-    incident_id: str,
+    incident_id: PathId,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     expires: Annotated[
         str | None, Query(description="a signed link's expiry (Unix seconds)")

@@ -9,10 +9,10 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from services.alerting.api.alerts import iso
-from services.alerting.api.deps import BookDep, ReadAuth, StoreDep, WriteAuth
+from services.alerting.api.deps import BookDep, PathId, QueryText, ReadAuth, StoreDep, WriteAuth
 from services.alerting.review import review, similar_to
 from services.alerting.store import PAGE_TOKEN, IncidentFilter
-from services.common.contracts import Incident, Note, NoteRequest, Timestamp
+from services.common.contracts import NO_CONTROL, Incident, Note, NoteRequest, Timestamp
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -33,12 +33,16 @@ def list_incidents(
     store: StoreDep,
     status: Literal["firing", "acknowledged", "resolved"] | None = None,
     severity: Literal["critical", "warning", "info"] | None = None,
-    family: str | None = None,
+    family: QueryText = None,
     since: Annotated[Timestamp | None, Query(description="updated at or after")] = None,
     until: Annotated[Timestamp | None, Query(description="opened at or before")] = None,
     q: Annotated[
         str | None,
-        Query(max_length=200, description="in the title or a note, whatever the case"),
+        Query(
+            max_length=200,
+            pattern=NO_CONTROL,
+            description="in the title or a note, whatever the case",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[
@@ -57,7 +61,7 @@ def list_incidents(
     dependencies=[ReadAuth],
     responses=problem_responses(401, 404, 422),
 )
-def get_incident(incident_id: str, store: StoreDep) -> Incident:
+def get_incident(incident_id: PathId, store: StoreDep) -> Incident:
     """The incident with its notes and up to three resolved incidents like it (the
     same metric family on a related slice, the most dimension values shared first,
     then the most recent), with their label, time to resolve and notes."""
@@ -76,7 +80,7 @@ def get_incident(incident_id: str, store: StoreDep) -> Incident:
         **problem_responses(401, 404, 422),
     },
 )
-def get_review(incident_id: str, request: Request, store: StoreDep) -> PlainTextResponse:
+def get_review(incident_id: PathId, request: Request, store: StoreDep) -> PlainTextResponse:
     """The post-incident review in Markdown: summary, timeline, impact, chart, notes,
     label and similar past incidents."""
     chart = str(request.url_for("incident_chart", incident_id=incident_id))
@@ -93,7 +97,7 @@ def get_review(incident_id: str, request: Request, store: StoreDep) -> PlainText
     dependencies=[WriteAuth],
     responses=problem_responses(400, 401, 404, 422),
 )
-def add_note(incident_id: str, request: NoteRequest, book: BookDep) -> Note:
+def add_note(incident_id: PathId, request: NoteRequest, book: BookDep) -> Note:
     """What was learned: the cause, an action taken, or a lesson for next time."""
     note = book.store.add_note(
         incident_id, request.author, request.kind, request.text, book.clock()

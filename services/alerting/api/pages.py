@@ -17,12 +17,19 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from services.alerting.api.deps import READ_COOKIE, StoreDep, incident_access, may_read
+from services.alerting.api.deps import (
+    READ_COOKIE,
+    PathId,
+    StoreDep,
+    incident_access,
+    may_read,
+)
 from services.alerting.links import LINK_COOKIE, Grant
 from services.alerting.messages import duration, num, where
 from services.alerting.pages import local, timeline
 from services.alerting.review import similar_to
 from services.alerting.store import AlertStore, IncidentFilter
+from services.common.contracts import NO_CONTROL
 from services.common.problems import ProblemError
 
 router = APIRouter(include_in_schema=False)
@@ -90,7 +97,7 @@ def _incident_page(store: AlertStore, incident_id: str) -> dict[str, Any] | None
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 async def incident_page(
-    incident_id: str,
+    incident_id: PathId,
     request: Request,
     store: StoreDep,
     expires: str | None = None,
@@ -113,7 +120,7 @@ async def incidents_page(
     store: StoreDep,
     status: Literal["firing", "acknowledged", "resolved", ""] = "",
     severity: Literal["critical", "warning", "info", ""] = "",
-    q: Annotated[str, Query(max_length=200)] = "",
+    q: Annotated[str, Query(max_length=200, pattern=NO_CONTROL)] = "",
 ) -> Response:
     """Open incidents and the most recent ones, filtered by status, severity and text."""
     given = _bearer(request)

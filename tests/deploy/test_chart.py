@@ -138,6 +138,8 @@ def test_the_full_scenario_renders_what_it_asks_for(tools: dict[str, str]) -> No
         if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard")
     ]
     assert sorted(dashboards[0]["data"]) == ["opswatch-ops.json", "opswatch-pipeline.json"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and "OPSWATCH_WINDOW" in d["data"])
+    assert config["data"]["OPSWATCH_INGEST_BODY_TIMEOUT"] == "PT10S"
     for deployment in (d for d in docs if d["kind"] == "Deployment"):
         pod = deployment["spec"]["template"]
         assert "checksum/config" in pod["metadata"]["annotations"]

@@ -419,37 +419,50 @@ def replay(
             err.print(message, highlight=False)
         held = None
 
-    def opened(path: Path, mode: str) -> IO[bytes]:
+    def opened(path: Path, mode: str, named: Path) -> IO[bytes]:
         try:
             return path.open(mode)
         except OSError as exc:
             doing = "read" if mode == "rb" else "write"
             why = escape(exc.strerror or str(exc))
-            err.print(f"[red]cannot {doing} {escape(str(path))}[/]: {why}")
+            err.print(f"[red]cannot {doing} {escape(str(named))}[/]: {why}")
             raise typer.Exit(2) from None
 
-    with opened(input, "rb") as src:  # the input first
-        head = src.read(8)
-        src.seek(0)
-        packed = next((kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), "")
-        if packed:
-            _refuse(f"{input} is {packed}-compressed, not NDJSON text: decompress it first")
-        with opened(output, "wb") as dst:
-            result = run_replay(
-                src,
-                dst,
-                settings.catalog(),
-                settings.engine(),
-                reorder_s=reorder_by.total_seconds(),
-                on_invalid=on_invalid,
-                progress=has_events,
-                calendar=entries,
+    # the alerts go to a file beside the output, which takes its place once the replay
+    # is through: a replay refused or stopped leaves an output that was there as it was
+    # (a pipe or a device, such as /dev/stdout, is written as the replay goes)
+    direct = output.exists() and not output.is_file()
+    part = output if direct else output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        with opened(input, "rb", input) as src:  # the input first
+            head = src.read(8)
+            src.seek(0)
+            packed = next(
+                (kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), ""
             )
-    if result.no_event:
-        _refuse(
-            f"{input}: none of its {result.lines} lines is an event, is it NDJSON text? "
-            f"({result.first_invalid})"
-        )
+            if packed:
+                _refuse(f"{input} is {packed}-compressed, not NDJSON text: decompress it first")
+            with opened(part, "wb", output) as dst:
+                result = run_replay(
+                    src,
+                    dst,
+                    settings.catalog(),
+                    settings.engine(),
+                    reorder_s=reorder_by.total_seconds(),
+                    on_invalid=on_invalid,
+                    progress=has_events,
+                    calendar=entries,
+                )
+        if result.no_event:
+            _refuse(
+                f"{input}: none of its {result.lines} lines is an event, is it NDJSON text? "
+                f"({result.first_invalid})"
+            )
+        if not direct:
+            part.replace(output)
+    finally:
+        if not direct:
+            part.unlink(missing_ok=True)
     has_events()
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")

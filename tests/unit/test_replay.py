@@ -232,8 +232,9 @@ def test_replay_refuses_a_negative_reorder(tmp_path: Path) -> None:
 
 
 def test_input_that_is_not_ndjson_events_is_refused_in_one_line(tmp_path: Path) -> None:
-    """A compressed file is refused before the output is touched; input where no line
-    is an event (binary, say) after it is read, with exit code 2 either way."""
+    """A compressed file is refused before it is read; input where no line is an event
+    (binary, say) after it is read, with exit code 2 either way, and an output that was
+    there as it was."""
     text = b"".join(
         orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in independent_events(False)[:50]
     )
@@ -263,6 +264,12 @@ def test_input_that_is_not_ndjson_events_is_refused_in_one_line(tmp_path: Path) 
     assert done.stderr.startswith(
         f"{binary}: none of its {lines} lines is an event, is it NDJSON text? (line 1: "
     )
+    assert output.read_bytes() == b"kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alerts.ndjson",
+        "events.bin",
+        "events.ndjson.gz",
+    ]  # nothing left beside it
     mangled = tmp_path / "mangled.ndjson"
     mangled.write_bytes(b"\xff\xfe\x00garbage\n" + text)
     done = replay_of(mangled)

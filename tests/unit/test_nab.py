@@ -100,10 +100,41 @@ def test_the_univariate_detector_learns_a_daily_shape_and_flags_a_break_from_it_
     else:
         state = detector.init_state(100)
     scores = [detector.step(state, v) for v in values]
-    learned, broken = scores[700:1440], scores[1440:]
-    assert max(learned) < detector.alarm
-    assert broken[0] >= detector.alarm
+    # the shape is learned: a day's row alarms only as a record of the noise,
+    # beyond every value before it by more than leap_share of their span
+    for i in range(700, 1440):
+        if scores[i] >= detector.alarm:
+            low, high = min(values[:i]), max(values[:i])
+            assert max(values[i] - high, low - values[i]) > detector.leap_share * (high - low)
+    broken = scores[1440:]
+    assert broken[0] == 1.0
     assert sum(s >= detector.alarm for s in broken) == 1
+
+
+def clean_days(days: int) -> list[float]:
+    return [100 + 30 * math.sin(2 * math.pi * h / 24) for _ in range(days) for h in range(24)]
+
+
+@pytest.mark.parametrize("range_given", [True, False], ids=["range-given", "learned"])
+def test_a_value_leaping_beyond_those_seen_scores_1_a_hair_beyond_does_not(
+    range_given: bool,
+) -> None:
+    values = clean_days(20)
+    low, high = min(values), max(values)
+    span = high - low
+    detector = UnivariateDetector()
+
+    def score_of(extreme: float) -> float:
+        state = detector.init_state(10, 0.0, 200.0) if range_given else detector.init_state(10)
+        for v in values:
+            detector.step(state, v)
+        return detector.step(state, extreme)
+
+    # below the minimum seen as well as above the maximum, even where a given
+    # range still holds the value
+    assert score_of(low - 0.1 * span) == 1.0
+    assert score_of(high + 0.1 * span) == 1.0
+    assert score_of(low - 0.005 * span) < 1.0
 
 
 def test_a_learned_range_nudged_by_a_hair_scores_less_than_one_broken_through() -> None:
@@ -130,6 +161,19 @@ def test_a_learned_range_nudged_by_a_hair_scores_less_than_one_broken_through() 
     for v in values:
         undamped.surprise(fixed, v)
     assert nudging.surprise(given, hair) == undamped.surprise(fixed, hair)
+
+
+def test_a_detection_rests_its_rows_even_while_alarms_go_on() -> None:
+    values = clean_days(20)
+    span = max(values) - min(values)
+    # a climb of leaps, each beyond every value before it
+    climb = [max(values) + k * 0.5 * span for k in range(1, 10)]
+    detector = UnivariateDetector()
+    state = detector.init_state(3)
+    for v in values:
+        detector.step(state, v)
+    scores = [detector.step(state, v) for v in climb]
+    assert scores == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 
 
 def test_the_univariate_detector_rejects_an_empty_or_half_given_range() -> None:

@@ -419,50 +419,43 @@ def replay(
             err.print(message, highlight=False)
         held = None
 
-    def opened(path: Path, mode: str, named: Path) -> IO[bytes]:
+    def opened(path: Path, mode: str) -> IO[bytes]:
         try:
             return path.open(mode)
         except OSError as exc:
             doing = "read" if mode == "rb" else "write"
             why = escape(exc.strerror or str(exc))
-            err.print(f"[red]cannot {doing} {escape(str(named))}[/]: {why}")
+            err.print(f"[red]cannot {doing} {escape(str(path))}[/]: {why}")
             raise typer.Exit(2) from None
 
-    # the alerts go to a file beside the output, which takes its place once the replay
-    # is through: a replay refused or stopped leaves an output that was there as it was
-    # (a pipe or a device, such as /dev/stdout, is written as the replay goes)
-    direct = output.exists() and not output.is_file()
-    part = output if direct else output.with_name(f".{output.name}.{os.getpid()}.part")
-    try:
-        with opened(input, "rb", input) as src:  # the input first
-            head = src.read(8)
-            src.seek(0)
-            packed = next(
-                (kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), ""
+    existed = output.exists()
+    with opened(input, "rb") as src:  # the input first
+        head = src.read(8)
+        src.seek(0)
+        packed = next((kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), "")
+        if packed:
+            _refuse(f"{input} is {packed}-compressed, not NDJSON text: decompress it first")
+        with opened(output, "ab") as dst:
+            sink = EmptiedFirst(dst)
+            result = run_replay(
+                src,
+                sink,
+                settings.catalog(),
+                settings.engine(),
+                reorder_s=reorder_by.total_seconds(),
+                on_invalid=on_invalid,
+                progress=has_events,
+                calendar=entries,
             )
-            if packed:
-                _refuse(f"{input} is {packed}-compressed, not NDJSON text: decompress it first")
-            with opened(part, "wb", output) as dst:
-                result = run_replay(
-                    src,
-                    dst,
-                    settings.catalog(),
-                    settings.engine(),
-                    reorder_s=reorder_by.total_seconds(),
-                    on_invalid=on_invalid,
-                    progress=has_events,
-                    calendar=entries,
-                )
-        if result.no_event:
-            _refuse(
-                f"{input}: none of its {result.lines} lines is an event, is it NDJSON text? "
-                f"({result.first_invalid})"
-            )
-        if not direct:
-            part.replace(output)
-    finally:
-        if not direct:
-            part.unlink(missing_ok=True)
+            if not result.no_event:
+                sink.empty()  # no alert: an empty output
+    if result.no_event:
+        if not existed:
+            output.unlink(missing_ok=True)
+        _refuse(
+            f"{input}: none of its {result.lines} lines is an event, is it NDJSON text? "
+            f"({result.first_invalid})"
+        )
     has_events()
     if result.invalid:
         err.print(f"[yellow]{result.invalid} invalid lines skipped[/]")
@@ -493,6 +486,26 @@ def replay(
             highlight=False,
             soft_wrap=True,
         )
+
+
+class EmptiedFirst:
+    """An output opened to append, emptied at its first write (or ``empty``): opened
+    before the input is read, so that one that cannot be written is refused first, yet
+    left as it was when the input turns out to hold no event."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file, self.fresh = file, True
+
+    def empty(self) -> None:
+        if self.fresh:
+            self.fresh = False
+            if self.file.seekable():  # a pipe or a terminal holds nothing to empty
+                self.file.seek(0)
+                self.file.truncate()
+
+    def write(self, data: bytes, /) -> int:
+        self.empty()
+        return self.file.write(data)
 
 
 @app.command()

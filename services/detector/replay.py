@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -120,9 +120,13 @@ def reorder(
         yield ts0, ev0
 
 
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 def replay(
     source: IO[bytes],
-    sink: IO[bytes],
+    sink: Sink,
     catalog: Catalog,
     settings: EngineSettings,
     reorder_s: float = 900.0,

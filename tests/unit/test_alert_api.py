@@ -154,6 +154,8 @@ def test_a_control_character_in_a_filter_or_an_id_is_refused(client: TestClient,
     resp = client.get(path)
     assert resp.status_code == 422
     assert resp.headers["content-type"] == "application/problem+json"
+    # a search may hold what a note may: a tab, a line break
+    assert client.get("/v1/incidents", params={"q": "a\tb\n"}).status_code == 200
 
 
 def test_a_value_the_store_refuses_is_a_problem_not_a_500(

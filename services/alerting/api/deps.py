@@ -13,13 +13,19 @@ from pydantic import SecretStr
 from services.alerting.book import AlertBook
 from services.alerting.links import LINK_COOKIE, Grant, LinkRefusedError, LinkSigner
 from services.alerting.store import AlertStore
-from services.common.contracts import NO_CONTROL
+from services.common.contracts import NO_CONTROL, NO_LINE_CONTROL
 from services.common.problems import ProblemError
 
 # an identifier in a path, a filter's text in a query: control characters are refused
 # (422), as the API document says; a NUL in a search matched every incident on SQLite
 PathId = Annotated[str, Path(pattern=NO_CONTROL)]
 QueryText = Annotated[str | None, Query(pattern=NO_CONTROL)]
+# a search: in the title or a note, whose text may hold tabs and line breaks
+SEARCH = Query(
+    max_length=200,
+    pattern=NO_LINE_CONTROL,
+    description="in the title or a note, whatever the case",
+)
 
 READ_COOKIE = "opswatch_read"  # the read token, as the incident pages keep it
 bearer = HTTPBearer(auto_error=False, description="OPSWATCH_API_WRITE_TOKEN (or READ_TOKEN)")

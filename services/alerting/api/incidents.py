@@ -9,10 +9,18 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from services.alerting.api.alerts import iso
-from services.alerting.api.deps import BookDep, PathId, QueryText, ReadAuth, StoreDep, WriteAuth
+from services.alerting.api.deps import (
+    SEARCH,
+    BookDep,
+    PathId,
+    QueryText,
+    ReadAuth,
+    StoreDep,
+    WriteAuth,
+)
 from services.alerting.review import review, similar_to
 from services.alerting.store import PAGE_TOKEN, IncidentFilter
-from services.common.contracts import NO_CONTROL, Incident, Note, NoteRequest, Timestamp
+from services.common.contracts import Incident, Note, NoteRequest, Timestamp
 from services.common.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -36,14 +44,7 @@ def list_incidents(
     family: QueryText = None,
     since: Annotated[Timestamp | None, Query(description="updated at or after")] = None,
     until: Annotated[Timestamp | None, Query(description="opened at or before")] = None,
-    q: Annotated[
-        str | None,
-        Query(
-            max_length=200,
-            pattern=NO_CONTROL,
-            description="in the title or a note, whatever the case",
-        ),
-    ] = None,
+    q: Annotated[str | None, SEARCH] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[
         str | None, Query(pattern=PAGE_TOKEN, description="next_page_token of the page before")

@@ -12,13 +12,14 @@ from html import escape
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from services.alerting.api.deps import (
     READ_COOKIE,
+    SEARCH,
     PathId,
     StoreDep,
     incident_access,
@@ -29,7 +30,6 @@ from services.alerting.messages import duration, num, where
 from services.alerting.pages import local, timeline
 from services.alerting.review import similar_to
 from services.alerting.store import AlertStore, IncidentFilter
-from services.common.contracts import NO_CONTROL
 from services.common.problems import ProblemError
 
 router = APIRouter(include_in_schema=False)
@@ -120,7 +120,7 @@ async def incidents_page(
     store: StoreDep,
     status: Literal["firing", "acknowledged", "resolved", ""] = "",
     severity: Literal["critical", "warning", "info", ""] = "",
-    q: Annotated[str, Query(max_length=200, pattern=NO_CONTROL)] = "",
+    q: Annotated[str, SEARCH] = "",
 ) -> Response:
     """Open incidents and the most recent ones, filtered by status, severity and text."""
     given = _bearer(request)

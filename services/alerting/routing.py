@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from services.common.config import known_timezone
 from services.common.contracts import DIMENSIONS
-from services.detector.engine.yamlfile import read_yaml
+from services.detector.engine.yamlfile import first_error, line_of, read_yaml
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -190,13 +190,15 @@ class AlertingConfig(_Base):
 def load_config(path: Path | None) -> AlertingConfig:
     if path is None:
         return AlertingConfig()
-    data = read_yaml(path, "alerting config", ConfigError)[1] or {}
+    text, data = read_yaml(path, "alerting config", ConfigError)
     try:
-        return AlertingConfig.model_validate(data)
+        return AlertingConfig.model_validate(data or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        place = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: {place}: {err['msg']}") from None
+        loc, message = first_error(exc)
+        line = line_of(text, loc)
+        at = f" line {line}" if line else ""
+        place = ".".join(map(str, loc)) or "(top level)"
+        raise ConfigError(f"{path}{at}: {place}: {message}") from None
 
 
 def _matches(match: Mapping[str, Sequence[str]], labels: Mapping[str, str]) -> bool:

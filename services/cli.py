@@ -808,7 +808,8 @@ def bench(
         Path | None, typer.Option("--json", help="also write the figures as JSON here")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="100,000 events and smaller runs: under 2 minutes")
+        bool,
+        typer.Option("--quick", help="100,000 events and smaller runs: about 4 minutes on 2 cores"),
     ] = False,
     events: Annotated[
         int | None,
@@ -817,7 +818,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="random seed of the simulated traffic")] = 7,
 ) -> None:
     """Throughput, latency and memory against the broker at OPSWATCH_KAFKA_BOOTSTRAP,
-    each beside the machine's limit from the same run (a few minutes; --quick: 2)."""
+    each beside the machine's limit from the same run (about 10 minutes; --quick: 4)."""
     from rich.table import Table
 
     from services.bench.run import Bench, Size, summary

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from services.common.config import known_timezone
 from services.common.contracts import DIMENSIONS
-from services.detector.engine.yamlfile import first_error, line_of, read_yaml
+from services.detector.engine.yamlfile import first_error, line_of, located, read_yaml
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -195,10 +195,7 @@ def load_config(path: Path | None) -> AlertingConfig:
         return AlertingConfig.model_validate(data or {})
     except ValidationError as exc:
         loc, message = first_error(exc)
-        line = line_of(text, loc)
-        at = f" line {line}" if line else ""
-        place = ".".join(map(str, loc)) or "(top level)"
-        raise ConfigError(f"{path}{at}: {place}: {message}") from None
+        raise ConfigError(located(path, line_of(text, loc), loc, message)) from None
 
 
 def _matches(match: Mapping[str, Sequence[str]], labels: Mapping[str, str]) -> bool:

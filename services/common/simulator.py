@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.special import zeta
 
-from services.detector.engine.yamlfile import first_error, line_of, read_yaml
+from services.detector.engine.yamlfile import first_error, line_of, located, read_yaml
 
 REGIONS = (("na", 0.40), ("eu", 0.33), ("apac", 0.19), ("latam", 0.08))
 CHANNELS = (("web", 0.50), ("app", 0.33), ("partner", 0.11), ("email", 0.06))
@@ -107,10 +107,7 @@ def load_incidents(path: Path) -> list[Incident]:
         return IncidentFile.model_validate(raw).incidents
     except ValidationError as exc:
         loc, message = first_error(exc)
-        line = line_of(text, loc)
-        at = f" line {line}" if line else ""
-        where = ".".join(map(str, loc)) or "(top level)"
-        raise IncidentsError(f"{path}{at}: {where}: {message}") from None
+        raise IncidentsError(located(path, line_of(text, loc), loc, message)) from None
 
 
 @dataclass(frozen=True)

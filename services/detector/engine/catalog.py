@@ -49,7 +49,7 @@ from pydantic.fields import FieldInfo
 
 from services.common.contracts import USER_EVENTS
 
-from .yamlfile import Loc, first_error, line_of, read_yaml
+from .yamlfile import Loc, first_error, line_of, located, read_yaml
 
 DEFAULT_CATALOG = Path(__file__).with_name("metrics.yaml")
 
@@ -461,8 +461,7 @@ def load_catalog(path: Path = DEFAULT_CATALOG, appended: Path | None = None) -> 
         where, line_no = path, line_of(text, loc)
         if appended is not None and line_no is not None and line_no > own_lines:
             where, line_no = appended, line_no - own_lines
-        at = f" line {line_no}" if line_no else ""
-        return CatalogError(f"{where}{at}: {'.'.join(map(str, loc)) or '(top level)'}: {message}")
+        return CatalogError(located(where, line_no, loc, message))
 
     try:
         spec = CatalogFile.model_validate(raw)

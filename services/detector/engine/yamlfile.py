@@ -81,6 +81,13 @@ def first_error(exc: ValidationError) -> tuple[Loc, str]:
     return tuple(first["loc"]), str(first["msg"]).removeprefix("Value error, ")
 
 
+def located(path: Path, line: int | None, loc: Loc, message: str) -> str:
+    """``FILE line N: a.b.c: message``: where in a file a check refused it (no line when
+    it cannot be told, ``(top level)`` for a check of the whole file)."""
+    at = f" line {line}" if line else ""
+    return f"{path}{at}: {'.'.join(map(str, loc)) or '(top level)'}: {message}"
+
+
 def line_of(text: str, loc: Loc) -> int | None:
     """Best-effort line of the deepest node named in ``loc`` (mapping keys, list indices)."""
     node = yaml.compose(text)

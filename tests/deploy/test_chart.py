@@ -262,6 +262,8 @@ def test_without_a_servicemonitor_api_none_is_rendered(tools: dict[str, str]) ->
         "kafkaPassword=hunter2",
         "extraEnv[0].name=OPSWATCH_KAFKA_SASL_PASSWORD,extraEnv[0].value=hunter2",
         "kafkaSecurityProtocol=TLS",
+        # opswatch refuses a zero idle timeout at start: the pods would crash-loop
+        "detection.idleTimeout=PT0S",
     ],
 )
 def test_unknown_or_mistyped_values_are_refused(tools: dict[str, str], bad: str) -> None:

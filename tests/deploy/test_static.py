@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft7Validator
+from pydantic import ValidationError
 
 from services.common.config import OpswatchSettings
 
@@ -95,6 +97,34 @@ def test_every_chart_value_is_documented_and_typed() -> None:
     missing -= _schema_keys(schema)
     assert not missing, f"values the schema does not type: {sorted(missing)}"
     assert not _closed(schema), "objects that accept unknown keys"
+
+
+def _durations(schema: dict[str, Any], prefix: str = "") -> dict[str, tuple[str, str]]:
+    """Chart values typed as durations: their schema and the setting they set."""
+    out = {}
+    for key, sub in schema.get("properties", {}).items():
+        refs = [part.get("$ref", "") for part in sub.get("allOf", [])]
+        setting = re.search(r"\b(OPSWATCH_[A-Z_]+)\b", sub.get("description", ""))
+        if any(ref.endswith("uration") for ref in refs) and setting:
+            out[prefix + key] = (refs[0].rsplit("/", 1)[-1], setting.group(1))
+        out |= _durations(sub, prefix + key + ".")
+    return out
+
+
+def test_the_chart_takes_a_zero_duration_exactly_where_opswatch_does() -> None:
+    """A zero the settings refuse would pass ``helm install`` and crash-loop the pods."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    durations = _durations(schema)
+    assert {"detection.idleTimeout", "detection.lateness"} <= set(durations)
+    for value, (definition, setting) in durations.items():
+        charted = Draft7Validator(schema["definitions"][definition]).is_valid("PT0S")
+        try:
+            OpswatchSettings(**{setting: "PT0S"})  # type: ignore[arg-type]
+        except ValidationError:
+            taken = False
+        else:
+            taken = True
+        assert charted == taken, f"{value}=PT0S: the chart {charted}, {setting} {taken}"
 
 
 def _compose_env() -> dict[str, dict[str, str]]:

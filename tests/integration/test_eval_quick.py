@@ -46,6 +46,8 @@ def test_quick_graded_suite_reports_both_detectors(tmp_path: Path) -> None:
             assert (verdict["delay_windows"] is not None) == verdict["detected"]
             if verdict["detected"]:
                 assert 0 <= verdict["delay_windows"] < row["duration_windows"]
+        oracle = row["oracle_delay_windows"]  # the true rates and onset known
+        assert oracle is None or 0 <= oracle < row["duration_windows"]
         assert f"{row['evidence_nats']:.1f}n" in run.stdout  # the printed table
     # the textbook's threshold is calibrated to opswatch's clean-run false alerts
     rate = graded["false_alerts_per_day_per_100_slices"]

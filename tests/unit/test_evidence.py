@@ -6,11 +6,19 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from services.common.marketplace import Marketplace
 from services.common.simulator import Simulator
-from services.detector.evaluation.evidence import evidence, kl_binomial, kl_poisson
+from services.detector.evaluation.evidence import (
+    evidence,
+    kl_binomial,
+    kl_poisson,
+    llr_binomial,
+    llr_poisson,
+    window_llr,
+)
 
 
 def test_binomial_evidence_by_hand() -> None:
@@ -24,6 +32,24 @@ def test_poisson_evidence_by_hand() -> None:
     assert kl_poisson(0.0, 10.0) == 10.0  # a stop: the expected count itself
     assert kl_poisson(20.0, 10.0) == pytest.approx(20 * math.log(2) - 10)
     assert kl_poisson(7.0, 7.0) == 0.0
+
+
+def test_realised_evidence_of_the_expected_counts_is_the_evidence() -> None:
+    # drawn exactly as the changed rate expects, a window's realised ratio is its KL
+    assert llr_binomial(50, 100, 0.5, 0.1) == pytest.approx(kl_binomial(100, 0.5, 0.1))
+    assert llr_poisson(20, 20.0, 10.0) == pytest.approx(kl_poisson(20.0, 10.0))
+    # what the normal rate expects speaks against the change
+    assert llr_poisson(10, 20.0, 10.0) < 0
+    assert llr_binomial(10, 100, 0.5, 0.1) < 0
+    # a stop: no order is the expected count's worth, one order refutes it
+    assert llr_poisson(0, 0.0, 10.0) == pytest.approx(10.0)
+    assert llr_poisson(1, 0.0, 10.0) < -10
+
+
+def test_realised_evidence_of_sampled_windows_averages_the_evidence() -> None:
+    rng = np.random.default_rng(3)
+    draws = [llr_poisson(k, 6.0, 10.0) for k in rng.poisson(6.0, 20_000)]
+    assert float(np.mean(draws)) == pytest.approx(kl_poisson(6.0, 10.0), rel=0.05)
 
 
 class Stops:
@@ -57,6 +83,22 @@ def test_evidence_sums_the_windows_of_the_incident() -> None:
     conversion = 3 * kl_binomial(40, 0.0, 0.1)
     assert evidence(gen, {}, "conversion_rate", 900.0, 1800.0, 300) == pytest.approx(conversion)
     assert evidence(gen, {}, "active_users", 900.0, 1800.0, 300) == 0.0
+
+
+def test_a_windows_realised_evidence_reads_the_metrics_quantities() -> None:
+    gen = Stops(900.0, 1800.0)
+    changed, normal = gen.expected({}, 900, 1200), gen.expected({}, 900, 1200, incidents=False)
+    assert window_llr("order_count", 0, 0, changed, normal) == pytest.approx(4.0)
+    # conversion: paid of sessions; checkout conversion: paid of checkouts
+    assert window_llr("conversion_rate", 0, 40, changed, normal) == pytest.approx(
+        kl_binomial(40, 0.0, 0.1)
+    )
+    assert window_llr("checkout_conversion", 0, 5, changed, normal) == pytest.approx(
+        kl_binomial(5, 0.0, 0.8)
+    )
+    assert window_llr("conversion_rate", 0, 0, changed, normal) == 0.0  # no session, no news
+    with pytest.raises(KeyError):
+        window_llr("returning_user_rate", 1, 2, changed, normal)
 
 
 START = datetime(2026, 3, 2, tzinfo=UTC)

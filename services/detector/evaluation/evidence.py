@@ -8,7 +8,14 @@ with the expected counts the generator gives with and without the incident.
 Ratios are binomial (trials: the denominator's expected count with the
 incident), counts and sums Poisson (a sum: the count of what it adds up),
 distinct users Poisson in the number of users. Nothing here looks at a
-detector or at sampled data.
+detector.
+
+The same models give a window's *realised* log-likelihood ratio, from the
+counts the generator actually drew (``window_llr``): what an oracle that knows
+both rates and when the incident starts would add up. Its expectation is the
+window's evidence, and it scatters around it (by about the square root of
+twice the evidence, for a small change), so some scenarios above a threshold
+on average fall short of it in the data drawn.
 """
 
 from __future__ import annotations
@@ -58,6 +65,20 @@ def kl_poisson(mean1: float, mean0: float) -> float:
     return head - mean1 + mean0
 
 
+def llr_binomial(x: float, n: float, p1: float, p0: float) -> float:
+    """The log-likelihood ratio of rate p1 against p0 for x successes in n trials (a
+    numerator above its denominator is taken as all successes; rates kept off 0 and 1)."""
+    p0, p1 = (min(max(p, _EPS), 1 - _EPS) for p in (p0, p1))
+    x = min(x, n)
+    return x * math.log(p1 / p0) + (n - x) * math.log((1 - p1) / (1 - p0))
+
+
+def llr_poisson(k: float, mean1: float, mean0: float) -> float:
+    """The log-likelihood ratio of a Poisson mean1 against mean0 for a count k."""
+    mean0, mean1 = max(mean0, _EPS), max(mean1, _EPS)
+    return k * math.log(mean1 / mean0) - mean1 + mean0
+
+
 def _with_attempts(q: dict[str, float]) -> dict[str, float]:
     return {**q, "attempts": q["paid"] + q["failed"]}
 
@@ -73,6 +94,25 @@ def window_evidence(metric: str, changed: dict[str, float], normal: dict[str, fl
     if metric in COUNT_QUANTITIES:
         q = COUNT_QUANTITIES[metric]
         return kl_poisson(changed[q], normal[q])
+    raise KeyError(f"no evidence model for {metric}")
+
+
+def window_llr(
+    metric: str, num: float, den: float, changed: dict[str, float], normal: dict[str, float]
+) -> float:
+    """A window's realised log-likelihood ratio of the changed rates against the normal
+    ones: ``num`` of ``den`` for a ratio, the count ``num`` (for a sum, the count of
+    what it adds up) otherwise."""
+    changed, normal = _with_attempts(changed), _with_attempts(normal)
+    if metric in RATIO_QUANTITIES:
+        q_num, q_den = RATIO_QUANTITIES[metric]
+        n1, n0 = changed[q_den], normal[q_den]
+        if den <= 0 or n1 <= 0 or n0 <= 0:
+            return 0.0
+        return llr_binomial(num, den, min(1.0, changed[q_num] / n1), min(1.0, normal[q_num] / n0))
+    if metric in COUNT_QUANTITIES:
+        q = COUNT_QUANTITIES[metric]
+        return llr_poisson(num, changed[q], normal[q])
     raise KeyError(f"no evidence model for {metric}")
 
 

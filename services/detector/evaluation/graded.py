@@ -50,7 +50,7 @@ from services.detector.engine.catalog import Catalog
 from services.detector.engine.engine import Engine
 from services.detector.engine.evaluate import EngineSettings
 from services.detector.engine.slices import ancestors, parse_slice_key, slice_key
-from services.detector.evaluation.evidence import evidence
+from services.detector.evaluation.evidence import evidence, window_llr
 from services.detector.evaluation.scenarios import compatible
 from services.detector.evaluation.textbook import Textbook, calibrate, episodes
 
@@ -203,6 +203,7 @@ class Row:
     watched: bool
     opswatch: Verdict
     textbook: Verdict
+    oracle_delay_windows: float | None = None  # None: not found within the incident
 
 
 @dataclass
@@ -224,6 +225,7 @@ class Band:
     scenarios: int
     opswatch_recall: float | None
     textbook_recall: float | None
+    oracle_recall: float | None
 
 
 @dataclass
@@ -239,11 +241,13 @@ class GradedSummary:
     rows: list[Row]
     clean: list[Clean]
     textbook_threshold: float
+    oracle_threshold: float
     bands: list[Band]
     opswatch_median_delay_windows: float | None
     textbook_median_delay_windows: float | None
     both_detected_median_delay_windows: dict[str, float | None]
     false_alerts_per_day_per_100_slices: dict[str, float]
+    found_from_20_nats: dict[str, int]  # scenarios, and those each detector found
     targets: Targets
 
     def to_json(self) -> dict[str, Any]:
@@ -380,6 +384,38 @@ def _judge(
     )
 
 
+def oracle(
+    gen: Generator,
+    book: Textbook,
+    slice_: Mapping[str, str],
+    scenario: Graded,
+    h: float,
+    w: int,
+) -> float | None:
+    """The delay in windows of a detector that knows the normal and the changed rates
+    and when the incident starts: per metric of the scenario, a one-sided CUSUM of the
+    window's realised log-likelihood ratio (``window_llr``, on the counts the textbook's
+    windows hold for the affected slice) from the incident's first window, alarming
+    above ``h``; the earliest metric's. None: no alarm within the incident."""
+    start = int(INCIDENT_AT.timestamp())
+    stop = start + int(scenario.duration.total_seconds())
+    key = slice_key(slice_)
+    kinds = {m.name: m.kind for m in book.metrics}
+    columns = {m: book.series.index((key, m)) for m in scenario.metrics if (key, m) in book.series}
+    cusum = dict.fromkeys(columns, 0.0)
+    for t in range(start, stop, w):
+        changed = gen.expected(slice_, t, t + w, incidents=True)
+        normal = gen.expected(slice_, t, t + w, incidents=False)
+        x, n = book.values(t)
+        for m, col in columns.items():
+            num = n[col] if kinds[m] == "sum" else x[col]
+            llr = window_llr(m, float(num), float(n[col]), changed, normal)
+            cusum[m] = max(0.0, cusum[m] + llr)
+        if any(c > h for c in cusum.values()):
+            return (t - start) / w
+    return None
+
+
 def run_scenario(task: Task, catalog: Catalog, settings: EngineSettings) -> Row:
     hist = _HISTORIES[task.history]
     scenario = task.scenario
@@ -422,7 +458,13 @@ def run_scenario(task: Task, catalog: Catalog, settings: EngineSettings) -> Row:
         scenario.watched,
         _judge(ours, scenario, slice_, end.timestamp(), w),
         _judge(theirs, scenario, slice_, end.timestamp(), w),
+        oracle(gen, book, slice_, scenario, _oracle_threshold(catalog, settings), w),
     )
+
+
+def _oracle_threshold(catalog: Catalog, settings: EngineSettings) -> float:
+    """The oracle alarms where opswatch's CUSUMs do: at the threshold the budget sets."""
+    return settings.cusum_threshold(len(catalog.metrics))
 
 
 def _rate(false: int, clean: Sequence[Clean], slices: Callable[[Clean], int]) -> float:
@@ -434,7 +476,13 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarise(rows: list[Row], clean: list[Clean], threshold: float) -> GradedSummary:
+def _recall(rows: Sequence[Row], found: Callable[[Row], bool]) -> float | None:
+    return sum(found(r) for r in rows) / len(rows) if rows else None
+
+
+def summarise(
+    rows: list[Row], clean: list[Clean], threshold: float, oracle_threshold: float
+) -> GradedSummary:
     judged = [r for r in rows if r.watched]
     bands = []
     for low, high in pairwise(BANDS):
@@ -444,8 +492,9 @@ def summarise(rows: list[Row], clean: list[Clean], threshold: float) -> GradedSu
                 low,
                 high,
                 len(inside),
-                sum(r.opswatch.detected for r in inside) / len(inside) if inside else None,
-                sum(r.textbook.detected for r in inside) / len(inside) if inside else None,
+                _recall(inside, lambda r: r.opswatch.detected),
+                _recall(inside, lambda r: r.textbook.detected),
+                _recall(inside, lambda r: r.oracle_delay_windows is not None),
             )
         )
     steps = [r for r in judged if r.shape != "creep"]
@@ -458,10 +507,18 @@ def summarise(rows: list[Row], clean: list[Clean], threshold: float) -> GradedSu
     for r in judged:
         label = f"{r.generator}@{r.level:g}: {r.scenario}"
         if r.evidence_nats >= TARGET_NATS and not r.opswatch.detected:
-            failures.append(f"{label}: missed at {r.evidence_nats:.0f} nats")
+            also = "" if r.oracle_delay_windows is not None else " (the oracle too)"
+            failures.append(f"{label}: missed at {r.evidence_nats:.0f} nats{also}")
         td, od = r.textbook.delay_windows, r.opswatch.delay_windows
         if td is not None and (od is None or od > td + 1):
             failures.append(f"{label}: delay {'-' if od is None else f'{od:.0f}'} > {td:.0f} + 1")
+    clear = [r for r in judged if r.evidence_nats >= TARGET_NATS]
+    found = {
+        "scenarios": len(clear),
+        "opswatch": sum(r.opswatch.detected for r in clear),
+        "textbook": sum(r.textbook.detected for r in clear),
+        "oracle": sum(r.oracle_delay_windows is not None for r in clear),
+    }
     median_ok = both_ours is None or both_theirs is None or both_ours <= both_theirs
     if not median_ok:
         failures.append(f"median delay {both_ours} > textbook's {both_theirs}")
@@ -469,6 +526,7 @@ def summarise(rows: list[Row], clean: list[Clean], threshold: float) -> GradedSu
         rows,
         clean,
         threshold,
+        oracle_threshold,
         bands,
         _median(ours),
         _median(theirs),
@@ -481,6 +539,7 @@ def summarise(rows: list[Row], clean: list[Clean], threshold: float) -> GradedSu
                 sum(c.textbook_false_alerts for c in clean), clean, lambda c: c.textbook_slices
             ),
         },
+        found,
         Targets(
             not any("missed" in f for f in failures),
             not any(": delay" in f for f in failures),
@@ -549,7 +608,7 @@ def run_graded(
             rows.append(row)
             if done is not None:
                 done(row)
-    return summarise(rows, clean, threshold)
+    return summarise(rows, clean, threshold, _oracle_threshold(catalog, settings))
 
 
 def _verdict(v: Verdict) -> str:
@@ -558,9 +617,13 @@ def _verdict(v: Verdict) -> str:
     return f"{v.delay_windows:.0f} w" if v.delay_windows is not None else "detected"
 
 
+def _delay(windows: float | None) -> str:
+    return "missed" if windows is None else f"{windows:.0f} w"
+
+
 HEADER = (
-    f"{'generator':16} {'scenario':42} {'evidence':>8}  {'opswatch':>9} {'textbook':>9}  "
-    "false (opswatch/textbook)"
+    f"{'generator':16} {'scenario':42} {'evidence':>8}  {'opswatch':>9} {'textbook':>9} "
+    f"{'oracle':>7}  false (opswatch/textbook)"
 )
 
 
@@ -569,7 +632,8 @@ def format_row(row: Row) -> str:
     watched = "" if row.watched else "  (not watched: the catalog alerts the other way)"
     return (
         f"{row.generator + '@' + format(row.level, 'g'):16} {row.scenario:42} "
-        f"{row.evidence_nats:7.1f}n  {_verdict(row.opswatch):>9} {_verdict(row.textbook):>9}  "
+        f"{row.evidence_nats:7.1f}n  {_verdict(row.opswatch):>9} {_verdict(row.textbook):>9} "
+        f"{_delay(row.oracle_delay_windows):>7}  "
         f"{row.opswatch.false_alerts}/{row.textbook.false_alerts}{watched}"
     )
 
@@ -579,15 +643,20 @@ def _fmt(value: float | None) -> str:
 
 
 def format_summary(summary: GradedSummary) -> list[str]:
-    lines = [f"{'evidence (nats)':16} {'scenarios':>9} {'opswatch':>9} {'textbook':>9}  (recall)"]
+    lines = [
+        f"{'evidence (nats)':16} {'scenarios':>9} {'opswatch':>9} {'textbook':>9} "
+        f"{'oracle':>9}  (recall)"
+    ]
     for b in summary.bands:
         if b.scenarios:
             lines.append(
                 f"{f'{b.low:g}-{b.high:g}':16} {b.scenarios:9} "
-                f"{_fmt(b.opswatch_recall):>9} {_fmt(b.textbook_recall):>9}"
+                f"{_fmt(b.opswatch_recall):>9} {_fmt(b.textbook_recall):>9} "
+                f"{_fmt(b.oracle_recall):>9}"
             )
     both = summary.both_detected_median_delay_windows
     rate = summary.false_alerts_per_day_per_100_slices
+    found = summary.found_from_20_nats
     lines += [
         f"median delay (steps, windows): opswatch {_fmt(summary.opswatch_median_delay_windows)}, "
         f"textbook {_fmt(summary.textbook_median_delay_windows)}; where both detected: "
@@ -595,6 +664,10 @@ def format_summary(summary: GradedSummary) -> list[str]:
         f"clean runs, false alerts per day per 100 slices: opswatch {rate['opswatch']:.2f}, "
         f"textbook {rate['textbook']:.2f} (threshold {summary.textbook_threshold:g} nats); "
         f"boundary alerts of opswatch: {sum(c.opswatch_boundary_alerts for c in summary.clean)}",
+        f"found of the {found['scenarios']} scenarios >= {TARGET_NATS:g} nats: opswatch "
+        f"{found['opswatch']}, textbook {found['textbook']}, oracle {found['oracle']} (the "
+        f"true rates and onset known, alarming above opswatch's {summary.oracle_threshold:.1f} "
+        "nats)",
         f"targets: every scenario >= {TARGET_NATS:g} nats detected "
         f"{'yes' if summary.targets.detected_from_20_nats else 'NO'}; each delay <= textbook + 1 "
         f"{'yes' if summary.targets.delay_within_textbook_plus_1 else 'NO'}; median delay <= "

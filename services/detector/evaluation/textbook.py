@@ -85,14 +85,16 @@ class Textbook:
         self.x[window.start] = x
         self.n[window.start] = n
 
-    def _values(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+    def values(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """A window's numerators (or counts) and denominators (a sum: the count of what
+        it adds up), per series; zeros for a window not seen."""
         zero = np.zeros(len(self.series))
         return self.x.get(start, zero), self.n.get(start, zero)
 
     def llr(self, start: int) -> dict[str, np.ndarray]:
         """Per direction, each design shift's log-likelihood ratio for the window (rows)."""
-        x, n = (v.astype(float) for v in self._values(start))
-        past = [self._values(start - d * DAY_S) for d in range(1, DAYS + 1)]
+        x, n = (v.astype(float) for v in self.values(start))
+        past = [self.values(start - d * DAY_S) for d in range(1, DAYS + 1)]
         bx = np.sum([p[0] for p in past], axis=0, dtype=float)
         bn = np.sum([p[1] for p in past], axis=0, dtype=float)
         ratio = self.ratio

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from services.common.events import (
     MetricNames,
     event_time,
     leaf_of,
+    refuse_future,
     reserved_name,
     validate_all,
 )
@@ -67,10 +69,13 @@ def read_events(
     stats: ReplayStats,
     on_invalid: Callable[[int, str], None],
     reserved: frozenset[str] = frozenset(),
+    now: float = math.inf,
 ) -> Iterator[tuple[float, dict[str, Any]]]:
     """The file's valid events in its order, with their event time; each invalid
     line reported with its number, in order too (a metric event named as one of
-    the ``reserved`` catalog metrics is invalid)."""
+    the ``reserved`` catalog metrics is invalid, and so is one more than a day
+    ahead of ``now``, as ingest refuses it: one such line would otherwise have the
+    engine judge every window up to it, centuries of them for a wrong year)."""
     chunk: list[tuple[int, Any]] = []  # (line number, the decoded line or why it is not JSON)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -81,9 +86,9 @@ def read_events(
         except orjson.JSONDecodeError as exc:
             chunk.append((number, EventError("", f"not valid JSON: {exc}")))
         if len(chunk) == CHUNK:
-            yield from _checked(chunk, stats, on_invalid, reserved)
+            yield from _checked(chunk, stats, on_invalid, reserved, now)
             chunk = []
-    yield from _checked(chunk, stats, on_invalid, reserved)
+    yield from _checked(chunk, stats, on_invalid, reserved, now)
 
 
 def _checked(
@@ -91,12 +96,18 @@ def _checked(
     stats: ReplayStats,
     on_invalid: Callable[[int, str], None],
     reserved: frozenset[str],
+    now: float,
 ) -> Iterator[tuple[float, dict[str, Any]]]:
     verdicts = iter(validate_all([raw for _, raw in chunk if not isinstance(raw, EventError)]))
     for number, raw in chunk:
         result = raw if isinstance(raw, EventError) else next(verdicts)
         if isinstance(result, dict) and result["type"] == "metric" and result["name"] in reserved:
             result = reserved_name(result["name"])
+        if isinstance(result, dict):
+            try:
+                refuse_future(result, now, "this machine's clock")
+            except EventError as exc:
+                result = exc
         if isinstance(result, EventError):
             stats.invalid += 1
             on_invalid(number, str(result))
@@ -133,10 +144,12 @@ def replay(
     on_invalid: Callable[[int, str], None] | None = None,
     progress: Callable[[ReplayStats], None] | None = None,
     calendar: Calendar | None = None,
+    now: float | None = None,
 ) -> ReplayStats:
     """The engine over ``source``'s events in event time, its alerts to ``sink``;
     each invalid line reported to ``on_invalid``, and ``progress`` told of every
-    4096 events."""
+    4096 events. An event more than a day ahead of ``now`` (this machine's clock
+    unless given) is invalid."""
     stats = ReplayStats()
     engine = Engine(catalog, settings, calendar)
     names = MetricNames(settings.max_metric_names)
@@ -152,7 +165,8 @@ def replay(
         if on_invalid is not None:
             on_invalid(number, why)
 
-    events = read_events(source, stats, invalid, frozenset(catalog.names))
+    clock = time.time() if now is None else now
+    events = read_events(source, stats, invalid, frozenset(catalog.names), clock)
     for ts, event in reorder(events, reorder_s):
         try:
             names.admit(event)  # in the order the engine takes them

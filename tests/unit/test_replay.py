@@ -170,6 +170,8 @@ def test_replay_is_deterministic_and_skips_bad_lines(tmp_path: Path) -> None:
     lines = [orjson.dumps(e) for e in events]
     lines.insert(10, b"{not json")
     lines.insert(20, b'{"type": "order", "event_id": "x"}')
+    # a wrong year: ingest refuses it, and replay would judge every window up to it
+    lines.insert(30, orjson.dumps({**events[30], "event_id": "y", "ts": "2999-01-01T00:00:00Z"}))
     bad.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "bad.alerts.ndjson"
     done = subprocess.run(
@@ -180,8 +182,11 @@ def test_replay_is_deterministic_and_skips_bad_lines(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0
-    assert "2 invalid lines skipped" in done.stderr
+    assert "3 invalid lines skipped" in done.stderr
     assert "bad.ndjson:11" in done.stderr
+    assert "bad.ndjson:31: skipped: ts: more than a day ahead of this machine's clock" in (
+        done.stderr
+    )
     assert [orjson.loads(x) for x in out.read_bytes().splitlines()] == first
 
 

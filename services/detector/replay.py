@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,8 +67,8 @@ def read_events(
     lines: Iterable[bytes],
     stats: ReplayStats,
     on_invalid: Callable[[int, str], None],
-    reserved: frozenset[str] = frozenset(),
-    now: float = math.inf,
+    reserved: frozenset[str],
+    now: float,
 ) -> Iterator[tuple[float, dict[str, Any]]]:
     """The file's valid events in its order, with their event time; each invalid
     line reported with its number, in order too (a metric event named as one of

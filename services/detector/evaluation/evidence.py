@@ -83,18 +83,31 @@ def _with_attempts(q: dict[str, float]) -> dict[str, float]:
     return {**q, "attempts": q["paid"] + q["failed"]}
 
 
-def window_evidence(metric: str, changed: dict[str, float], normal: dict[str, float]) -> float:
+def _rates(
+    metric: str, changed: dict[str, float], normal: dict[str, float]
+) -> tuple[bool, float, float, float] | None:
+    """The metric's model in a window: whether it is a ratio, its trials with the
+    change, and its changed and normal rate (a ratio) or mean (a count); None for a
+    ratio without trials."""
     changed, normal = _with_attempts(changed), _with_attempts(normal)
     if metric in RATIO_QUANTITIES:
         num, den = RATIO_QUANTITIES[metric]
         n1, n0 = changed[den], normal[den]
         if n1 <= 0 or n0 <= 0:
-            return 0.0
-        return kl_binomial(n1, min(1.0, changed[num] / n1), min(1.0, normal[num] / n0))
+            return None
+        return True, n1, min(1.0, changed[num] / n1), min(1.0, normal[num] / n0)
     if metric in COUNT_QUANTITIES:
         q = COUNT_QUANTITIES[metric]
-        return kl_poisson(changed[q], normal[q])
+        return False, 0.0, changed[q], normal[q]
     raise KeyError(f"no evidence model for {metric}")
+
+
+def window_evidence(metric: str, changed: dict[str, float], normal: dict[str, float]) -> float:
+    model = _rates(metric, changed, normal)
+    if model is None:
+        return 0.0
+    ratio, trials, a, b = model
+    return kl_binomial(trials, a, b) if ratio else kl_poisson(a, b)
 
 
 def window_llr(
@@ -103,17 +116,13 @@ def window_llr(
     """A window's realised log-likelihood ratio of the changed rates against the normal
     ones: ``num`` of ``den`` for a ratio, the count ``num`` (for a sum, the count of
     what it adds up) otherwise."""
-    changed, normal = _with_attempts(changed), _with_attempts(normal)
-    if metric in RATIO_QUANTITIES:
-        q_num, q_den = RATIO_QUANTITIES[metric]
-        n1, n0 = changed[q_den], normal[q_den]
-        if den <= 0 or n1 <= 0 or n0 <= 0:
-            return 0.0
-        return llr_binomial(num, den, min(1.0, changed[q_num] / n1), min(1.0, normal[q_num] / n0))
-    if metric in COUNT_QUANTITIES:
-        q = COUNT_QUANTITIES[metric]
-        return llr_poisson(num, changed[q], normal[q])
-    raise KeyError(f"no evidence model for {metric}")
+    model = _rates(metric, changed, normal)
+    if model is None:
+        return 0.0
+    ratio, _, a, b = model
+    if not ratio:
+        return llr_poisson(num, a, b)
+    return llr_binomial(num, den, a, b) if den > 0 else 0.0
 
 
 def evidence(

@@ -611,14 +611,14 @@ def run_graded(
     return summarise(rows, clean, threshold, _oracle_threshold(catalog, settings))
 
 
-def _verdict(v: Verdict) -> str:
-    if not v.detected:
-        return "missed"
-    return f"{v.delay_windows:.0f} w" if v.delay_windows is not None else "detected"
-
-
 def _delay(windows: float | None) -> str:
     return "missed" if windows is None else f"{windows:.0f} w"
+
+
+def _verdict(v: Verdict) -> str:
+    if v.detected and v.delay_windows is None:
+        return "detected"
+    return _delay(v.delay_windows) if v.detected else "missed"
 
 
 HEADER = (
